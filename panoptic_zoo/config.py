@@ -1,0 +1,26 @@
+"""
+``get_cfg()``: detectron2's defaults plus every option panoptic_zoo adds.
+
+Each ``add_*_config`` only adds keys of its own that are missing, so it is safe to call twice and
+never changes a default another method relies on; solver and input choices live in YAML.
+"""
+
+from detectron2.config import CfgNode
+from detectron2.config import get_cfg as get_detectron2_cfg
+
+__all__ = ["add_panoptic_zoo_config", "get_cfg"]
+
+
+def add_panoptic_zoo_config(cfg: CfgNode) -> None:
+    """Options shared by all methods."""
+    if "DATASET_MAPPER_NAME" not in cfg.INPUT:
+        # Name in panoptic_zoo.data.DATASET_MAPPER_REGISTRY of the mapper used for training and
+        # evaluation; detectron2's own DatasetMapper by default.
+        cfg.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
+
+
+def get_cfg() -> CfgNode:
+    """A fresh config with detectron2's defaults and the options of every method."""
+    cfg = get_detectron2_cfg()
+    add_panoptic_zoo_config(cfg)
+    return cfg

@@ -1,0 +1,4 @@
+from . import datasets  # noqa: F401  (registers the builtin datasets)
+from .mappers import DATASET_MAPPER_REGISTRY, PanopticFPNDatasetMapper, build_dataset_mapper
+
+__all__ = ["DATASET_MAPPER_REGISTRY", "PanopticFPNDatasetMapper", "build_dataset_mapper"]

@@ -1,0 +1,108 @@
+"""
+Datasets registered when ``panoptic_zoo`` is imported.
+
+* The embedded shapes dataset, generated on first use (see :mod:`.shapes`):
+  ``shapes_{split}_panoptic`` (COCO panoptic + semantic PNGs + COCO instances, for all methods)
+  and detectron2's own ``shapes_{split}_panoptic_separated`` / ``_stuffonly`` views of it.
+* COCO panoptic: detectron2 registers ``coco_2017_{train,val}_panoptic_separated`` (Panoptic FPN's
+  setting) itself, under ``$DETECTRON2_DATASETS`` (default ``./datasets``).
+* Cityscapes panoptic: ``cityscapes_fine_panoptic_{train,val}_separated``, the layout of
+  detectron2's ``cityscapes_fine_panoptic_*`` with separated ids (see :mod:`.panoptic`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_panoptic_separated
+from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+from detectron2.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
+
+from .panoptic import register_panoptic_dataset, separated_metadata
+from .shapes import SHAPES_CATEGORIES, ShapesSpec, default_shapes_root, ensure_shapes_dataset
+
+__all__ = ["register_shapes", "register_cityscapes_panoptic_separated", "register_all"]
+
+
+def register_shapes(
+    prefix: str = "shapes", spec: ShapesSpec = ShapesSpec(), root: str | Path | None = None
+) -> list[str]:
+    """
+    Register every split of a shapes dataset as ``{prefix}_{split}_panoptic`` plus detectron2's
+    ``_separated``/``_stuffonly`` views. Files are generated on the first load (in ``root``,
+    default: ``$PANOPTIC_ZOO_DATASETS`` or the user's cache). Returns the panoptic names.
+    """
+    root = Path(root) if root is not None else default_shapes_root(spec)
+    prepare = functools.partial(ensure_shapes_dataset, root, spec)
+    metadata = separated_metadata(SHAPES_CATEGORIES)
+    names = []
+    for split, _ in spec.splits:
+        name = f"{prefix}_{split}_panoptic"
+        paths = {
+            "image_root": str(root / "images" / split),
+            "panoptic_root": str(root / f"panoptic_{split}"),
+            "panoptic_json": str(root / f"panoptic_{split}.json"),
+        }
+        instances_json = str(root / f"instances_{split}.json")
+        sem_seg_root = str(root / f"panoptic_stuff_{split}")
+        register_panoptic_dataset(
+            name, metadata, **paths, instances_json=instances_json,
+            sem_seg_root=sem_seg_root, prepare=prepare,
+        )  # fmt: skip
+        register_coco_panoptic_separated(
+            name, metadata, paths["image_root"], paths["panoptic_root"],
+            paths["panoptic_json"], sem_seg_root, instances_json,
+        )  # fmt: skip
+        for view in (f"{name}_separated", f"{name}_stuffonly"):
+            _generate_before_loading(view, prepare)
+        names.append(name)
+    return names
+
+
+def _generate_before_loading(name: str, prepare) -> None:
+    load = DatasetCatalog.pop(name)
+
+    def prepare_then_load():
+        prepare()
+        return load()
+
+    DatasetCatalog.register(name, prepare_then_load)
+
+
+_CITYSCAPES_PANOPTIC_SPLITS = {
+    "train": ("cityscapes/leftImg8bit/train", "cityscapes/gtFine/cityscapes_panoptic_train"),
+    "val": ("cityscapes/leftImg8bit/val", "cityscapes/gtFine/cityscapes_panoptic_val"),
+}
+
+
+def register_cityscapes_panoptic_separated(root: str) -> None:
+    """
+    ``cityscapes_fine_panoptic_{split}_separated``: Cityscapes panoptic (as prepared by
+    cityscapesscripts' ``createPanopticImgs``) with separated ids, read by detectron2's loader.
+    """
+    metadata = separated_metadata(CITYSCAPES_CATEGORIES)
+    for split, (image_dir, gt_dir) in _CITYSCAPES_PANOPTIC_SPLITS.items():
+        name = f"cityscapes_fine_panoptic_{split}_separated"
+        image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
+        gt_json = gt_dir + ".json"
+        DatasetCatalog.register(
+            name,
+            functools.partial(load_cityscapes_panoptic, image_dir, gt_dir, gt_json, metadata),
+        )
+        MetadataCatalog.get(name).set(
+            image_root=image_dir,
+            panoptic_root=gt_dir,
+            panoptic_json=gt_json,
+            evaluator_type="coco_panoptic_seg",
+            ignore_label=255,
+            label_divisor=1000,
+            **metadata,
+        )
+
+
+def register_all() -> None:
+    register_shapes()
+    register_cityscapes_panoptic_separated(os.getenv("DETECTRON2_DATASETS", "datasets"))

@@ -1,0 +1,212 @@
+"""
+Loading and registering panoptic datasets in COCO panoptic format, with checked annotations.
+
+Every panoptic dataset that panoptic_zoo registers uses *separated* contiguous ids, the
+convention of detectron2's ``register_coco_panoptic_separated`` and Panoptic FPN:
+thing categories map to ``0 .. T-1`` and stuff categories to ``1 .. S``, where stuff class 0
+stands for "any thing" in semantic heads that merge all things into one class. Each segment of
+a dataset dict carries ``isthing`` so the two id spaces never mix, and
+:class:`detectron2.evaluation.COCOPanopticEvaluator` maps predictions back to dataset ids
+through the same metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.file_io import PathManager
+
+__all__ = [
+    "AnnotationError",
+    "separated_metadata",
+    "load_panoptic_json",
+    "register_panoptic_dataset",
+]
+
+
+class AnnotationError(ValueError):
+    """A dataset annotation is malformed or disagrees with the files it describes."""
+
+
+def separated_metadata(categories: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """
+    Metadata in separated ids for COCO-style ``categories`` (dicts with id, name, isthing,
+    color), ordered by dataset id.
+    """
+    for key in ("id", "name", "isthing"):
+        missing = [c for c in categories if key not in c]
+        if missing:
+            raise AnnotationError(f"category {missing[0]} has no '{key}' field")
+    things = sorted((c for c in categories if c["isthing"]), key=lambda c: c["id"])
+    stuff = sorted((c for c in categories if not c["isthing"]), key=lambda c: c["id"])
+    return {
+        "thing_classes": [c["name"] for c in things],
+        "thing_colors": [list(c.get("color", (220, 20, 60))) for c in things],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
+        "stuff_classes": ["things"] + [c["name"] for c in stuff],
+        "stuff_colors": [[82, 18, 128]] + [list(c.get("color", (128, 128, 128))) for c in stuff],
+        # Dataset id 0 (never a real category) names the merged "things" class, as in
+        # detectron2's separated COCO metadata; the semantic evaluator needs an id for it.
+        "stuff_dataset_id_to_contiguous_id": {
+            0: 0,
+            **{c["id"]: i + 1 for i, c in enumerate(stuff)},
+        },
+    }
+
+
+def _require_file(path: str, what: str, hint: str) -> None:
+    if not PathManager.isfile(path):
+        raise FileNotFoundError(f"{what} {path} does not exist. {hint}")
+
+
+def _require_dir(path: str, what: str, hint: str) -> None:
+    if not PathManager.isdir(path):
+        raise FileNotFoundError(f"{what} directory {path} does not exist. {hint}")
+
+
+def _field(record: dict, key: str, where: str, json_file: str) -> Any:
+    if not isinstance(record, dict) or key not in record:
+        raise AnnotationError(f"{json_file}: {where} has no '{key}' field")
+    return record[key]
+
+
+def load_panoptic_json(
+    json_file: str,
+    image_root: str,
+    panoptic_root: str,
+    metadata: dict[str, Any],
+    sem_seg_root: str | None = None,
+) -> list[dict[str, Any]]:
+    """
+    Read a COCO panoptic JSON into detectron2 dataset dicts (``file_name``, ``image_id``,
+    ``height``, ``width``, ``pan_seg_file_name``, ``segments_info`` with contiguous
+    ``category_id`` and ``isthing``, and ``sem_seg_file_name`` when ``sem_seg_root`` is given).
+
+    Unlike detectron2's loader, image file names come from the JSON's ``images`` (any
+    extension), and every malformed record raises :class:`AnnotationError` naming the file,
+    the record and the field.
+    """
+    hint = "Check the dataset layout in docs/DATASETS.md (and $DETECTRON2_DATASETS)."
+    _require_file(json_file, "panoptic annotation file", hint)
+    _require_dir(image_root, "image", hint)
+    _require_dir(panoptic_root, "panoptic PNG", hint)
+    if sem_seg_root is not None:
+        _require_dir(sem_seg_root, "semantic PNG", hint)
+    with PathManager.open(json_file) as f:
+        try:
+            content = json.load(f)
+        except json.JSONDecodeError as e:
+            raise AnnotationError(f"{json_file} is not valid JSON: {e}") from e
+
+    thing_ids = metadata["thing_dataset_id_to_contiguous_id"]
+    stuff_ids = {k: v for k, v in metadata["stuff_dataset_id_to_contiguous_id"].items() if v != 0}
+    known_ids = sorted([*thing_ids, *stuff_ids])
+    images = {}
+    for index, image in enumerate(_field(content, "images", "the top level", json_file)):
+        where = f"images[{index}]"
+        images[_field(image, "id", where, json_file)] = image
+
+    dataset_dicts = []
+    for index, ann in enumerate(_field(content, "annotations", "the top level", json_file)):
+        where = f"annotations[{index}]"
+        image_id = _field(ann, "image_id", where, json_file)
+        png_name = _field(ann, "file_name", where, json_file)
+        if image_id not in images:
+            raise AnnotationError(
+                f"{json_file}: {where} (file_name {png_name}) refers to image_id {image_id}, "
+                "which is not in 'images'"
+            )
+        image = images[image_id]
+        image_where = f"image {image_id}"
+        segments = []
+        seen_ids = set()
+        for seg_index, seg in enumerate(_field(ann, "segments_info", where, json_file)):
+            seg_where = f"{where} ({png_name}) segments_info[{seg_index}]"
+            seg_id = _field(seg, "id", seg_where, json_file)
+            category = _field(seg, "category_id", seg_where, json_file)
+            if not isinstance(seg_id, int) or seg_id <= 0 or seg_id in seen_ids:
+                raise AnnotationError(
+                    f"{json_file}: {seg_where} has id {seg_id!r}; segment ids must be unique "
+                    "positive integers within an image (0 is void)"
+                )
+            seen_ids.add(seg_id)
+            if category in thing_ids:
+                contiguous, isthing = thing_ids[category], True
+            elif category in stuff_ids:
+                contiguous, isthing = stuff_ids[category], False
+            else:
+                raise AnnotationError(
+                    f"{json_file}: {seg_where} has category_id {category!r}, which is not a "
+                    f"category of this dataset (known ids: {known_ids})"
+                )
+            segments.append(
+                {
+                    "id": seg_id,
+                    "category_id": contiguous,
+                    "isthing": isthing,
+                    "iscrowd": int(seg.get("iscrowd", 0)),
+                    "area": seg.get("area"),
+                    "bbox": seg.get("bbox"),
+                }
+            )
+        record = {
+            "file_name": os.path.join(
+                image_root, _field(image, "file_name", image_where, json_file)
+            ),
+            "image_id": image_id,
+            "height": _field(image, "height", image_where, json_file),
+            "width": _field(image, "width", image_where, json_file),
+            "pan_seg_file_name": os.path.join(panoptic_root, png_name),
+            "segments_info": segments,
+        }
+        if sem_seg_root is not None:
+            record["sem_seg_file_name"] = os.path.join(sem_seg_root, png_name)
+        dataset_dicts.append(record)
+    if not dataset_dicts:
+        raise AnnotationError(f"{json_file} has no annotations")
+    return dataset_dicts
+
+
+def register_panoptic_dataset(
+    name: str,
+    metadata: dict[str, Any],
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    instances_json: str | None = None,
+    sem_seg_root: str | None = None,
+    prepare: Callable[[], Any] | None = None,
+) -> None:
+    """
+    Register a COCO-panoptic-format dataset under ``name``, loaded by :func:`load_panoptic_json`.
+
+    The metadata points the evaluators at their ground truth: ``panoptic_json``/``panoptic_root``
+    for PQ, ``json_file`` (COCO instances) for AP and ``sem_seg_root`` for mIoU, when given.
+    ``prepare`` runs before the first load (e.g. to generate a synthetic dataset on first use).
+    """
+
+    def load() -> list[dict[str, Any]]:
+        if prepare is not None:
+            prepare()
+        return load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata, sem_seg_root)
+
+    DatasetCatalog.register(name, load)
+    extra = {}
+    if instances_json is not None:
+        extra["json_file"] = instances_json
+    if sem_seg_root is not None:
+        extra["sem_seg_root"] = sem_seg_root
+    MetadataCatalog.get(name).set(
+        image_root=image_root,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        evaluator_type="coco_panoptic_seg",
+        ignore_label=255,
+        label_divisor=1000,
+        **extra,
+        **metadata,
+    )

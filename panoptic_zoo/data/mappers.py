@@ -1,0 +1,175 @@
+"""
+Dataset mappers, picked by name from ``cfg.INPUT.DATASET_MAPPER_NAME`` through
+:data:`DATASET_MAPPER_REGISTRY`, so a method brings its own mapper without touching the trainer.
+
+* ``DatasetMapper``: detectron2's own, for datasets with instance ``annotations`` and
+  ``sem_seg_file_name`` (e.g. detectron2's ``*_panoptic_separated`` COCO datasets).
+* ``PanopticFPNDatasetMapper``: for any COCO-panoptic-format dataset (``pan_seg_file_name`` +
+  ``segments_info``): derives Panoptic FPN's targets, instances (boxes, classes, bit masks) and
+  a semantic map with all things merged into class 0, from the panoptic PNG itself, after
+  checking that the PNG and its ``segments_info`` agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Instances
+from detectron2.utils.registry import Registry
+from PIL import Image, UnidentifiedImageError
+
+from .datasets.panoptic import AnnotationError
+
+__all__ = [
+    "DATASET_MAPPER_REGISTRY",
+    "build_dataset_mapper",
+    "read_image_checked",
+    "read_panoptic_png",
+    "PanopticFPNDatasetMapper",
+]
+
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Dataset mappers: callables built as ``mapper(cfg, is_train)`` that turn a dataset dict into
+model inputs. The mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME`` is used for training and
+(with ``is_train=False``) for evaluation.
+"""
+DATASET_MAPPER_REGISTRY.register(DatasetMapper)
+
+
+def build_dataset_mapper(cfg, is_train: bool):
+    return DATASET_MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg, is_train)
+
+
+def read_image_checked(file_name: str, format: str | None = None) -> np.ndarray:
+    """detectron2's ``read_image`` (EXIF orientation, format) with errors that name the file."""
+    try:
+        image = utils.read_image(file_name, format=format)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"image file {file_name} does not exist") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise AnnotationError(f"{file_name} is not a readable image ({e})") from e
+    return image
+
+
+def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, int]) -> np.ndarray:
+    """
+    Segment ids (R + 256 G + 256^2 B) of a dataset dict's panoptic PNG, checked against its
+    ``segments_info`` and the image size.
+    """
+    file_name = dataset_dict["pan_seg_file_name"]
+    rgb = read_image_checked(file_name, "RGB").astype(np.int64)
+    if rgb.shape[:2] != tuple(expected_shape):
+        raise AnnotationError(
+            f"{file_name}: panoptic PNG is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but image "
+            f"{dataset_dict['file_name']} is {expected_shape[1]}x{expected_shape[0]}"
+        )
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    present = set(np.unique(ids).tolist()) - {0}
+    annotated = {s["id"] for s in dataset_dict["segments_info"]}
+    if present - annotated:
+        raise AnnotationError(
+            f"{file_name}: segment ids {sorted(present - annotated)} appear in the PNG but not "
+            "in its segments_info (they would be trained as void)"
+        )
+    if annotated - present:
+        raise AnnotationError(
+            f"{file_name}: segments_info lists ids {sorted(annotated - present)} that do not "
+            "appear in the PNG"
+        )
+    return ids
+
+
+@DATASET_MAPPER_REGISTRY.register()
+class PanopticFPNDatasetMapper:
+    """
+    Image + panoptic PNG -> ``image``, ``instances`` (non-crowd things: ``gt_boxes``,
+    ``gt_classes``, ``gt_masks``) and ``sem_seg`` (stuff ids ``1..S``, every thing pixel 0,
+    void 255), augmented together. At test time only the image is loaded.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: list,
+        image_format: str,
+        ignore_label: int = 255,
+    ):
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.ignore_label = ignore_label
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        augmentations = utils.build_augmentation(cfg, is_train)
+        if cfg.INPUT.CROP.ENABLED and is_train:
+            augmentations.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        return {
+            "is_train": is_train,
+            "augmentations": augmentations,
+            "image_format": cfg.INPUT.FORMAT,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+
+    def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_image_checked(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        if not self.is_train:
+            aug_input = T.AugInput(image)
+            self.augmentations(aug_input)
+            dataset_dict["image"] = _image_tensor(aug_input.image)
+            for key in ("pan_seg_file_name", "segments_info", "sem_seg_file_name", "annotations"):
+                dataset_dict.pop(key, None)
+            return dataset_dict
+
+        segment_ids = read_panoptic_png(dataset_dict, image.shape[:2])
+        # float64 holds every 24-bit id exactly and goes through detectron2's nearest resize.
+        aug_input = T.AugInput(image, sem_seg=segment_ids.astype(np.float64))
+        self.augmentations(aug_input)
+        image, segment_ids = aug_input.image, np.rint(aug_input.sem_seg).astype(np.int64)
+        dataset_dict["image"] = _image_tensor(image)
+        dataset_dict["instances"], dataset_dict["sem_seg"] = self._targets(
+            segment_ids, dataset_dict.pop("segments_info"), image.shape[:2]
+        )
+        dataset_dict.pop("pan_seg_file_name")
+        dataset_dict.pop("sem_seg_file_name", None)
+        return dataset_dict
+
+    def _targets(self, segment_ids: np.ndarray, segments_info: list[dict], image_shape):
+        sem_seg = np.full(segment_ids.shape, self.ignore_label, dtype=np.int64)
+        classes, masks = [], []
+        for segment in segments_info:
+            mask = segment_ids == segment["id"]
+            if not segment["isthing"]:
+                sem_seg[mask] = segment["category_id"]
+                continue
+            sem_seg[mask] = 0  # crowd regions are things too: Panoptic FPN's "things" class
+            if segment.get("iscrowd", 0) or not mask.any():
+                continue
+            classes.append(segment["category_id"])
+            masks.append(mask)
+        instances = Instances(image_shape)
+        instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        if masks:
+            bit_masks = BitMasks(torch.from_numpy(np.stack(masks)))
+        else:
+            bit_masks = BitMasks(torch.zeros((0, *image_shape), dtype=torch.bool))
+        instances.gt_masks = bit_masks
+        instances.gt_boxes = bit_masks.get_bounding_boxes()
+        return instances, torch.from_numpy(sem_seg)
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+

@@ -1,0 +1,3 @@
+from .build import build_evaluators
+
+__all__ = ["build_evaluators"]

@@ -1,0 +1,37 @@
+"""Evaluators picked from what a dataset's metadata says its ground truth is."""
+
+from __future__ import annotations
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+
+__all__ = ["build_evaluators"]
+
+
+def build_evaluators(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluators:
+    """
+    PQ when the metadata has ``panoptic_json``; box and mask AP when it has ``json_file`` (COCO
+    instances) and the model predicts instances (``MODEL.MASK_ON``); mIoU when it has
+    ``sem_seg_root``.
+    """
+    metadata = MetadataCatalog.get(dataset_name)
+    evaluators = []
+    if hasattr(metadata, "panoptic_json"):
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+    if hasattr(metadata, "json_file") and cfg.MODEL.MASK_ON:
+        evaluators.append(
+            COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
+        )
+    if hasattr(metadata, "sem_seg_root"):
+        evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
+    if not evaluators:
+        raise ValueError(
+            f"dataset {dataset_name!r} has no ground truth to evaluate against: its metadata "
+            "names none of panoptic_json, json_file (with MODEL.MASK_ON) or sem_seg_root"
+        )
+    return DatasetEvaluators(evaluators)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv with Python 3.11, the locked dependencies (uv.lock) and Detectron2
+# v0.6 built from its pinned sdist plus our patch series (third_party/detectron2).
+#
+# To use a Detectron2 you built from upstream source instead (with its compiled ops), set
+# PANOPTIC_ZOO_DETECTRON2_SRC=/path/to/detectron2 (a git checkout): it is installed in place
+# of the patched build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+    # uv, not pip, resolves the project: pip's config on some machines prefers a local
+    # CPU-only torch wheel that torchvision's ops cannot load against.
+    python3 -m pip install --quiet --user "uv>=0.5" 2>/dev/null || python3 -m pip install --quiet "uv>=0.5"
+    export PATH="$(python3 -m site --user-base)/bin:$PATH"
+fi
+
+if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ]; then
+    uv sync --frozen --quiet --python 3.11 --extra dev --inexact
+    if ! .venv/bin/python -c "import detectron2._C" 2>/dev/null; then
+        # detectron2's setup.py imports torch, so it builds against the environment's torch.
+        uv pip install --quiet --python .venv/bin/python setuptools wheel
+        uv pip install --python .venv/bin/python --no-build-isolation -e "$PANOPTIC_ZOO_DETECTRON2_SRC"
+    fi
+else
+    uv sync --frozen --quiet --python 3.11 --extra dev --extra detectron2
+fi

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""
+Train or evaluate any panoptic_zoo method; the method is chosen by the config file.
+
+    python train_net.py --config-file configs/shapes/panoptic_fpn_R_18.yaml
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --resume
+    python train_net.py --config-file ... --num-gpus 2    # without CUDA: 2 CPU processes (gloo)
+"""
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+
+import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
+from panoptic_zoo.engine import Trainer, setup_cfg
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
