@@ -76,15 +76,21 @@ def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, i
     annotated = {s["id"] for s in dataset_dict["segments_info"]}
     if present - annotated:
         raise AnnotationError(
-            f"{file_name}: segment ids {sorted(present - annotated)} appear in the PNG but not "
+            f"{file_name}: segment ids {_few(present - annotated)} appear in the PNG but not "
             "in its segments_info (they would be trained as void)"
         )
     if annotated - present:
         raise AnnotationError(
-            f"{file_name}: segments_info lists ids {sorted(annotated - present)} that do not "
+            f"{file_name}: segments_info lists ids {_few(annotated - present)} that do not "
             "appear in the PNG"
         )
     return ids
+
+
+def _few(ids: set[int], limit: int = 10) -> str:
+    """The sorted ids, only the first ``limit`` of them when there are more (e.g. a lossy PNG)."""
+    ids = sorted(ids)
+    return str(ids) if len(ids) <= limit else f"{ids[:limit]} (and {len(ids) - limit} more)"
 
 
 @DATASET_MAPPER_REGISTRY.register()
@@ -113,7 +119,8 @@ class PanopticFPNDatasetMapper:
     def from_config(cls, cfg, is_train: bool = True):
         augmentations = utils.build_augmentation(cfg, is_train)
         if cfg.INPUT.CROP.ENABLED and is_train:
-            augmentations.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+            # After the resize (crops of a rescaled image, as Cityscapes training does).
+            augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
         return {
             "is_train": is_train,
             "augmentations": augmentations,

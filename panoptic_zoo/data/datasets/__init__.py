@@ -1,5 +1,10 @@
 from .builtin import register_all, register_cityscapes_panoptic_separated, register_shapes
-from .panoptic import AnnotationError, load_panoptic_json, register_panoptic_dataset
+from .panoptic import (
+    AnnotationError,
+    load_panoptic_json,
+    register_panoptic_dataset,
+    separated_metadata,
+)
 
 register_all()
 
@@ -9,4 +14,5 @@ __all__ = [
     "register_cityscapes_panoptic_separated",
     "register_panoptic_dataset",
     "register_shapes",
+    "separated_metadata",
 ]

@@ -90,7 +90,9 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
         gt_json = gt_dir + ".json"
         DatasetCatalog.register(
             name,
-            functools.partial(load_cityscapes_panoptic, image_dir, gt_dir, gt_json, metadata),
+            functools.partial(
+                _load_cityscapes_panoptic_separated, image_dir, gt_dir, gt_json, metadata
+            ),
         )
         MetadataCatalog.get(name).set(
             image_root=image_dir,
@@ -101,6 +103,25 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
             label_divisor=1000,
             **metadata,
         )
+
+
+def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata):
+    # detectron2's loader finds the files (images sit in per-city folders) and converts category
+    # ids in place. Let it keep dataset ids (identity maps) so that `isthing` can still be told
+    # apart: in separated ids, things and stuff overlap.
+    thing_ids = metadata["thing_dataset_id_to_contiguous_id"]
+    stuff_ids = metadata["stuff_dataset_id_to_contiguous_id"]
+    identity = {
+        "thing_dataset_id_to_contiguous_id": {k: k for k in thing_ids},
+        "stuff_dataset_id_to_contiguous_id": {k: k for k in stuff_ids},
+    }
+    dataset_dicts = load_cityscapes_panoptic(image_dir, gt_dir, gt_json, identity)
+    for record in dataset_dicts:
+        for segment in record["segments_info"]:
+            segment["isthing"] = segment["category_id"] in thing_ids
+            ids = thing_ids if segment["isthing"] else stuff_ids
+            segment["category_id"] = ids[segment["category_id"]]
+    return dataset_dicts
 
 
 def register_all() -> None:

@@ -68,9 +68,14 @@ def _require_dir(path: str, what: str, hint: str) -> None:
         raise FileNotFoundError(f"{what} directory {path} does not exist. {hint}")
 
 
-def _field(record: dict, key: str, where: str, json_file: str) -> Any:
+def _field(record: dict, key: str, where: str, json_file: str, kind: type | None = None) -> Any:
     if not isinstance(record, dict) or key not in record:
         raise AnnotationError(f"{json_file}: {where} has no '{key}' field")
+    if kind is not None and not isinstance(record[key], kind):
+        raise AnnotationError(
+            f"{json_file}: {where} has '{key}' of type {type(record[key]).__name__}, "
+            f"expected {kind.__name__}"
+        )
     return record[key]
 
 
@@ -106,12 +111,16 @@ def load_panoptic_json(
     stuff_ids = {k: v for k, v in metadata["stuff_dataset_id_to_contiguous_id"].items() if v != 0}
     known_ids = sorted([*thing_ids, *stuff_ids])
     images = {}
-    for index, image in enumerate(_field(content, "images", "the top level", json_file)):
+    for index, image in enumerate(_field(content, "images", "the top level", json_file, list)):
         where = f"images[{index}]"
-        images[_field(image, "id", where, json_file)] = image
+        image_id = _field(image, "id", where, json_file)
+        if image_id in images:
+            raise AnnotationError(f"{json_file}: {where} repeats image id {image_id!r}")
+        images[image_id] = image
 
     dataset_dicts = []
-    for index, ann in enumerate(_field(content, "annotations", "the top level", json_file)):
+    annotated_images = set()
+    for index, ann in enumerate(_field(content, "annotations", "the top level", json_file, list)):
         where = f"annotations[{index}]"
         image_id = _field(ann, "image_id", where, json_file)
         png_name = _field(ann, "file_name", where, json_file)
@@ -120,15 +129,22 @@ def load_panoptic_json(
                 f"{json_file}: {where} (file_name {png_name}) refers to image_id {image_id}, "
                 "which is not in 'images'"
             )
+        if image_id in annotated_images:
+            raise AnnotationError(
+                f"{json_file}: {where} (file_name {png_name}) is a second annotation of "
+                f"image_id {image_id}"
+            )
+        annotated_images.add(image_id)
         image = images[image_id]
         image_where = f"image {image_id}"
         segments = []
         seen_ids = set()
-        for seg_index, seg in enumerate(_field(ann, "segments_info", where, json_file)):
+        for seg_index, seg in enumerate(_field(ann, "segments_info", where, json_file, list)):
             seg_where = f"{where} ({png_name}) segments_info[{seg_index}]"
             seg_id = _field(seg, "id", seg_where, json_file)
             category = _field(seg, "category_id", seg_where, json_file)
-            if not isinstance(seg_id, int) or seg_id <= 0 or seg_id in seen_ids:
+            valid_id = isinstance(seg_id, int) and not isinstance(seg_id, bool) and seg_id > 0
+            if not valid_id or seg_id in seen_ids:
                 raise AnnotationError(
                     f"{json_file}: {seg_where} has id {seg_id!r}; segment ids must be unique "
                     "positive integers within an image (0 is void)"

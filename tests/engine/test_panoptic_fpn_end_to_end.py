@@ -1,0 +1,126 @@
+"""
+Panoptic FPN end to end through the real trainer, mapper, evaluators and command line:
+train a few iterations, evaluate PQ/AP/mIoU, resume from the checkpoint, evaluate from the
+command line and train with 2 gloo processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.events import EventStorage
+from panoptic_testing import CONFIGS, REPO, shrunk_shapes_cfg
+
+from panoptic_zoo.data import build_dataset_mapper
+from panoptic_zoo.engine import Trainer
+from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
+
+
+CONFIG = "panoptic_fpn_R_18.yaml"
+PQ_KEYS = {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}
+
+
+def test_train_evaluate_resume(tiny_shapes, tmp_path):
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path, max_iter=3)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+
+    files = set(os.listdir(tmp_path))
+    assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.json"} <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    losses = [row["total_loss"] for row in logged if "total_loss" in row]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+
+    results = json.loads((tmp_path / EVAL_RESULTS_FILE).read_text())
+    assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
+    assert PQ_KEYS <= set(results["panoptic_seg"])
+    assert all(0.0 <= results["panoptic_seg"][k] <= 100.0 for k in PQ_KEYS)
+    assert 0.0 <= results["sem_seg"]["mIoU"] <= 100.0
+
+    # Resume: a new trainer continues from the last checkpoint (iteration 3) to iteration 5.
+    cfg.defrost()
+    cfg.SOLVER.MAX_ITER = 5
+    resumed = Trainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3
+    final_before = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in final_before.items())
+    resumed.train()
+    assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 4
+
+
+def test_batch_of_two_inference_matches_single_images(tiny_shapes, tmp_path):
+    """Inference on a batch of 2 differently sized images equals inference one by one."""
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
+    model = Trainer.build_model(cfg).eval()
+    mapper = build_dataset_mapper(cfg, is_train=False)
+    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
+    assert inputs[0]["image"].shape != inputs[1]["image"].shape
+    with torch.no_grad():
+        batched = model(inputs)
+        single = [model([x])[0] for x in inputs]
+    for b, s, x in zip(batched, single, inputs):
+        assert b["panoptic_seg"][0].shape == (x["height"], x["width"])
+        assert torch.equal(b["panoptic_seg"][0], s["panoptic_seg"][0])
+        assert b["panoptic_seg"][1] == s["panoptic_seg"][1]
+
+
+def test_training_step_on_batch_of_two_has_all_losses(tiny_shapes, tmp_path):
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
+    model = Trainer.build_model(cfg)
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    assert len(batch) == 2
+    with EventStorage():
+        losses = model(batch)
+    expected = {"loss_sem_seg", "loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg",
+                "loss_mask"}  # fmt: skip
+    assert set(losses) == expected
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def _run(args, env, timeout=600):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train_net.py"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def test_command_line_two_process_training_then_eval_only(tmp_path):
+    """train_net.py with --num-gpus 2 on CPU (2 gloo processes), then --eval-only."""
+    env = dict(os.environ, PANOPTIC_ZOO_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    shrink = [
+        "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "4",
+        "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+        "INPUT.MAX_SIZE_TRAIN", "128", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "128",
+        "DATALOADER.NUM_WORKERS", "0", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "32",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "16", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+    ]  # fmt: skip
+    config = str(CONFIGS / "shapes" / CONFIG)
+    # Training evaluates on the validation split at the end; 2 processes share that work.
+    train = _run(["--config-file", config, "--num-gpus", "2", *shrink, "OUTPUT_DIR", str(out)], env)
+    log = (out / "log.txt").read_text()
+    assert "Rank of current process: 0. World size: 2" in log
+    assert (out / "model_final.pth").is_file()
+    trained = json.loads((out / EVAL_RESULTS_FILE).read_text())
+    assert PQ_KEYS <= set(trained["panoptic_seg"]), train.stdout[-2000:]
+
+    # Both processes trained the same replica: the checkpoint loads into a fresh model.
+    os.remove(out / EVAL_RESULTS_FILE)
+    _run(["--config-file", config, "--eval-only", *shrink, "MODEL.WEIGHTS",
+          str(out / "model_final.pth"), "OUTPUT_DIR", str(out)], env)  # fmt: skip
+    evaluated = json.loads((out / EVAL_RESULTS_FILE).read_text())
+    assert evaluated["panoptic_seg"] == trained["panoptic_seg"]

@@ -1,0 +1,37 @@
+"""Every shipped config parses with get_cfg(), names registered datasets, and builds its model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from panoptic_testing import CONFIGS
+
+from panoptic_zoo.config import add_panoptic_zoo_config, get_cfg
+from panoptic_zoo.data import DATASET_MAPPER_REGISTRY
+
+ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_builds(path):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    cfg.MODEL.DEVICE = "cpu"
+    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
+        assert name in DatasetCatalog.list(), f"{path}: dataset {name} is not registered"
+    assert cfg.INPUT.DATASET_MAPPER_NAME in DATASET_MAPPER_REGISTRY
+    assert not cfg.MODEL.WEIGHTS.startswith(("http", "detectron2://")), "no downloads at run time"
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert all(p.device == torch.device("cpu") for p in model.parameters())
+
+
+def test_add_config_is_idempotent_and_keeps_user_values():
+    cfg = get_cfg()
+    cfg.INPUT.DATASET_MAPPER_NAME = "PanopticFPNDatasetMapper"
+    before = cfg.dump()
+    add_panoptic_zoo_config(cfg)
+    add_panoptic_zoo_config(cfg)
+    assert cfg.dump() == before
