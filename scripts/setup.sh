@@ -18,6 +18,8 @@ fi
 if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ]; then
     uv sync --frozen --quiet --python 3.11 --extra dev --inexact
     if ! .venv/bin/python -c "import detectron2._C" 2>/dev/null; then
+        # The patched build would shadow the source checkout's package.
+        uv pip uninstall --quiet --python .venv/bin/python pb1-detectron2 2>/dev/null || true
         # detectron2's setup.py imports torch, so it builds against the environment's torch.
         uv pip install --quiet --python .venv/bin/python setuptools wheel
         uv pip install --python .venv/bin/python --no-build-isolation -e "$PANOPTIC_ZOO_DETECTRON2_SRC"

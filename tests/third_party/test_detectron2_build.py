@@ -325,13 +325,6 @@ def test_roi_align_rotated_raises_clear_error():
 
 
 @patched_build_only
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="patch 0002 does not cover layers/nms.py: nms_rotated calls "
-    "torch.ops.detectron2.nms_rotated, which only detectron2._C registers, and fails with "
-    "an AttributeError instead of the NotImplementedError the other compiled ops raise",
-)
 def test_nms_rotated_raises_clear_error():
     from detectron2.layers import nms_rotated
 
@@ -684,3 +677,13 @@ def test_launch_two_cpu_processes(tmp_path, monkeypatch):
         assert result["sum"] == 3.0
         assert result["is_ddp"] and result["device_ids"] is None
         assert result["grad"] == [[1.5, 1.5, 1.5]]
+
+
+@patched_build_only
+def test_modulated_deform_conv_on_empty_batch_keeps_output_shape():
+    from detectron2.layers import ModulatedDeformConv
+
+    conv = ModulatedDeformConv(4, 6, kernel_size=3, stride=2, padding=1, dilation=1)
+    x = torch.zeros(0, 4, 9, 11)
+    out = conv(x, torch.zeros(0, 18, 5, 6), torch.zeros(0, 9, 5, 6))
+    assert out.shape == (0, 6, 5, 6)

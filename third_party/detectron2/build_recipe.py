@@ -6,8 +6,8 @@ Steps (all in a temporary directory; nothing in this folder is modified):
   1. fetch the sdist ``pb1-detectron2-0.6.tar.gz`` (or take ``$PANOPTIC_ZOO_DETECTRON2_SDIST``),
      and refuse it unless its sha256 is the pinned one;
   2. unpack it and apply ``patches/series`` in order with ``git apply`` (or ``patch -p1``);
-  3. drop this folder's ``pyproject.toml`` next to the patched ``setup.py`` (it carries the name,
-     version and dependencies) and let setuptools build the wheel.
+  3. put this folder's ``[project]`` table (name, version, dependencies) in a ``pyproject.toml``
+     next to the patched ``setup.py`` and let setuptools build the wheel (or sdist).
 
 Downloaded sdists are cached in ``$PANOPTIC_ZOO_CACHE`` (default ``~/.cache/panoptic_zoo``)/sdists.
 """
@@ -31,6 +31,13 @@ SDIST_URL = (
     "48f5bbb7ee492696a21da23303daeecdfe3942c498a70d34108acf63b2bd/pb1-detectron2-0.6.tar.gz"
 )
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
+
+
+_SETUPTOOLS_BUILD_SYSTEM = """[build-system]
+requires = ["setuptools>=77"]
+build-backend = "setuptools.build_meta"
+
+"""
 
 
 def _sha256(path: Path) -> str:
@@ -102,7 +109,11 @@ def _prepare_tree(workdir: Path) -> Path:
     series = (RECIPE_DIR / "patches" / "series").read_text().split()
     for name in series:
         _apply_patch(RECIPE_DIR / "patches" / name, tree)
-    shutil.copy(RECIPE_DIR / "pyproject.toml", tree / "pyproject.toml")
+    # The recipe's pyproject.toml carries the metadata; in the patched tree the build itself is
+    # plain setuptools (so an sdist of that tree builds anywhere without this recipe).
+    recipe = (RECIPE_DIR / "pyproject.toml").read_text()
+    project = recipe[recipe.index("[project]") :]
+    (tree / "pyproject.toml").write_text(_SETUPTOOLS_BUILD_SYSTEM + project)
     # The sdist's egg-info describes the unpatched package; setuptools must not reuse it.
     shutil.rmtree(tree / "pb1_detectron2.egg-info", ignore_errors=True)
     return tree
