@@ -16,12 +16,12 @@ import functools
 import os
 from pathlib import Path
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_panoptic_separated
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
 from detectron2.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
 
-from .panoptic import register_panoptic_dataset, separated_metadata
+from .panoptic import register_panoptic_dataset, separated_metadata, set_panoptic_metadata
 from .shapes import SHAPES_CATEGORIES, ShapesSpec, default_shapes_root, ensure_shapes_dataset
 
 __all__ = ["register_shapes", "register_cityscapes_panoptic_separated", "register_all"]
@@ -94,15 +94,7 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
                 _load_cityscapes_panoptic_separated, image_dir, gt_dir, gt_json, metadata
             ),
         )
-        MetadataCatalog.get(name).set(
-            image_root=image_dir,
-            panoptic_root=gt_dir,
-            panoptic_json=gt_json,
-            evaluator_type="coco_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
-            **metadata,
-        )
+        set_panoptic_metadata(name, metadata, image_dir, gt_dir, gt_json)
 
 
 def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata):

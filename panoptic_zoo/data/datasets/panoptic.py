@@ -25,6 +25,7 @@ __all__ = [
     "separated_metadata",
     "load_panoptic_json",
     "register_panoptic_dataset",
+    "set_panoptic_metadata",
 ]
 
 
@@ -211,6 +212,21 @@ def register_panoptic_dataset(
         return load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata, sem_seg_root)
 
     DatasetCatalog.register(name, load)
+    set_panoptic_metadata(
+        name, metadata, image_root, panoptic_root, panoptic_json, instances_json, sem_seg_root
+    )
+
+
+def set_panoptic_metadata(
+    name: str,
+    metadata: dict[str, Any],
+    image_root: str,
+    panoptic_root: str,
+    panoptic_json: str,
+    instances_json: str | None = None,
+    sem_seg_root: str | None = None,
+) -> None:
+    """The metadata of a panoptic dataset: where each evaluator finds its ground truth."""
     extra = {}
     if instances_json is not None:
         extra["json_file"] = instances_json
