@@ -2,9 +2,9 @@
 # Idempotent set-up: .venv with Python 3.11, the locked dependencies (uv.lock) and Detectron2
 # v0.6 built from its pinned sdist plus our patch series (third_party/detectron2).
 #
-# To use a Detectron2 you built from upstream source instead (with its compiled ops), set
-# PANOPTIC_ZOO_DETECTRON2_SRC=/path/to/detectron2 (a git checkout): it is installed in place
-# of the patched build.
+# A Detectron2 built from upstream source (with its compiled ops, detectron2._C) is used instead
+# when .venv already has one, or when PANOPTIC_ZOO_DETECTRON2_SRC=/path/to/detectron2 (a git
+# checkout) names one to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +15,14 @@ if ! command -v uv >/dev/null 2>&1; then
     export PATH="$(python3 -m site --user-base)/bin:$PATH"
 fi
 
-if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ]; then
+has_compiled_detectron2() {
+    [ -x .venv/bin/python ] && .venv/bin/python -c "import detectron2._C" 2>/dev/null
+}
+
+if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ] || has_compiled_detectron2; then
+    # --inexact keeps the source build, which the lock file does not know about.
     uv sync --frozen --quiet --python 3.11 --extra dev --inexact
-    if ! .venv/bin/python -c "import detectron2._C" 2>/dev/null; then
+    if ! has_compiled_detectron2; then
         # The patched build would shadow the source checkout's package.
         uv pip uninstall --quiet --python .venv/bin/python pb1-detectron2 2>/dev/null || true
         # detectron2's setup.py imports torch, so it builds against the environment's torch.
