@@ -8,6 +8,10 @@ never changes a default another method relies on; solver and input choices live 
 from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 
+from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
+from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
+from .modeling.upsnet.config import add_upsnet_config
+
 __all__ = ["add_panoptic_zoo_config", "get_cfg"]
 
 
@@ -23,4 +27,7 @@ def get_cfg() -> CfgNode:
     """A fresh config with detectron2's defaults and the options of every method."""
     cfg = get_detectron2_cfg()
     add_panoptic_zoo_config(cfg)
+    add_upsnet_config(cfg)
+    add_panoptic_deeplab_config(cfg)
+    add_panoptic_fcn_config(cfg)
     return cfg

@@ -20,6 +20,7 @@ def test_builtin_names_are_registered():
     for split in ("train", "val"):
         assert {f"shapes_{split}_panoptic", f"shapes_{split}_panoptic_separated",
                 f"shapes_{split}_panoptic_stuffonly", f"coco_2017_{split}_panoptic_separated",
+                f"coco_2017_{split}_panoptic_png_separated",
                 f"cityscapes_fine_panoptic_{split}_separated"} <= names  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Datasets registered when ``panoptic_zoo`` is imported.
   ``shapes_{split}_panoptic`` (COCO panoptic + semantic PNGs + COCO instances, for all methods)
   and detectron2's own ``shapes_{split}_panoptic_separated`` / ``_stuffonly`` views of it.
 * COCO panoptic: detectron2 registers ``coco_2017_{train,val}_panoptic_separated`` (Panoptic FPN's
-  setting) itself, under ``$DETECTRON2_DATASETS`` (default ``./datasets``).
+  setting) itself, under ``$DETECTRON2_DATASETS`` (default ``./datasets``); the same files with
+  panoptic PNGs are ``coco_2017_{train,val}_panoptic_png_separated``.
 * Cityscapes panoptic: ``cityscapes_fine_panoptic_{train,val}_separated``, the layout of
   detectron2's ``cityscapes_fine_panoptic_*`` with separated ids (see :mod:`.panoptic`).
 """
@@ -18,13 +19,18 @@ from pathlib import Path
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_panoptic_separated
-from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
+from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES, COCO_CATEGORIES
 from detectron2.data.datasets.cityscapes_panoptic import load_cityscapes_panoptic
 
 from .panoptic import register_panoptic_dataset, separated_metadata, set_panoptic_metadata
 from .shapes import SHAPES_CATEGORIES, ShapesSpec, default_shapes_root, ensure_shapes_dataset
 
-__all__ = ["register_shapes", "register_cityscapes_panoptic_separated", "register_all"]
+__all__ = [
+    "register_shapes",
+    "register_coco_panoptic_png_separated",
+    "register_cityscapes_panoptic_separated",
+    "register_all",
+]
 
 
 def register_shapes(
@@ -116,6 +122,29 @@ def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata):
     return dataset_dicts
 
 
+def register_coco_panoptic_png_separated(root: str) -> None:
+    """
+    ``coco_2017_{train,val}_panoptic_png_separated``: COCO panoptic (panoptic PNGs + JSON, plus
+    the instances JSON and ``panoptic_stuff_*`` semantic PNGs for AP and mIoU) through the checked
+    loader, with separated ids. Methods that build targets from the panoptic PNG (UPSNet,
+    Panoptic-DeepLab) train on these; detectron2's ``*_panoptic_separated`` dicts lack the PNG.
+    """
+    metadata = separated_metadata(COCO_CATEGORIES)
+    coco = os.path.join(root, "coco")
+    for split in ("train", "val"):
+        register_panoptic_dataset(
+            f"coco_2017_{split}_panoptic_png_separated",
+            metadata,
+            image_root=os.path.join(coco, f"{split}2017"),
+            panoptic_root=os.path.join(coco, f"panoptic_{split}2017"),
+            panoptic_json=os.path.join(coco, "annotations", f"panoptic_{split}2017.json"),
+            instances_json=os.path.join(coco, "annotations", f"instances_{split}2017.json"),
+            sem_seg_root=os.path.join(coco, f"panoptic_stuff_{split}2017"),
+        )
+
+
 def register_all() -> None:
     register_shapes()
-    register_cityscapes_panoptic_separated(os.getenv("DETECTRON2_DATASETS", "datasets"))
+    root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    register_coco_panoptic_png_separated(root)
+    register_cityscapes_panoptic_separated(root)

@@ -1,0 +1,236 @@
+"""
+``PanopticDeepLabModel``: Panoptic-DeepLab (Cheng et al., CVPR 2020) as a configurable
+detectron2 meta-architecture with the project's output contract.
+
+Compared with detectron2's reference ``PanopticDeepLab`` (same backbone and heads, same
+parameter names):
+
+* everything comes through ``from_config``; nothing reads ``MetadataCatalog``, so a model
+  evaluates on any dataset with the configured categories (:mod:`.ids`);
+* ``SyncBN`` becomes ``BN`` when the run is not distributed or on the CPU, where
+  ``nn.SyncBatchNorm`` cannot run;
+* batches are padded to the backbone's output stride by default, so predictions (input/4 after
+  the decoder) line up with targets for any image size;
+* offsets are rescaled with the prediction when the output size differs from the input size;
+* post-processing is :mod:`.inference` (batched tensor code, same result);
+* outputs: ``panoptic_seg`` = (segment ids, 0 = void, ``segments_info`` in separated ids) and
+  ``sem_seg`` = stuff scores with all thing classes merged into class 0, what the project's
+  ``COCOPanopticEvaluator`` and ``SemSegEvaluator`` read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.projects.panoptic_deeplab import INS_EMBED_BRANCHES_REGISTRY
+from detectron2.structures import ImageList
+from detectron2.utils import comm
+from torch import nn
+
+from . import heads  # noqa: F401  (registers the heads)
+from .ids import UnifiedIds
+from .inference import get_panoptic_segmentation
+
+__all__ = ["PanopticDeepLabModel", "with_available_norms"]
+
+logger = logging.getLogger(__name__)
+
+VOID = -1
+
+
+def with_available_norms(cfg):
+    """
+    ``cfg``, or a copy of it where "SyncBN" is "BN" when the run is single-process or on the
+    CPU (``nn.SyncBatchNorm`` needs an initialized process group and CUDA tensors).
+    """
+    if comm.get_world_size() > 1 and cfg.MODEL.DEVICE != "cpu":
+        return cfg
+    node = cfg.MODEL.PANOPTIC_DEEPLAB
+    norm_keys = {
+        "MODEL.RESNETS.NORM": cfg.MODEL.RESNETS,
+        "MODEL.PANOPTIC_DEEPLAB.SEM_SEG_HEAD.NORM": node.SEM_SEG_HEAD,
+        "MODEL.PANOPTIC_DEEPLAB.INS_EMBED_HEAD.NORM": node.INS_EMBED_HEAD,
+    }
+    replaced = [key for key, parent in norm_keys.items() if parent.NORM == "SyncBN"]
+    if not replaced:
+        return cfg
+    logger.warning(f"Not a distributed GPU run: {', '.join(replaced)} SyncBN -> BN.")
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key in replaced:
+        cfg.merge_from_list([key, "BN"])
+    return cfg
+
+
+@META_ARCH_REGISTRY.register()
+class PanopticDeepLabModel(nn.Module):
+    """
+    Backbone -> semantic branch (unified classes) + instance branch (center heatmap, offsets)
+    -> losses in training, panoptic/semantic predictions in inference.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        sem_seg_head: nn.Module,
+        ins_embed_head: nn.Module,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        ids: UnifiedIds,
+        size_divisibility: int,
+        label_divisor: int,
+        stuff_area: int,
+        center_threshold: float,
+        nms_kernel: int,
+        top_k: int,
+    ):
+        super().__init__()
+        if label_divisor <= top_k:
+            raise ValueError(
+                f"MODEL.PANOPTIC_DEEPLAB.LABEL_DIVISOR ({label_divisor}) must exceed "
+                f"TOP_K_INSTANCE ({top_k})"
+            )
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.ins_embed_head = ins_embed_head
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.ids = ids
+        self.size_divisibility = size_divisibility
+        self.label_divisor = label_divisor
+        self.stuff_area = stuff_area
+        self.center_threshold = center_threshold
+        self.nms_kernel = nms_kernel
+        self.top_k = top_k
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = with_available_norms(cfg)
+        node = cfg.MODEL.PANOPTIC_DEEPLAB
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        size_divisibility = node.SIZE_DIVISIBILITY
+        if size_divisibility <= 0:
+            # The decoder's output is 1/COMMON_STRIDE of the padded input only when the input
+            # divides by the coarsest feature's stride.
+            strides = [shape.stride for shape in shapes.values()]
+            size_divisibility = max(backbone.size_divisibility, *strides)
+        return {
+            "backbone": backbone,
+            "sem_seg_head": SEM_SEG_HEADS_REGISTRY.get(node.SEM_SEG_HEAD.NAME)(cfg, shapes),
+            "ins_embed_head": INS_EMBED_BRANCHES_REGISTRY.get(node.INS_EMBED_HEAD.NAME)(
+                cfg, shapes
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "ids": UnifiedIds.from_config(cfg),
+            "size_divisibility": size_divisibility,
+            "label_divisor": node.LABEL_DIVISOR,
+            "stuff_area": node.STUFF_AREA,
+            "center_threshold": node.CENTER_THRESHOLD,
+            "nms_kernel": node.NMS_KERNEL,
+            "top_k": node.TOP_K_INSTANCE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: list[dict]):
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]  # fmt: skip
+        images = ImageList.from_tensors(images, self.size_divisibility)
+        features = self.backbone(images.tensor)
+        if self.training:
+            return self.losses(features, batched_inputs)
+        sem_seg, _ = self.sem_seg_head(features)
+        center, offset, _, _ = self.ins_embed_head(features)
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
+            results.append(
+                self.postprocess(sem_seg[i], center[i], offset[i], image_size, height, width)
+            )
+        return results
+
+    def _padded(self, batched_inputs: list[dict], key: str, pad_value: float = 0) -> torch.Tensor:
+        targets = [x[key].to(self.device) for x in batched_inputs]
+        return ImageList.from_tensors(targets, self.size_divisibility, pad_value).tensor
+
+    def losses(self, features, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
+        ignore_value = self.sem_seg_head.ignore_value
+        _, losses = self.sem_seg_head(
+            features,
+            self._padded(batched_inputs, "sem_seg", ignore_value),
+            self._padded(batched_inputs, "sem_seg_weights"),
+        )
+        _, _, center_losses, offset_losses = self.ins_embed_head(
+            features,
+            self._padded(batched_inputs, "center").unsqueeze(1),
+            self._padded(batched_inputs, "center_weights"),
+            self._padded(batched_inputs, "offset"),
+            self._padded(batched_inputs, "offset_weights"),
+        )
+        return {**losses, **center_losses, **offset_losses}
+
+    def postprocess(
+        self,
+        sem_seg: torch.Tensor,
+        center: torch.Tensor,
+        offset: torch.Tensor,
+        image_size: tuple[int, int],
+        height: int,
+        width: int,
+    ) -> dict:
+        """One image's padded network outputs -> its predictions at ``height`` x ``width``."""
+        sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+        center = sem_seg_postprocess(center, image_size, height, width)
+        offset = sem_seg_postprocess(offset, image_size, height, width)
+        # Offsets are lengths in input pixels: rescale them with the image.
+        scale = offset.new_tensor([height / image_size[0], width / image_size[1]])
+        offset = offset * scale[:, None, None]
+        panoptic, _ = get_panoptic_segmentation(
+            sem_seg.argmax(dim=0, keepdim=True),
+            center,
+            offset[None],
+            thing_ids=self.ids.thing_ids,
+            num_classes=self.ids.num_classes,
+            label_divisor=self.label_divisor,
+            stuff_area=self.stuff_area,
+            void_label=VOID,
+            threshold=self.center_threshold,
+            nms_kernel=self.nms_kernel,
+            top_k=self.top_k,
+        )
+        return {
+            "panoptic_seg": self.segments(panoptic[0]),
+            "sem_seg": self.stuff_scores(sem_seg),
+        }
+
+    def segments(self, panoptic: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """Panoptic labels (``class * label_divisor + instance``, void -1) -> the project's
+        (segment ids with 0 = void, ``segments_info`` in separated ids)."""
+        labels, segment_ids, areas = torch.unique(panoptic, return_inverse=True, return_counts=True)
+        if len(labels) and labels[0] == VOID:
+            labels, areas = labels[1:], areas[1:]  # sorted first: void is segment id 0
+        else:
+            segment_ids = segment_ids + 1
+        segments_info = []
+        for segment_id, (label, area) in enumerate(zip(labels.tolist(), areas.tolist()), 1):
+            category_id, isthing = self.ids.to_separated(label // self.label_divisor)
+            segments_info.append(
+                {"id": segment_id, "category_id": category_id, "isthing": isthing, "area": area}
+            )
+        return segment_ids.to(torch.int32), segments_info
+
+    def stuff_scores(self, sem_seg: torch.Tensor) -> torch.Tensor:
+        """Unified-class logits -> ``[1 + S, H, W]`` logits with the thing classes merged into
+        class 0 (log of the summed thing probabilities), the semantic evaluator's classes."""
+        things = sem_seg[: self.ids.num_thing_classes].logsumexp(dim=0, keepdim=True)
+        return torch.cat((things, sem_seg[self.ids.num_thing_classes :]))

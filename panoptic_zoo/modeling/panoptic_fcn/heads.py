@@ -1,0 +1,190 @@
+"""
+Panoptic FCN's networks: the kernel generator (position head + kernel head, shared by all of
+P3-P7), the feature encoder (semantic FPN over P2-P5 at stride 4 + coordinate convolutions) and
+the backbone builder that gives P2-P7.
+"""
+
+from __future__ import annotations
+
+import math
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.layers import Conv2d, DeformConv, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from torch import nn
+
+__all__ = [
+    "FeatureEncoder",
+    "KernelGenerator",
+    "build_panoptic_fcn_resnet_fpn_backbone",
+    "with_coordinates",
+]
+
+
+@BACKBONE_REGISTRY.register()
+def build_panoptic_fcn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet-FPN with P2-P5 from the FPN and P6-P7 from P5 (the feature encoder needs P2,
+    the kernel generator P3-P7; detectron2's RetinaNet builder stops at P3)."""
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+def with_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with two more channels: x and y coordinates, each from -1 to 1 (CoordConv)."""
+    n, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    coords = torch.stack([grid_x, grid_y]).expand(n, 2, h, w)
+    return torch.cat([x, coords], dim=1)
+
+
+class DeformConvBlock(nn.Module):
+    """3x3 deformable convolution with its offsets predicted by a zero-initialized 3x3 conv (so
+    training starts from a regular convolution), then norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__()
+        self.offset = nn.Conv2d(in_channels, 18, 3, padding=1)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.conv = DeformConv(in_channels, out_channels, 3, padding=1, bias=not norm)
+        nn.init.normal_(self.conv.weight, std=0.01)
+        self.norm = get_norm(norm, out_channels) or nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.norm(self.conv(x, self.offset(x))))
+
+
+def conv_tower(
+    in_channels: int, channels: int, num_convs: int, norm: str, deform: bool = False
+) -> nn.Sequential:
+    """``num_convs`` 3x3 convolutions (deformable if ``deform``) with norm and ReLU."""
+    layers = []
+    for i in range(num_convs):
+        c_in = in_channels if i == 0 else channels
+        if deform:
+            layers.append(DeformConvBlock(c_in, channels, norm))
+            continue
+        conv = Conv2d(
+            c_in, channels, 3, padding=1, bias=not norm, norm=get_norm(norm, channels),
+            activation=F.relu,
+        )  # fmt: skip
+        nn.init.normal_(conv.weight, std=0.01)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers.append(conv)
+    return nn.Sequential(*layers)
+
+
+class KernelGenerator(nn.Module):
+    """
+    Position head (thing centers and stuff regions as heatmaps) and kernel head (one kernel of
+    the feature encoder's width per position, from features + coordinates), run with the same
+    weights on every level.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_thing_classes: int,
+        num_stuff_classes: int,
+        kernel_dim: int,
+        position_convs: int,
+        position_dim: int,
+        position_norm: str,
+        position_deform: bool,
+        prior_prob: float,
+        kernel_convs: int,
+        kernel_convs_dim: int,
+        kernel_norm: str,
+    ):
+        super().__init__()
+        self.position_tower = conv_tower(
+            in_channels, position_dim, position_convs, position_norm, position_deform
+        )
+        self.thing_scores = nn.Conv2d(position_dim, num_thing_classes, 3, padding=1)
+        # Stuff classes 1..S plus class 0 ("any thing"), as in the separated semantic map.
+        self.stuff_scores = nn.Conv2d(position_dim, num_stuff_classes + 1, 3, padding=1)
+        self.kernel_tower = conv_tower(in_channels + 2, kernel_convs_dim, kernel_convs, kernel_norm)
+        self.kernels = nn.Conv2d(kernel_convs_dim, kernel_dim, 3, padding=1)
+        prior_bias = -math.log((1 - prior_prob) / prior_prob)
+        for conv in (self.thing_scores, self.stuff_scores, self.kernels):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        nn.init.constant_(self.thing_scores.bias, prior_bias)
+        nn.init.constant_(self.stuff_scores.bias, prior_bias)
+
+    def forward(self, features: list[torch.Tensor]):
+        """
+        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), kernels
+        (N, C, h, w).
+        """
+        thing_logits, stuff_logits, kernels = [], [], []
+        for x in features:
+            position = self.position_tower(x)
+            thing_logits.append(self.thing_scores(position))
+            stuff_logits.append(self.stuff_scores(position))
+            kernels.append(self.kernels(self.kernel_tower(with_coordinates(x))))
+        return thing_logits, stuff_logits, kernels
+
+
+class FeatureEncoder(nn.Module):
+    """
+    Semantic FPN (each of P2-P5 brought to stride 4 by conv + 2x upsampling stages, then summed),
+    coordinate channels, and convolutions to ``channels`` (the kernels' width); the last
+    convolution is linear, as the encoded features are multiplied with the kernels.
+    """
+
+    def __init__(
+        self,
+        input_shape: dict[str, ShapeSpec],
+        *,
+        fpn_dim: int,
+        norm: str,
+        num_convs: int,
+        channels: int,
+        deform: bool,
+    ):
+        super().__init__()
+        if num_convs < 1:
+            raise ValueError("MODEL.PANOPTIC_FCN.FEATURE_ENCODER.NUM_CONVS must be at least 1")
+        self.in_features = list(input_shape)
+        self.common_stride = min(s.stride for s in input_shape.values())
+        self.scale_heads = nn.ModuleList()
+        for name, shape in input_shape.items():
+            stages = max(1, int(math.log2(shape.stride / self.common_stride)))
+            layers = []
+            for k in range(stages):
+                conv = Conv2d(
+                    shape.channels if k == 0 else fpn_dim, fpn_dim, 3, padding=1, bias=not norm,
+                    norm=get_norm(norm, fpn_dim), activation=F.relu,
+                )  # fmt: skip
+                weight_init.c2_msra_fill(conv)
+                layers.append(conv)
+                if shape.stride != self.common_stride:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.tower = conv_tower(fpn_dim + 2, channels, num_convs - 1, norm, deform)
+        self.output = nn.Conv2d(fpn_dim + 2 if num_convs == 1 else channels, channels, 3, padding=1)
+        weight_init.c2_msra_fill(self.output)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = None
+        for name, head in zip(self.in_features, self.scale_heads):
+            y = head(features[name])
+            x = y if x is None else x + y
+        return self.output(self.tower(with_coordinates(x)))

@@ -1,0 +1,11 @@
+"""
+UPSNet (Xiong et al., "UPSNet: A Unified Panoptic Segmentation Network", CVPR 2019): the
+``UPSNet`` meta-architecture, its ``UPSNetDatasetMapper`` and ``add_upsnet_config``.
+See docs/methods/upsnet.md.
+"""
+
+from .config import add_upsnet_config
+from .mapper import UPSNetDatasetMapper
+from .meta_arch import UPSNet
+
+__all__ = ["UPSNet", "UPSNetDatasetMapper", "add_upsnet_config"]

@@ -1,0 +1,108 @@
+"""
+UPSNet's parameter-free panoptic head, as pure tensor functions of one image.
+
+With semantic logits X (stuff channels X_stuff, then thing channels X_thing) and, for each
+instance i with box B_i, class C_i and mask logits Y_i:
+
+* X_mask_i = channel C_i of X_thing inside B_i, 0 outside;
+* Y_mask_i = Y_i resized into B_i, 0 outside;
+* Z = [X_stuff, X_mask_1 + Y_mask_1, ..., X_mask_N + Y_mask_N, unknown], where the optional
+  unknown logit is max(X_thing) - max_i(X_mask_i): high where the semantic head sees a thing
+  that no instance explains.
+
+The argmax over Z assigns every pixel to a stuff class, an instance or "unknown".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["box_masks", "paste_mask_logits", "panoptic_logits", "panoptic_target"]
+
+
+def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) bool: pixels whose centers lie inside each box (N, 4; XYXY, pixels)."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    x0, y0, x1, y1 = (c[:, None] for c in boxes.unbind(dim=1))
+    inside_y = (ys[None] >= y0) & (ys[None] <= y1)
+    inside_x = (xs[None] >= x0) & (xs[None] <= x1)
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def paste_mask_logits(mask_logits: torch.Tensor, boxes: torch.Tensor, height: int, width: int):
+    """
+    Mask logits (N, M, M) resized (bilinearly) into their boxes on an (H, W) canvas, 0 outside
+    the boxes. Differentiable, unlike detectron2's thresholded paste.
+    """
+    if len(boxes) == 0:
+        return mask_logits.new_zeros((0, height, width))
+    ys = torch.arange(height, device=boxes.device, dtype=mask_logits.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=mask_logits.dtype) + 0.5
+    x0, y0, x1, y1 = (c[:, None] for c in boxes.to(mask_logits.dtype).unbind(dim=1))
+    # Box edges map to -1 and +1: grid_sample's convention with align_corners=False.
+    grid_x = (xs[None] - x0) / (x1 - x0).clamp(min=1e-6) * 2 - 1
+    grid_y = (ys[None] - y0) / (y1 - y0).clamp(min=1e-6) * 2 - 1
+    grid = torch.stack(
+        [
+            grid_x[:, None, :].expand(-1, height, -1),
+            grid_y[:, :, None].expand(-1, -1, width),
+        ],
+        dim=3,
+    )
+    # "border" keeps the logits at full strength up to the box edge; the box mask cuts outside.
+    pasted = F.grid_sample(
+        mask_logits[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[:, 0]
+    return pasted * box_masks(boxes, height, width)
+
+
+def panoptic_logits(
+    semantic_logits: torch.Tensor,
+    num_stuff_classes: int,
+    boxes: torch.Tensor,
+    classes: torch.Tensor,
+    pasted_mask_logits: torch.Tensor,
+    with_unknown: bool,
+) -> torch.Tensor:
+    """
+    Z (S + N [+ 1], H, W) from semantic logits X (S + T, H, W), instance boxes (N, 4; XYXY in
+    X's pixels), thing classes (N,; 0..T-1) and pasted mask logits (N, H, W) from
+    :func:`paste_mask_logits`. Channel S + i is instance i; the last is "unknown" when asked.
+    """
+    height, width = semantic_logits.shape[-2:]
+    stuff = semantic_logits[:num_stuff_classes]
+    things = semantic_logits[num_stuff_classes:]
+    inside = box_masks(boxes, height, width)
+    semantic_instance = things[classes] * inside  # X_mask
+    channels = [stuff, semantic_instance + pasted_mask_logits]
+    if with_unknown:
+        # Outside every box max_i(X_mask_i) is 0 (X_mask is 0 there), also with no instances.
+        explained = semantic_instance.max(dim=0).values if len(boxes) else things.new_zeros(())
+        channels.append((things.max(dim=0).values - explained)[None])
+    return torch.cat(channels, dim=0)
+
+
+def panoptic_target(
+    gt_semantic: torch.Tensor,
+    num_stuff_classes: int,
+    kept_masks: torch.Tensor,
+    dropped_masks: torch.Tensor,
+    ignore_value: int,
+) -> torch.Tensor:
+    """
+    The per-pixel channel of Z to predict: the stuff class for stuff pixels (``gt_semantic`` <
+    S), S + i for kept instance i, the unknown channel (S + N_kept) for dropped instances, and
+    ``ignore_value`` elsewhere (void and thing pixels of no instance, e.g. crowd regions).
+    ``ignore_value`` must not be a channel index (e.g. -1: images may hold hundreds of
+    instances).
+    """
+    target = torch.full_like(gt_semantic, ignore_value)
+    stuff = gt_semantic < num_stuff_classes
+    target[stuff] = gt_semantic[stuff]
+    for index, mask in enumerate(kept_masks):
+        target[mask] = num_stuff_classes + index
+    if len(dropped_masks):
+        target[dropped_masks.any(dim=0)] = num_stuff_classes + len(kept_masks)
+    return target

@@ -1,0 +1,166 @@
+"""
+UPSNet's semantic head: one deformable-convolution subnetwork shared by the FPN levels, each
+level upsampled to stride 4, concatenated, and a 1x1 convolution to stuff + thing logits (stuff
+channels first); trained with pixel-wise cross-entropy plus the RoI loss inside ground-truth
+boxes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.structures import Boxes
+from torch import nn
+from torchvision.ops import deform_conv2d, roi_align
+
+__all__ = ["DeformableConv3x3", "UPSNetSemanticHead", "crop_semantic_target", "semantic_roi_loss"]
+
+
+class DeformableConv3x3(nn.Module):
+    """
+    3x3 deformable convolution (DCNv1): a plain convolution predicts the sampling offsets.
+    Runs through ``torchvision.ops.deform_conv2d``, which has CPU and CUDA kernels for forward
+    and backward (upstream detectron2's compiled DeformConv has no CPU backward).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.offset = nn.Conv2d(in_channels, 2 * 3 * 3, kernel_size=3, padding=1)
+        # Zero offsets at the start: the layer begins as a regular 3x3 convolution.
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=1)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return deform_conv2d(x, self.offset(x), self.weight, self.bias, padding=(1, 1))
+
+
+class UPSNetSemanticHead(nn.Module):
+    """Semantic logits (stuff classes first, then thing classes) at ``common_stride``."""
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: dict[str, ShapeSpec],
+        *,
+        num_stuff_classes: int,
+        num_thing_classes: int,
+        conv_dims: list[int],
+        deformable: bool = True,
+        norm: str = "",
+        common_stride: int = 4,
+    ):
+        super().__init__()
+        if not input_shape:
+            raise ValueError("UPSNet's semantic head needs at least one input feature")
+        channels = {spec.channels for spec in input_shape.values()}
+        if len(channels) != 1:
+            raise ValueError(
+                "UPSNet's semantic head shares one subnetwork across levels, so its input "
+                f"features must have equal channels; got {channels}"
+            )
+        if not conv_dims:
+            raise ValueError("MODEL.UPSNET.SEMANTIC_HEAD.CONV_DIMS must not be empty")
+        self.in_features = list(input_shape)
+        self.strides = [input_shape[f].stride for f in self.in_features]
+        self.common_stride = common_stride
+        if min(self.strides) != common_stride:
+            raise ValueError(
+                f"the finest semantic head input has stride {min(self.strides)}, but "
+                f"MODEL.UPSNET.SEMANTIC_HEAD.COMMON_STRIDE is {common_stride}"
+            )
+        self.num_stuff_classes = num_stuff_classes
+        layers = []
+        in_channels = channels.pop()
+        for out_channels in conv_dims:
+            conv = (
+                DeformableConv3x3(in_channels, out_channels, bias=not norm)
+                if deformable
+                else Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
+            )
+            layers += [conv, get_norm(norm, out_channels) or nn.Identity(), nn.ReLU(inplace=True)]
+            in_channels = out_channels
+        self.subnetwork = nn.Sequential(*layers)
+        self.predictor = nn.Conv2d(
+            in_channels * len(self.in_features), num_stuff_classes + num_thing_classes, 1
+        )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
+        head = cfg.MODEL.UPSNET.SEMANTIC_HEAD
+        missing = [f for f in head.IN_FEATURES if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.UPSNET.SEMANTIC_HEAD.IN_FEATURES {missing} are not backbone outputs "
+                f"({sorted(input_shape)})"
+            )
+        return {
+            "input_shape": {f: input_shape[f] for f in head.IN_FEATURES},
+            "num_stuff_classes": cfg.MODEL.UPSNET.NUM_STUFF_CLASSES,
+            "num_thing_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "conv_dims": list(head.CONV_DIMS),
+            "deformable": head.DEFORMABLE,
+            "norm": head.NORM,
+            "common_stride": head.COMMON_STRIDE,
+        }
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        finest = features[self.in_features[self.strides.index(self.common_stride)]]
+        levels = [
+            F.interpolate(
+                self.subnetwork(features[f]), size=finest.shape[-2:], mode="bilinear",
+                align_corners=False,
+            )
+            for f in self.in_features
+        ]  # fmt: skip
+        return self.predictor(torch.cat(levels, dim=1))
+
+
+def crop_semantic_target(
+    gt_semantic: torch.Tensor, boxes: torch.Tensor, resolution: int
+) -> torch.Tensor:
+    """
+    Ground-truth labels (H, W) sampled at the centers of a ``resolution`` x ``resolution`` grid
+    in each box (N, 4; XYXY, pixels): nearest-neighbour resizing of the box crop, so labels
+    are never blended.
+    """
+    steps = (torch.arange(resolution, device=boxes.device, dtype=boxes.dtype) + 0.5) / resolution
+    x0, y0, x1, y1 = boxes.unbind(dim=1)
+    xs = (x0[:, None] + steps[None] * (x1 - x0)[:, None]).floor().long()
+    ys = (y0[:, None] + steps[None] * (y1 - y0)[:, None]).floor().long()
+    xs = xs.clamp(0, gt_semantic.shape[1] - 1)
+    ys = ys.clamp(0, gt_semantic.shape[0] - 1)
+    return gt_semantic[ys[:, :, None], xs[:, None, :]]
+
+
+def semantic_roi_loss(
+    logits: torch.Tensor,
+    gt_semantic: torch.Tensor,
+    gt_boxes: list[Boxes],
+    stride: int,
+    resolution: int,
+    ignore_value: int,
+) -> torch.Tensor:
+    """
+    UPSNet's RoI loss: each ground-truth box crops the semantic logits (N, C, H/stride,
+    W/stride) with RoIAlign to ``resolution``^2, and the crop is scored by cross-entropy
+    against the ground truth (N, H, W) resized to the same grid. Pixels inside instances thus
+    count once more than in the plain semantic loss.
+    """
+    boxes = [b.tensor.to(logits.dtype) for b in gt_boxes]
+    if sum(len(b) for b in boxes) == 0:
+        return logits.sum() * 0.0
+    crops = roi_align(
+        logits, boxes, output_size=resolution, spatial_scale=1.0 / stride,
+        sampling_ratio=2, aligned=True,
+    )  # fmt: skip
+    targets = torch.cat(
+        [crop_semantic_target(gt, b, resolution) for gt, b in zip(gt_semantic, boxes)]
+    )
+    if (targets == ignore_value).all():
+        return logits.sum() * 0.0
+    return F.cross_entropy(crops, targets, ignore_index=ignore_value)

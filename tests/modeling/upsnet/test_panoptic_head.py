@@ -1,0 +1,101 @@
+"""UPSNet's parameter-free panoptic head and post-processing on hand-built logits."""
+
+from __future__ import annotations
+
+import torch
+
+from panoptic_zoo.modeling.upsnet.panoptic_head import (
+    paste_mask_logits,
+    panoptic_logits,
+    panoptic_target,
+)
+from panoptic_zoo.modeling.upsnet.postprocess import (
+    panoptic_segments,
+    remove_overlapping_instances,
+)
+
+# 2 stuff classes, 2 thing classes on a 8x8 canvas.
+NUM_STUFF = 2
+
+
+def _semantic_logits() -> torch.Tensor:
+    logits = torch.zeros(4, 8, 8)
+    logits[0, :4] = 3.0  # stuff 0 on the top half
+    logits[1, 4:] = 3.0  # stuff 1 on the bottom half
+    logits[2, 1:3, 1:3] = 5.0  # thing 0 where instance 0 is
+    logits[3, 5:7, 5:7] = 6.0  # thing 1 at the bottom right, where no instance is
+    return logits
+
+
+def test_instance_logits_are_semantic_plus_mask_inside_box_only():
+    boxes = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
+    pasted = paste_mask_logits(torch.full((1, 4, 4), 2.0), boxes, 8, 8)
+    assert torch.equal(pasted[0, 1:3, 1:3], torch.full((2, 2), 2.0))
+    assert pasted[0].sum() == 8.0  # zero outside the box
+    z = panoptic_logits(_semantic_logits(), NUM_STUFF, boxes, torch.tensor([0]), pasted, True)
+    assert z.shape == (NUM_STUFF + 1 + 1, 8, 8)
+    assert torch.equal(z[:NUM_STUFF], _semantic_logits()[:NUM_STUFF])
+    assert torch.equal(z[2, 1:3, 1:3], torch.full((2, 2), 7.0))  # X_thing 5 + Y 2
+    assert z[2].sum() == 28.0
+
+
+def test_unknown_wins_where_semantic_head_sees_an_unexplained_thing():
+    boxes = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
+    pasted = paste_mask_logits(torch.full((1, 4, 4), 2.0), boxes, 8, 8)
+    z = panoptic_logits(_semantic_logits(), NUM_STUFF, boxes, torch.tensor([0]), pasted, True)
+    unknown = z[-1]
+    # max(X_thing) - max(X_mask): 6 - 0 at the unexplained thing, 5 - 5 inside the instance.
+    assert torch.equal(unknown[5:7, 5:7], torch.full((2, 2), 6.0))
+    assert torch.equal(unknown[1:3, 1:3], torch.zeros(2, 2))
+    winner = z.argmax(dim=0)
+    expected = torch.zeros(8, 8, dtype=torch.int64)
+    expected[4:] = 1  # stuff 1 (channel 1)
+    expected[1:3, 1:3] = 2  # instance 0 (channel S + 0)
+    expected[5:7, 5:7] = 3  # unknown (channel S + N)
+    assert torch.equal(winner, expected)
+
+
+def test_no_instances_gives_stuff_and_unknown_channels_only():
+    empty = torch.zeros((0, 4))
+    pasted = paste_mask_logits(torch.zeros((0, 4, 4)), empty, 8, 8)
+    z = panoptic_logits(_semantic_logits(), NUM_STUFF, empty, torch.zeros(0, dtype=torch.long),
+                        pasted, True)  # fmt: skip
+    assert z.shape == (NUM_STUFF + 1, 8, 8)
+    assert torch.equal(z[-1], _semantic_logits()[NUM_STUFF:].max(dim=0).values)
+
+
+def test_panoptic_target_sends_dropped_instances_to_unknown_and_crowd_to_ignore():
+    semantic = torch.full((4, 4), 255)
+    semantic[0] = 0  # stuff 0
+    semantic[1] = 1  # stuff 1
+    semantic[2:] = 2  # thing 0: instance 0 left, instance 1 right
+    semantic[3, 3] = 3  # a crowd thing-1 pixel, no instance
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, 2:, :2] = True
+    masks[1, 2:, 2:3] = True
+    target = panoptic_target(semantic, NUM_STUFF, masks[:1], masks[1:], -1)
+    expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 3, -1], [2, 2, 3, -1]])
+    assert torch.equal(target, expected)
+
+
+def test_overlap_removal_keeps_higher_score():
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True
+    masks[1, :3] = True  # 8 of its 12 pixels lie on instance 0
+    masks[2, 3] = True
+    keep = remove_overlapping_instances(masks, torch.tensor([0.9, 0.8, 0.7]), 0.3)
+    assert keep.tolist() == [0, 2]
+
+
+def test_segments_ids_and_small_stuff_to_void():
+    stuff = torch.tensor([[1, 1, 2], [1, 1, 0], [3, 1, 1]])
+    instance = torch.tensor([[-1, -1, -1], [-1, 0, 0], [-1, -1, 1]])
+    segments, info = panoptic_segments(stuff, instance, torch.tensor([4, 2]),
+                                       torch.tensor([0.75, 0.5]), stuff_area_limit=2)  # fmt: skip
+    assert info == [
+        {"id": 1, "category_id": 4, "isthing": True, "score": 0.75, "area": 2},
+        {"id": 2, "category_id": 2, "isthing": True, "score": 0.5, "area": 1},
+        {"id": 3, "category_id": 1, "isthing": False, "area": 4},
+    ]
+    # Stuff 2 and 3 have 1 pixel each (< 2): void.
+    assert segments.tolist() == [[3, 3, 0], [3, 1, 1], [0, 3, 2]]

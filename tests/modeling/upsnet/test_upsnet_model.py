@@ -1,0 +1,149 @@
+"""UPSNet through the real config, mapper, model and trainer on the tiny shapes dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg as get_detectron2_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.utils.events import EventStorage
+from panoptic_testing import shrunk_shapes_cfg
+
+from panoptic_zoo.config import get_cfg
+from panoptic_zoo.data import build_dataset_mapper
+from panoptic_zoo.engine import Trainer
+from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
+from panoptic_zoo.modeling.upsnet import add_upsnet_config
+
+CONFIG = "upsnet_R_18.yaml"
+NUM_STUFF = 4  # shapes: 4 stuff classes, 5 thing classes
+
+
+def _cfg(tiny_shapes, tmp_path, max_iter: int = 2):
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path, max_iter=max_iter)
+    cfg.MODEL.UPSNET.SEMANTIC_HEAD.CONV_DIMS = [32, 32, 32]  # GroupNorm needs multiples of 32
+    return cfg
+
+
+def test_config_is_idempotent_and_adds_only_its_node():
+    cfg = get_cfg()
+    once = cfg.dump()
+    add_upsnet_config(cfg)
+    assert cfg.dump() == once
+    cfg.MODEL.UPSNET.PANOPTIC_HEAD.LOSS_WEIGHT = 0.1
+    cfg.MODEL.UPSNET.INFERENCE.pop("NMS_THRESH")
+    add_upsnet_config(cfg)
+    assert cfg.MODEL.UPSNET.PANOPTIC_HEAD.LOSS_WEIGHT == 0.1  # a set value stays
+    assert cfg.MODEL.UPSNET.INFERENCE.NMS_THRESH == 0.5  # a missing key is added
+    plain = get_detectron2_cfg()
+    add_upsnet_config(plain)
+    plain.MODEL.pop("UPSNET")
+    assert plain.dump() == get_detectron2_cfg().dump()
+
+
+def test_mapper_semantic_target_has_stuff_first_then_things(tiny_shapes, tmp_path):
+    cfg = _cfg(tiny_shapes, tmp_path)
+    record = DatasetCatalog.get(tiny_shapes["train"])[0]
+    np.random.seed(0)  # detectron2's random resize and flip draw from numpy
+    upsnet = build_dataset_mapper(cfg, is_train=True)(record)
+    cfg.INPUT.DATASET_MAPPER_NAME = "PanopticFPNDatasetMapper"
+    np.random.seed(0)
+    merged = build_dataset_mapper(cfg, is_train=True)(record)["sem_seg"]
+    semantic = upsnet["sem_seg"]
+    assert semantic.shape == merged.shape
+    stuff = (merged != 255) & (merged > 0)
+    assert torch.equal(semantic[stuff], merged[stuff] - 1)
+    assert torch.equal(semantic == 255, merged == 255)
+    things = merged == 0
+    assert things.any() and (semantic[things] >= NUM_STUFF).all()
+    for cls, mask in zip(upsnet["instances"].gt_classes, upsnet["instances"].gt_masks.tensor):
+        assert (semantic[mask] == NUM_STUFF + cls).all()
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("MODEL.UPSNET.NUM_STUFF_CLASSES", 0, "NUM_STUFF_CLASSES"),
+        ("MODEL.MASK_ON", False, "MASK_ON"),
+        ("MODEL.UPSNET.PANOPTIC_HEAD.BOX_KEEP_FRACTION", 0.0, "BOX_KEEP_FRACTION"),
+        ("MODEL.UPSNET.SEMANTIC_HEAD.IN_FEATURES", ["p2", "p9"], "p9"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tiny_shapes, tmp_path, key, value, message):
+    cfg = _cfg(tiny_shapes, tmp_path)
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ValueError, match=message):
+        Trainer.build_model(cfg)
+
+
+def test_training_step_on_batch_of_two_has_all_losses(tiny_shapes, tmp_path):
+    cfg = _cfg(tiny_shapes, tmp_path)
+    model = Trainer.build_model(cfg)
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    assert len(batch) == 2
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {
+        "loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask",
+        "loss_sem_seg", "loss_sem_seg_roi", "loss_panoptic",
+    }  # fmt: skip
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    losses["loss_panoptic"].backward()
+    # The panoptic loss reaches the mask head (gt-box mask logits) and the deformable offsets.
+    assert model.roi_heads.mask_head.predictor.weight.grad.abs().sum() > 0
+    assert model.semantic_head.subnetwork[0].offset.weight.grad.abs().sum() > 0
+
+
+def test_batch_of_two_inference_matches_single_images_and_output_contract(tiny_shapes, tmp_path):
+    cfg = _cfg(tiny_shapes, tmp_path)
+    cfg.MODEL.UPSNET.INFERENCE.SCORE_THRESH = 0.0  # an untrained model: keep its instances
+    cfg.MODEL.UPSNET.INFERENCE.STUFF_AREA_LIMIT = 0
+    model = Trainer.build_model(cfg).eval()
+    mapper = build_dataset_mapper(cfg, is_train=False)
+    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
+    assert inputs[0]["image"].shape != inputs[1]["image"].shape
+    with torch.no_grad():
+        batched = model(inputs)
+        single = [model([x])[0] for x in inputs]
+    for b, s, x in zip(batched, single, inputs):
+        segments, segments_info = b["panoptic_seg"]
+        assert segments.shape == (x["height"], x["width"])
+        assert torch.equal(segments, s["panoptic_seg"][0])
+        # Batched convolutions round differently: scores agree to float precision only.
+        single_info = s["panoptic_seg"][1]
+        assert _without_scores(segments_info) == _without_scores(single_info)
+        assert _scores(segments_info) == pytest.approx(_scores(single_info))
+        assert segments_info, "with no thresholds some segment must survive"
+        ids = set(torch.unique(segments).tolist()) - {0}
+        assert ids == {info["id"] for info in segments_info}
+        for info in segments_info:
+            assert info["area"] == int((segments == info["id"]).sum())
+            if info["isthing"]:
+                assert 0 <= info["category_id"] < 5 and "score" in info
+            else:
+                assert 1 <= info["category_id"] <= NUM_STUFF
+        assert b["sem_seg"].shape == (NUM_STUFF + 1, x["height"], x["width"])
+        assert torch.allclose(b["sem_seg"].sum(dim=0), torch.ones(()), atol=1e-5)
+        assert b["instances"].image_size == (x["height"], x["width"])
+
+
+def _without_scores(segments_info):
+    return [{k: v for k, v in info.items() if k != "score"} for info in segments_info]
+
+
+def _scores(segments_info):
+    return [info["score"] for info in segments_info if "score" in info]
+
+
+def test_trainer_end_to_end_reports_pq(tiny_shapes, tmp_path):
+    cfg = _cfg(tiny_shapes, tmp_path, max_iter=3)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    results = json.loads((tmp_path / EVAL_RESULTS_FILE).read_text())
+    assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
+    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
+    assert all(0.0 <= v <= 100.0 for v in results["panoptic_seg"].values())
