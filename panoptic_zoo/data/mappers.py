@@ -32,6 +32,7 @@ __all__ = [
     "build_dataset_mapper",
     "read_image_checked",
     "read_panoptic_png",
+    "map_panoptic_image",
     "PanopticFPNDatasetMapper",
 ]
 
@@ -93,6 +94,31 @@ def _few(ids: set[int], limit: int = 10) -> str:
     return str(ids) if len(ids) <= limit else f"{ids[:limit]} (and {len(ids) - limit} more)"
 
 
+def map_panoptic_image(
+    dataset_dict: dict[str, Any], augmentations: T.AugmentationList, image_format: str, is_train: bool
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """
+    The first half of every panoptic mapper: a copy of ``dataset_dict`` with the checked, augmented
+    ``image`` tensor, and (for training) the panoptic PNG's segment ids augmented together with it.
+    At test time the ids are None and the annotations are dropped from the copy.
+    """
+    dataset_dict = copy.deepcopy(dataset_dict)
+    image = read_image_checked(dataset_dict["file_name"], format=image_format)
+    utils.check_image_size(dataset_dict, image)
+    segment_ids = read_panoptic_png(dataset_dict, image.shape[:2]) if is_train else None
+    # float64 holds every 24-bit id exactly and goes through detectron2's nearest resize.
+    aug_input = T.AugInput(
+        image, sem_seg=None if segment_ids is None else segment_ids.astype(np.float64)
+    )
+    augmentations(aug_input)
+    dataset_dict["image"] = _image_tensor(aug_input.image)
+    if segment_ids is None:
+        for key in ("pan_seg_file_name", "segments_info", "sem_seg_file_name", "annotations"):
+            dataset_dict.pop(key, None)
+        return dataset_dict, None
+    return dataset_dict, np.rint(aug_input.sem_seg).astype(np.int64)
+
+
 @DATASET_MAPPER_REGISTRY.register()
 class PanopticFPNDatasetMapper:
     """
@@ -129,25 +155,13 @@ class PanopticFPNDatasetMapper:
         }
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image_checked(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
-        if not self.is_train:
-            aug_input = T.AugInput(image)
-            self.augmentations(aug_input)
-            dataset_dict["image"] = _image_tensor(aug_input.image)
-            for key in ("pan_seg_file_name", "segments_info", "sem_seg_file_name", "annotations"):
-                dataset_dict.pop(key, None)
+        dataset_dict, segment_ids = map_panoptic_image(
+            dataset_dict, self.augmentations, self.image_format, self.is_train
+        )
+        if segment_ids is None:
             return dataset_dict
-
-        segment_ids = read_panoptic_png(dataset_dict, image.shape[:2])
-        # float64 holds every 24-bit id exactly and goes through detectron2's nearest resize.
-        aug_input = T.AugInput(image, sem_seg=segment_ids.astype(np.float64))
-        self.augmentations(aug_input)
-        image, segment_ids = aug_input.image, np.rint(aug_input.sem_seg).astype(np.int64)
-        dataset_dict["image"] = _image_tensor(image)
         dataset_dict["instances"], dataset_dict["sem_seg"] = self._targets(
-            segment_ids, dataset_dict.pop("segments_info"), image.shape[:2]
+            segment_ids, dataset_dict.pop("segments_info"), segment_ids.shape
         )
         dataset_dict.pop("pan_seg_file_name")
         dataset_dict.pop("sem_seg_file_name", None)

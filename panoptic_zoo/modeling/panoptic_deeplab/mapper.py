@@ -10,22 +10,15 @@ predicts (:mod:`.ids`).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import numpy as np
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
 
 from ...data.datasets.panoptic import AnnotationError
-from ...data.mappers import (
-    DATASET_MAPPER_REGISTRY,
-    _image_tensor,
-    read_image_checked,
-    read_panoptic_png,
-)
+from ...data.mappers import DATASET_MAPPER_REGISTRY, map_panoptic_image
 from .ids import UnifiedIds
 
 __all__ = ["PanopticDeepLabDatasetMapper"]
@@ -88,22 +81,11 @@ class PanopticDeepLabDatasetMapper:
         }
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_image_checked(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
-        if not self.is_train:
-            aug_input = T.AugInput(image)
-            self.augmentations(aug_input)
-            dataset_dict["image"] = _image_tensor(aug_input.image)
-            for key in ("pan_seg_file_name", "segments_info", "sem_seg_file_name", "annotations"):
-                dataset_dict.pop(key, None)
+        dataset_dict, segment_ids = map_panoptic_image(
+            dataset_dict, self.augmentations, self.image_format, self.is_train
+        )
+        if segment_ids is None:
             return dataset_dict
-
-        segment_ids = read_panoptic_png(dataset_dict, image.shape[:2])
-        aug_input = T.AugInput(image, sem_seg=segment_ids.astype(np.float64))
-        self.augmentations(aug_input)
-        segment_ids = np.rint(aug_input.sem_seg).astype(np.int64)
-        dataset_dict["image"] = _image_tensor(aug_input.image)
         segments = [self._unified(s, dataset_dict) for s in dataset_dict.pop("segments_info")]
         targets = self.target_generator(segment_ids, segments)
         del targets["center_points"]  # a list: not batchable, and the model does not use it
