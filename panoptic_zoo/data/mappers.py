@@ -23,7 +23,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.registry import Registry
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .datasets.panoptic import AnnotationError
 

@@ -13,38 +13,35 @@ import subprocess
 import sys
 
 import torch
-from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
-from panoptic_testing import CONFIGS, REPO, shrunk_shapes_cfg
+from panoptic_testing import (
+    CONFIGS,
+    PQ_KEYS,
+    REPO,
+    assert_valid_evaluation,
+    predict_batched_and_single,
+    shrunk_shapes_cfg,
+    train_and_read_results,
+)
 
-from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.engine import Trainer
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
 
 
 CONFIG = "panoptic_fpn_R_18.yaml"
-PQ_KEYS = {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}
 
 
 def test_train_evaluate_resume(tiny_shapes, tmp_path):
     cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path, max_iter=3)
     cfg.SOLVER.CHECKPOINT_PERIOD = 2
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
+    logged, results = train_and_read_results(cfg)
 
     files = set(os.listdir(tmp_path))
     assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.json"} <= files
     assert any(name.startswith("events.out.tfevents") for name in files)
-    logged = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     losses = [row["total_loss"] for row in logged if "total_loss" in row]
     assert losses and all(math.isfinite(loss) for loss in losses)
-
-    results = json.loads((tmp_path / EVAL_RESULTS_FILE).read_text())
-    assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
-    assert PQ_KEYS <= set(results["panoptic_seg"])
-    assert all(0.0 <= results["panoptic_seg"][k] <= 100.0 for k in PQ_KEYS)
-    assert 0.0 <= results["sem_seg"]["mIoU"] <= 100.0
+    assert_valid_evaluation(results, {"panoptic_seg", "bbox", "segm", "sem_seg"})
 
     # Resume: a new trainer continues from the last checkpoint (iteration 3) to iteration 5.
     cfg.defrost()
@@ -61,13 +58,7 @@ def test_train_evaluate_resume(tiny_shapes, tmp_path):
 def test_batch_of_two_inference_matches_single_images(tiny_shapes, tmp_path):
     """Inference on a batch of 2 differently sized images equals inference one by one."""
     cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
-    model = Trainer.build_model(cfg).eval()
-    mapper = build_dataset_mapper(cfg, is_train=False)
-    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
-    assert inputs[0]["image"].shape != inputs[1]["image"].shape
-    with torch.no_grad():
-        batched = model(inputs)
-        single = [model([x])[0] for x in inputs]
+    _, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
     for b, s, x in zip(batched, single, inputs):
         assert b["panoptic_seg"][0].shape == (x["height"], x["width"])
         assert torch.equal(b["panoptic_seg"][0], s["panoptic_seg"][0])

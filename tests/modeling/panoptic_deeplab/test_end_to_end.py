@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
 
-from panoptic_testing import shrunk_shapes_cfg
-
-from panoptic_zoo.engine import Trainer
-from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
-
-PQ_KEYS = {"PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st"}
+from panoptic_testing import assert_valid_evaluation, shrunk_shapes_cfg, train_and_read_results
 
 
 def test_train_then_evaluate_pq_and_miou(tiny_shapes, tmp_path):
     cfg = shrunk_shapes_cfg("panoptic_deeplab_R_18.yaml", tiny_shapes, tmp_path, max_iter=2)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
+    logged, results = train_and_read_results(cfg)
 
-    logged = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     losses = [row for row in logged if "total_loss" in row]
     assert losses and all(
         math.isfinite(row[k])
         for row in losses
         for k in ("loss_sem_seg", "loss_center", "loss_offset")
     )
-    results = json.loads((tmp_path / EVAL_RESULTS_FILE).read_text())
-    assert set(results) == {"panoptic_seg", "sem_seg"}  # no instance AP: MASK_ON is off
-    assert PQ_KEYS <= set(results["panoptic_seg"])
-    assert all(0.0 <= results["panoptic_seg"][k] <= 100.0 for k in PQ_KEYS)
-    assert 0.0 <= results["sem_seg"]["mIoU"] <= 100.0
+    # No instance AP: MASK_ON is off.
+    assert_valid_evaluation(results, {"panoptic_seg", "sem_seg"})

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
-from panoptic_testing import shrunk_shapes_cfg
+from panoptic_testing import predict_batched_and_single, shrunk_shapes_cfg
 
 from panoptic_zoo.config import get_cfg
-from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.engine import Trainer
 from panoptic_zoo.modeling.panoptic_fcn import KernelGenerator, add_panoptic_fcn_config
 
@@ -43,13 +41,7 @@ def test_batch_of_two_inference(tiny_shapes, tmp_path):
     # Low thresholds so an untrained model still produces things and stuff.
     cfg.MODEL.PANOPTIC_FCN.INFERENCE.INSTANCE_SCORE_THRESH = 0.0
     cfg.MODEL.PANOPTIC_FCN.INFERENCE.STUFF_AREA_LIMIT = 1
-    model = Trainer.build_model(cfg).eval()
-    mapper = build_dataset_mapper(cfg, is_train=False)
-    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
-    assert inputs[0]["image"].shape != inputs[1]["image"].shape
-    with torch.no_grad():
-        batched = model(inputs)
-        single = [model([x])[0] for x in inputs]
+    model, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
     assert set(model.last_timing) == {"network_s", "postprocess_s"}
     num_stuff = cfg.MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES
     for result, x in zip(batched, inputs):

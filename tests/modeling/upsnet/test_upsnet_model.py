@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -10,12 +9,16 @@ import torch
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.events import EventStorage
-from panoptic_testing import shrunk_shapes_cfg
+from panoptic_testing import (
+    assert_valid_evaluation,
+    predict_batched_and_single,
+    shrunk_shapes_cfg,
+    train_and_read_results,
+)
 
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.engine import Trainer
-from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
 from panoptic_zoo.modeling.upsnet import add_upsnet_config
 
 CONFIG = "upsnet_R_18.yaml"
@@ -101,13 +104,7 @@ def test_batch_of_two_inference_matches_single_images_and_output_contract(tiny_s
     cfg = _cfg(tiny_shapes, tmp_path)
     cfg.MODEL.UPSNET.INFERENCE.SCORE_THRESH = 0.0  # an untrained model: keep its instances
     cfg.MODEL.UPSNET.INFERENCE.STUFF_AREA_LIMIT = 0
-    model = Trainer.build_model(cfg).eval()
-    mapper = build_dataset_mapper(cfg, is_train=False)
-    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
-    assert inputs[0]["image"].shape != inputs[1]["image"].shape
-    with torch.no_grad():
-        batched = model(inputs)
-        single = [model([x])[0] for x in inputs]
+    _, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
     for b, s, x in zip(batched, single, inputs):
         segments, segments_info = b["panoptic_seg"]
         assert segments.shape == (x["height"], x["width"])
@@ -140,10 +137,6 @@ def _scores(segments_info):
 
 def test_trainer_end_to_end_reports_pq(tiny_shapes, tmp_path):
     cfg = _cfg(tiny_shapes, tmp_path, max_iter=3)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    results = json.loads((tmp_path / EVAL_RESULTS_FILE).read_text())
-    assert set(results) == {"panoptic_seg", "bbox", "segm", "sem_seg"}
-    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
+    _, results = train_and_read_results(cfg)
+    assert_valid_evaluation(results, {"panoptic_seg", "bbox", "segm", "sem_seg"})
     assert all(0.0 <= v <= 100.0 for v in results["panoptic_seg"].values())
