@@ -11,6 +11,7 @@ from detectron2.config import get_cfg as get_detectron2_cfg
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
 from .modeling.upsnet.config import add_upsnet_config
+from .utils.config import add_missing_options
 
 __all__ = ["add_panoptic_zoo_config", "get_cfg"]
 
@@ -21,6 +22,12 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
         # Name in panoptic_zoo.data.DATASET_MAPPER_REGISTRY of the mapper used for training and
         # evaluation; detectron2's own DatasetMapper by default.
         cfg.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
+    # Read by panoptic_zoo.solver: the optimizer (SGD, ADAM, ADAMW) and, for
+    # SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR", the poly power and final lr. Defaults keep
+    # detectron2's SGD; methods that train otherwise say so in their YAML files.
+    add_missing_options(
+        cfg.SOLVER, {"OPTIMIZER": "SGD", "POLY_LR_POWER": 0.9, "POLY_LR_CONSTANT_ENDING": 0.0}
+    )
 
 
 def get_cfg() -> CfgNode:

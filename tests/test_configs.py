@@ -1,4 +1,7 @@
-"""Every shipped config parses with get_cfg(), names registered datasets, and builds its model."""
+"""
+Every shipped config parses with get_cfg(), names registered datasets, and builds its model,
+optimizer and learning-rate schedule.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from panoptic_testing import CONFIGS
 
 from panoptic_zoo.config import add_panoptic_zoo_config, get_cfg
 from panoptic_zoo.data import DATASET_MAPPER_REGISTRY
+from panoptic_zoo.engine import Trainer
 
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
 
@@ -26,6 +30,8 @@ def test_config_builds(path):
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.device == torch.device("cpu") for p in model.parameters())
+    optimizer = Trainer.build_optimizer(cfg, model)
+    Trainer.build_lr_scheduler(cfg, optimizer)
 
 
 def test_add_config_is_idempotent_and_keeps_user_values():

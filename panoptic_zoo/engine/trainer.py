@@ -11,6 +11,7 @@ from detectron2.utils import comm
 
 from ..data import build_dataset_mapper
 from ..evaluation import build_evaluators
+from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.io import atomic_write_json
 
 __all__ = ["Trainer"]
@@ -21,9 +22,18 @@ EVAL_RESULTS_FILE = "eval_results.json"
 class Trainer(DefaultTrainer):
     """
     The trainer of every method: the dataset mapper comes from ``cfg.INPUT.DATASET_MAPPER_NAME``,
-    the evaluators from each test dataset's metadata, and every evaluation is also written to
+    the evaluators from each test dataset's metadata, the optimizer and schedule by name
+    (``SOLVER.OPTIMIZER``, ``SOLVER.LR_SCHEDULER_NAME``), and every evaluation is also written to
     ``OUTPUT_DIR/eval_results.json``.
     """
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg):

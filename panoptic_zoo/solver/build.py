@@ -1,0 +1,73 @@
+"""
+Optimizers and learning-rate schedules by name, for every method.
+
+detectron2 0.6 builds only SGD with step or cosine schedules; Panoptic-DeepLab trains with Adam
+and a poly schedule, Panoptic FCN with SGD and a poly schedule. Both choices are config values
+(``SOLVER.OPTIMIZER``, ``SOLVER.LR_SCHEDULER_NAME``) set in each method's YAML, never by an
+``add_*_config``, so no method changes another's solver.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
+from detectron2.solver import build_lr_scheduler as build_detectron2_lr_scheduler
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+__all__ = ["OPTIMIZERS", "build_lr_scheduler", "build_optimizer"]
+
+
+def _sgd(cfg: CfgNode, params) -> torch.optim.Optimizer:
+    optimizer_class = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+    return optimizer_class(
+        params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+    )  # fmt: skip
+
+
+def _adam(cfg: CfgNode, params) -> torch.optim.Optimizer:
+    return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, lr=cfg.SOLVER.BASE_LR)
+
+
+def _adamw(cfg: CfgNode, params) -> torch.optim.Optimizer:
+    return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(params, lr=cfg.SOLVER.BASE_LR)
+
+
+# Weight decay is set per parameter group (``get_default_optimizer_params``), so the norm and
+# bias exceptions hold for every optimizer alike.
+OPTIMIZERS = {"SGD": _sgd, "ADAM": _adam, "ADAMW": _adamw}
+
+
+def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer named by ``SOLVER.OPTIMIZER`` (SGD, ADAM or ADAMW), with gradient clipping."""
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r} is not one of {sorted(OPTIMIZERS)}; "
+            "set it in the config file or with --opts SOLVER.OPTIMIZER SGD"
+        )
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return OPTIMIZERS[name](cfg, params)
+
+
+def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
+    """``WarmupPolyLR`` (detectron2's DeepLab project) or any of detectron2's own schedules."""
+    if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPolyLR":
+        return WarmupPolyLR(
+            optimizer,
+            cfg.SOLVER.MAX_ITER,
+            warmup_factor=cfg.SOLVER.WARMUP_FACTOR,
+            warmup_iters=cfg.SOLVER.WARMUP_ITERS,
+            warmup_method=cfg.SOLVER.WARMUP_METHOD,
+            power=cfg.SOLVER.POLY_LR_POWER,
+            constant_ending=cfg.SOLVER.POLY_LR_CONSTANT_ENDING,
+        )
+    return build_detectron2_lr_scheduler(cfg, optimizer)
