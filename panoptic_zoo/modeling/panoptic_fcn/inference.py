@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, Instances
 
+from ...postprocess import panoptic_segments, paste_instances_by_score
+
 __all__ = ["PanopticFCNInference", "fuse_kernels", "select_thing_candidates"]
 
 
@@ -151,36 +153,18 @@ class PanopticFCNInference:
         return F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)[0]
 
     def _merge(self, instances: Instances, stuff_masks: torch.Tensor):
-        panoptic = torch.zeros(instances.image_size, dtype=torch.int32, device=stuff_masks.device)
-        taken = torch.zeros(instances.image_size, dtype=torch.bool, device=stuff_masks.device)
-        segments = []
-        for index in instances.scores.argsort(descending=True).tolist():
-            score = instances.scores[index].item()
-            if score < self.instance_score_thresh:
-                break
-            mask = instances.pred_masks[index]
-            area = mask.sum().item()
-            if area == 0 or (mask & taken).sum().item() > self.overlap_thresh * area:
-                continue
-            mask = mask & ~taken
-            panoptic[mask] = len(segments) + 1
-            taken |= mask
-            segments.append({
-                "id": len(segments) + 1, "isthing": True, "score": score,
-                "category_id": int(instances.pred_classes[index]), "area": int(mask.sum()),
-            })  # fmt: skip
-
+        """
+        Things pasted by score onto free pixels, then each stuff class where its mask is the
+        most probable one (above the mask threshold) on the pixels left.
+        """
+        instance_index = paste_instances_by_score(
+            instances.pred_masks, instances.scores, self.instance_score_thresh,
+            self.overlap_thresh,
+        )  # fmt: skip
         best, labels = stuff_masks.max(dim=0)
-        stuff_pixels = (best > self.mask_thresh) & ~taken
-        for category in labels[stuff_pixels].unique().tolist():
-            if category == 0:  # the "any thing" class: no stuff segment
-                continue
-            mask = stuff_pixels & (labels == category)
-            area = int(mask.sum())
-            if area < self.stuff_area_limit:
-                continue
-            panoptic[mask] = len(segments) + 1
-            segments.append(
-                {"id": len(segments) + 1, "isthing": False, "category_id": category, "area": area}
-            )
-        return panoptic, segments
+        # Channel 0 is the "any thing" kernel: label 0 there means no stuff segment.
+        stuff_classes = torch.where(best > self.mask_thresh, labels, torch.zeros_like(labels))
+        return panoptic_segments(
+            stuff_classes, instance_index, instances.pred_classes, instances.scores,
+            self.stuff_area_limit,
+        )  # fmt: skip

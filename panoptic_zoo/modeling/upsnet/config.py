@@ -37,10 +37,11 @@ def _upsnet_defaults() -> CN:
     upsnet.PANOPTIC_HEAD.BOX_KEEP_FRACTION = 0.7
 
     upsnet.INFERENCE = CN()
-    upsnet.INFERENCE.SCORE_THRESH = 0.5
+    # Official (config.test.panoptic_score_thresh): 0.6.
+    upsnet.INFERENCE.SCORE_THRESH = 0.6
     upsnet.INFERENCE.NMS_THRESH = 0.5  # class-agnostic
     # An instance is dropped when this fraction of its mask is already taken by higher-scored
-    # instances (official: 0.3).
+    # instances of its class (official: 0.3).
     upsnet.INFERENCE.OVERLAP_THRESH = 0.3
     # Stuff segments smaller than this (pixels at the network's input resolution) become void.
     upsnet.INFERENCE.STUFF_AREA_LIMIT = 4096

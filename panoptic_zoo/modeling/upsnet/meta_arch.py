@@ -10,8 +10,12 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import nms
 
-from .panoptic_head import paste_mask_logits, panoptic_logits, panoptic_target
-from .postprocess import panoptic_segments, remove_overlapping_instances
+from ...postprocess import (
+    panoptic_segments,
+    remove_overlapping_instances,
+    resize_panoptic,
+)
+from .panoptic_head import panoptic_logits, panoptic_target, paste_mask_logits
 from .semantic_head import UPSNetSemanticHead, semantic_roi_loss
 
 __all__ = ["UPSNet"]
@@ -236,7 +240,7 @@ class UPSNet(GeneralizedRCNN):
             panoptic = self._panoptic_inference(logits, candidates[i], mask_logits[i])
             results.append(
                 {
-                    "panoptic_seg": _resize_panoptic(*panoptic, height, width),
+                    "panoptic_seg": resize_panoptic(*panoptic, height, width),
                     "sem_seg": self._merged_stuff_scores(
                         sem_seg_postprocess(semantic_logits[i], image_size, height, width)
                     ),
@@ -255,7 +259,9 @@ class UPSNet(GeneralizedRCNN):
         height, width = semantic_logits.shape[-2:]
         boxes = candidates.pred_boxes.tensor
         pasted = paste_mask_logits(mask_logits, boxes, height, width)
-        keep = remove_overlapping_instances(pasted > 0, candidates.scores, self.overlap_thresh)
+        keep = remove_overlapping_instances(
+            pasted > 0, candidates.scores, candidates.pred_classes, self.overlap_thresh
+        )
         boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
         classes = candidates.pred_classes
         z = panoptic_logits(
@@ -305,17 +311,3 @@ def _strided_masks(masks: torch.Tensor, stride: int, size: tuple[int, int]) -> t
     padded[:, : masks.shape[1], : masks.shape[2]] = masks
     return padded[:, stride // 2 :: stride, stride // 2 :: stride]
 
-
-def _resize_panoptic(segments: torch.Tensor, segments_info: list[dict], height, width):
-    """Segment ids resized (nearest) to the output size, areas recounted."""
-    if segments.shape == (height, width):
-        return segments, segments_info
-    resized = F.interpolate(segments[None, None].float(), size=(height, width), mode="nearest")
-    resized = resized[0, 0].to(segments.dtype)
-    areas = torch.bincount(resized.flatten().long(), minlength=len(segments_info) + 1)
-    kept = []
-    for info in segments_info:
-        area = int(areas[info["id"]])
-        if area > 0:
-            kept.append({**info, "area": area})
-    return resized, kept

@@ -1,4 +1,4 @@
-"""UPSNet's parameter-free panoptic head and post-processing on hand-built logits."""
+"""UPSNet's parameter-free panoptic head on hand-built logits."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from panoptic_zoo.modeling.upsnet.panoptic_head import (
     paste_mask_logits,
     panoptic_logits,
     panoptic_target,
-)
-from panoptic_zoo.modeling.upsnet.postprocess import (
-    panoptic_segments,
-    remove_overlapping_instances,
 )
 
 # 2 stuff classes, 2 thing classes on a 8x8 canvas.
@@ -76,26 +72,3 @@ def test_panoptic_target_sends_dropped_instances_to_unknown_and_crowd_to_ignore(
     target = panoptic_target(semantic, NUM_STUFF, masks[:1], masks[1:], -1)
     expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 3, -1], [2, 2, 3, -1]])
     assert torch.equal(target, expected)
-
-
-def test_overlap_removal_keeps_higher_score():
-    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
-    masks[0, :2] = True
-    masks[1, :3] = True  # 8 of its 12 pixels lie on instance 0
-    masks[2, 3] = True
-    keep = remove_overlapping_instances(masks, torch.tensor([0.9, 0.8, 0.7]), 0.3)
-    assert keep.tolist() == [0, 2]
-
-
-def test_segments_ids_and_small_stuff_to_void():
-    stuff = torch.tensor([[1, 1, 2], [1, 1, 0], [3, 1, 1]])
-    instance = torch.tensor([[-1, -1, -1], [-1, 0, 0], [-1, -1, 1]])
-    segments, info = panoptic_segments(stuff, instance, torch.tensor([4, 2]),
-                                       torch.tensor([0.75, 0.5]), stuff_area_limit=2)  # fmt: skip
-    assert info == [
-        {"id": 1, "category_id": 4, "isthing": True, "score": 0.75, "area": 2},
-        {"id": 2, "category_id": 2, "isthing": True, "score": 0.5, "area": 1},
-        {"id": 3, "category_id": 1, "isthing": False, "area": 4},
-    ]
-    # Stuff 2 and 3 have 1 pixel each (< 2): void.
-    assert segments.tolist() == [[3, 3, 0], [3, 1, 1], [0, 3, 2]]

@@ -1,0 +1,57 @@
+"""The shared panoptic post-processing (panoptic_zoo.postprocess) on hand-built masks."""
+
+from __future__ import annotations
+
+import torch
+
+from panoptic_zoo.postprocess import (
+    panoptic_segments,
+    paste_instances_by_score,
+    remove_overlapping_instances,
+    resize_panoptic,
+)
+
+
+def test_overlap_removal_keeps_higher_score_within_a_class():
+    masks = torch.zeros(4, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True
+    masks[1, :3] = True  # 8 of its 12 pixels lie on instance 0, same class: dropped
+    masks[2, 3] = True
+    masks[3, 1:3] = True  # 4 of its 8 pixels lie on instance 0, another class: kept
+    scores, classes = torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([1, 1, 1, 0])
+    keep = remove_overlapping_instances(masks, scores, classes, 0.3)
+    assert keep.tolist() == [0, 2, 3]
+
+
+def test_segments_ids_and_small_stuff_to_void():
+    stuff = torch.tensor([[1, 1, 2], [1, 1, 0], [3, 1, 1]])
+    instance = torch.tensor([[-1, -1, -1], [-1, 0, 0], [-1, -1, 1]])
+    segments, info = panoptic_segments(stuff, instance, torch.tensor([4, 2]),
+                                       torch.tensor([0.75, 0.5]), stuff_area_limit=2)  # fmt: skip
+    assert info == [
+        {"id": 1, "category_id": 4, "isthing": True, "score": 0.75, "area": 2},
+        {"id": 2, "category_id": 2, "isthing": True, "score": 0.5, "area": 1},
+        {"id": 3, "category_id": 1, "isthing": False, "area": 4},
+    ]
+    # Stuff 2 and 3 have 1 pixel each (< 2): void.
+    assert segments.tolist() == [[3, 3, 0], [3, 1, 1], [0, 3, 2]]
+
+
+def test_paste_by_score_fills_free_pixels_and_skips_covered_or_low_scored():
+    masks = torch.zeros(4, 3, 4, dtype=torch.bool)
+    masks[0, :, :2] = True  # 6 pixels, score 0.5
+    masks[1, :2, 1:3] = True  # 4 pixels, 2 of them on instance 0 (0.5 <= 0.5): pasted on 2
+    masks[2, :, 0] = True  # wholly on instance 0: skipped
+    masks[3, 2, 3] = True  # free, but scored below the threshold
+    index = paste_instances_by_score(masks, torch.tensor([0.5, 0.4, 0.3, 0.1]), 0.2, 0.5)
+    assert index.tolist() == [[0, 0, 1, -1], [0, 0, 1, -1], [0, 0, -1, -1]]
+
+
+def test_resize_recounts_areas_and_drops_vanished_segments():
+    segments = torch.tensor([[1, 1], [2, 3]], dtype=torch.int32)
+    info = [{"id": i, "area": 1} for i in (1, 2, 3)]
+    resized, kept = resize_panoptic(segments, info, 4, 2)
+    assert resized.tolist() == [[1, 1], [1, 1], [2, 3], [2, 3]]
+    assert kept == [{"id": 1, "area": 4}, {"id": 2, "area": 2}, {"id": 3, "area": 2}]
+    resized, kept = resize_panoptic(segments, info, 1, 1)
+    assert resized.tolist() == [[1]] and kept == [{"id": 1, "area": 1}]
