@@ -61,7 +61,9 @@ def fuse_kernels(
     kernels, scores, classes = kernels[order], scores[order], classes[order]
     unit = F.normalize(kernels, dim=1)
     similar = (unit @ unit.T >= similarity_thresh) & (classes[:, None] == classes[None, :])
-    similar.fill_diagonal_(True)
+    # Every candidate is similar to itself. (Not fill_diagonal_: torch.jit cannot trace it with
+    # a bool, and fvcore's FLOP count traces the model.)
+    similar |= torch.eye(len(similar), dtype=torch.bool, device=similar.device)
     # similar[j, i] with j < i: i merges into the higher-scored j.
     merged_into_higher = torch.triu(similar, diagonal=1).any(dim=0)
     groups = similar[~merged_into_higher].float()
