@@ -68,7 +68,7 @@ def reference_cfg():
          "MODEL.SEM_SEG_HEAD.NUM_CLASSES", NUM_THINGS + NUM_STUFF,
          "MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV", True,
          "MODEL.PANOPTIC_DEEPLAB.USE_DEPTHWISE_SEPARABLE_CONV", True,
-         "MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES", False]
+         "MODEL.PANOPTIC_DEEPLAB.PREDICT_INSTANCES", True]
         + _options("MODEL.SEM_SEG_HEAD", {**BRANCH, "HEAD_CHANNELS": 16, "NORM": "BN",
                                           "LOSS_TYPE": "hard_pixel_mining", "LOSS_TOP_K": 0.2})
         + _options("MODEL.INS_EMBED_HEAD", {**BRANCH, "HEAD_CHANNELS": 8, "NORM": "BN"})
@@ -140,6 +140,16 @@ def test_same_outputs_as_reference(models):
         assert info["area"] == (segment_ids == segment_id).sum().item()
     assert sum(info["isthing"] for info in segments_info) >= 2, "make the test see instances"
 
+    # Same instances (masks, classes, paper scores), possibly in another order.
+    ours, theirs = output["instances"], expected["instances"]
+    assert len(ours) == len(theirs)
+    same_mask = (ours.pred_masks[:, None] == theirs.pred_masks[None]).flatten(2).all(dim=2)
+    match = same_mask.int().argmax(dim=0)
+    assert same_mask.sum(dim=0).tolist() == [1] * len(theirs)
+    assert torch.equal(ours.pred_classes[match], theirs.pred_classes)
+    assert torch.allclose(ours.scores[match], theirs.scores, rtol=1e-5, atol=1e-7)
+    assert torch.equal(ours.pred_boxes.tensor[match], theirs.pred_boxes.tensor)
+
 
 def test_odd_input_sizes_where_the_reference_fails(models):
     reference, model = models
@@ -192,7 +202,10 @@ def test_config_is_idempotent_neutral_and_checked():
     before = cfg.dump()
     add_panoptic_deeplab_config(cfg)
     assert cfg.dump() == before
-    assert cfg.SOLVER == get_detectron2_cfg().SOLVER  # no solver changes for anybody
+    # No solver changes for anybody: detectron2's values stand, the project's additions are SGD.
+    detectron2_solver = get_detectron2_cfg().SOLVER
+    assert {k: cfg.SOLVER[k] for k in detectron2_solver} == detectron2_solver
+    assert cfg.SOLVER.OPTIMIZER == "SGD"
     cfg.MODEL.PANOPTIC_DEEPLAB.TARGETS.GAUSSIAN_SIGMA = 3.0
     add_panoptic_deeplab_config(cfg)
     assert cfg.MODEL.PANOPTIC_DEEPLAB.TARGETS.GAUSSIAN_SIGMA == 3.0
