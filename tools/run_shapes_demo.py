@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
-The main job on the embedded default: train Panoptic FPN on the shapes dataset (CPU is fine),
-evaluate it before and after training, and write
+The main job on the embedded default: train Panoptic FPN (or the method of --config-file) on
+the shapes dataset (CPU is fine), evaluate it before and after training, and write
 
   OUTPUT_DIR/demo_metrics.json       PQ/SQ/RQ (all, things, stuff), AP, mIoU: untrained and trained
   OUTPUT_DIR/events.out.tfevents.*   TensorBoard events (losses, learning rate, metrics)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         output_dir / "visualizations", num_images=args.num_vis,
     )  # fmt: skip
 
-    print(f"\nPanoptic FPN on {dataset} after {cfg.SOLVER.MAX_ITER} iterations:")
+    print(f"\n{cfg.MODEL.META_ARCHITECTURE} on {dataset}, {cfg.SOLVER.MAX_ITER} iterations:")
     print(f"  untrained: {headline(untrained)}")
     print(f"  trained:   {headline(trained)}")
     print(f"metrics:        {metrics_path}")
