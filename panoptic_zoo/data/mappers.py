@@ -30,6 +30,7 @@ from .datasets.panoptic import AnnotationError
 __all__ = [
     "DATASET_MAPPER_REGISTRY",
     "build_dataset_mapper",
+    "build_panoptic_augmentations",
     "read_image_checked",
     "read_panoptic_png",
     "map_panoptic_image",
@@ -88,6 +89,18 @@ def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, i
     return ids
 
 
+def build_panoptic_augmentations(cfg, is_train: bool) -> list:
+    """
+    detectron2's resize (+ flip in training), with ``INPUT.CROP`` applied after the resize and
+    before the flip in training: crops of a rescaled image, as Cityscapes and Panoptic-DeepLab
+    training do (detectron2's ``DatasetMapper`` crops before resizing instead).
+    """
+    augmentations = utils.build_augmentation(cfg, is_train)
+    if cfg.INPUT.CROP.ENABLED and is_train:
+        augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+    return augmentations
+
+
 def _few(ids: set[int], limit: int = 10) -> str:
     """The sorted ids, only the first ``limit`` of them when there are more (e.g. a lossy PNG)."""
     ids = sorted(ids)
@@ -143,13 +156,9 @@ class PanopticFPNDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        augmentations = utils.build_augmentation(cfg, is_train)
-        if cfg.INPUT.CROP.ENABLED and is_train:
-            # After the resize (crops of a rescaled image, as Cityscapes training does).
-            augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
         return {
             "is_train": is_train,
-            "augmentations": augmentations,
+            "augmentations": build_panoptic_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         }

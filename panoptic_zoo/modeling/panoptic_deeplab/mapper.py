@@ -13,12 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from detectron2.config import configurable
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.panoptic_deeplab.target_generator import PanopticDeepLabTargetGenerator
 
 from ...data.datasets.panoptic import AnnotationError
-from ...data.mappers import DATASET_MAPPER_REGISTRY, map_panoptic_image
+from ...data.mappers import (
+    DATASET_MAPPER_REGISTRY,
+    build_panoptic_augmentations,
+    map_panoptic_image,
+)
 from .ids import UnifiedIds
 
 __all__ = ["PanopticDeepLabDatasetMapper"]
@@ -50,10 +53,6 @@ class PanopticDeepLabDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        augmentations = utils.build_augmentation(cfg, is_train)
-        if cfg.INPUT.CROP.ENABLED and is_train:
-            # After the resize, before the flip: crops of a rescaled image, as in the paper.
-            augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
         ids = UnifiedIds.from_config(cfg)
         targets = cfg.MODEL.PANOPTIC_DEEPLAB.TARGETS
         ignore_value = cfg.MODEL.PANOPTIC_DEEPLAB.SEM_SEG_HEAD.IGNORE_VALUE
@@ -74,7 +73,7 @@ class PanopticDeepLabDatasetMapper:
         )
         return {
             "is_train": is_train,
-            "augmentations": augmentations,
+            "augmentations": build_panoptic_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "ids": ids,
             "target_generator": target_generator,
