@@ -8,10 +8,10 @@ Train or evaluate any panoptic_zoo method; the method is chosen by the config fi
     python train_net.py --config-file ... --num-gpus 2    # without CUDA: 2 CPU processes (gloo)
 """
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
+from panoptic_zoo.checkpoint import build_checkpointer
 from panoptic_zoo.engine import Trainer, setup_cfg
 
 
@@ -19,7 +19,8 @@ def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # Evaluating a partly loaded model would report numbers of random weights: exact fit.
+        build_checkpointer(cfg, model, exact_fit=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

@@ -28,6 +28,10 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     add_missing_options(
         cfg.SOLVER, {"OPTIMIZER": "SGD", "POLY_LR_POWER": 0.9, "POLY_LR_CONSTANT_ENDING": 0.0}
     )
+    # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
+    # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code
+    # from the file, so it is an explicit opt-in, for files you trust.
+    add_missing_options(cfg.MODEL, {"ALLOW_PICKLED_WEIGHTS": False})
 
 
 def get_cfg() -> CfgNode:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import weakref
 from collections import OrderedDict
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import build_checkpointer
 from ..data import build_dataset_mapper
+from ..data.train_loader import build_resumable_train_loader
 from ..evaluation import build_evaluators
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.io import atomic_write_json
+from ..utils.seeding import training_seed
+from .train_loop import FiniteLossAMPTrainer, FiniteLossSimpleTrainer, SeedEachIteration
 
 __all__ = ["Trainer"]
 
@@ -25,7 +32,60 @@ class Trainer(DefaultTrainer):
     the evaluators from each test dataset's metadata, the optimizer and schedule by name
     (``SOLVER.OPTIMIZER``, ``SOLVER.LR_SCHEDULER_NAME``), and every evaluation is also written to
     ``OUTPUT_DIR/eval_results.json``.
+
+    Unlike detectron2's, a run interrupted at any moment and resumed (``resume_or_load(True)``)
+    ends exactly as the uninterrupted run (CPU, ``SEED >= 0``): checkpoints are atomic and hold
+    the optimizer state too, the data stream and the model's randomness are functions of
+    ``(seed, iteration)``, and a non-finite loss stops training, naming the term, before the
+    weights or any checkpoint are touched. See docs/RELIABILITY.md.
     """
+
+    def __init__(self, cfg):
+        # Not DefaultTrainer.__init__: the same steps in the same order, but with the
+        # checkpointer, the per-term loss check and the resumable loader of this project, which
+        # detectron2 builds inline there (and its SimpleTrainer starts the loader at once).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        trainer_class = FiniteLossAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteLossSimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        # exact_fit=False: MODEL.WEIGHTS may be a backbone or another dataset's model
+        # (fine-tuning); resuming this run's own checkpoints must still fit exactly.
+        self.checkpointer = build_checkpointer(
+            cfg, model, exact_fit=False, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        return [SeedEachIteration(training_seed(self.cfg)), *super().build_hooks()]
+
+    def resume_or_load(self, resume: bool = True):
+        super().resume_or_load(resume)
+        self._trainer.data_loader.start_iter = self.start_iter
+
+    def state_dict(self):
+        # detectron2 0.6's DefaultTrainer leaves out the optimizer (momentum, current lr) and
+        # AMP's grad scaler: a resumed run would restart them.
+        return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logging.getLogger(__name__).warning(
+                "The checkpoint has no optimizer state (written by plain detectron2): the "
+                "optimizer restarts from scratch, so the run will not match an uninterrupted one."
+            )
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -37,7 +97,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_dataset_mapper(cfg, is_train=True))
+        mapper = build_dataset_mapper(cfg, is_train=True)
+        return build_resumable_train_loader(cfg, mapper, training_seed(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
