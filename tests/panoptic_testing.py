@@ -16,6 +16,7 @@ from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.data.datasets.shapes import ShapesSpec
 from panoptic_zoo.engine import Trainer
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
+from panoptic_zoo.utils.config import shrink_to_test_size
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -25,29 +26,11 @@ TINY_SHAPES_SPEC = ShapesSpec(seed=11, splits=(("train", 6), ("val", 3)), min_si
 TINY_SHAPES_PREFIX = "shapes_tiny"
 
 
-def shrink_for_tests(cfg, output_dir: str | Path) -> None:
-    """Shrink a real config to CPU test size without changing what code paths it takes."""
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.INPUT.MIN_SIZE_TRAIN = (64, 80)
-    cfg.INPUT.MAX_SIZE_TRAIN = 128
-    cfg.INPUT.MIN_SIZE_TEST = 72
-    cfg.INPUT.MAX_SIZE_TEST = 128
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
-    cfg.SOLVER.BASE_LR = 0.005
-    cfg.SOLVER.WARMUP_ITERS = 1
-    cfg.SOLVER.STEPS = ()
-    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 32
-    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 16
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 16
-    cfg.TEST.DETECTIONS_PER_IMAGE = 10
-    cfg.OUTPUT_DIR = str(output_dir)
-
-
 def shrunk_shapes_cfg(config_name: str, datasets: dict[str, str], output_dir, max_iter: int = 2):
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "shapes" / config_name))
-    shrink_for_tests(cfg, output_dir)
+    shrink_to_test_size(cfg)
+    cfg.OUTPUT_DIR = str(output_dir)
     cfg.DATASETS.TRAIN = (datasets["train"],)
     cfg.DATASETS.TEST = (datasets["val"],)
     cfg.SOLVER.MAX_ITER = max_iter

@@ -1,0 +1,88 @@
+"""Command line of ``python -m panoptic_zoo.benchmark`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from .run import PRECISIONS, BenchmarkSettings, run_benchmark
+
+__all__ = ["main", "parse_args"]
+
+# Defaults of the full run (the issue's setting) and of --tiny (CI smoke size).
+FULL_DEFAULTS = {"size": (800, 1333), "warmup": 2, "repeats": 10}
+TINY_DEFAULTS = {"size": (64, 96), "warmup": 1, "repeats": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m panoptic_zoo.benchmark",
+        description="Parameters, FLOPs, network and post-processing time, peak memory, the "
+        "machine's compute floor, the reference implementation's time and (with "
+        "--eval-dataset) PQ/AP/mIoU of every config, in one run; writes benchmark.json, "
+        "benchmark.md and speed_vs_pq.png.",
+    )
+    parser.add_argument("--configs", nargs="+", required=True, metavar="YAML")
+    parser.add_argument(
+        "--weights", nargs="+", metavar="PTH",
+        help="one checkpoint per config ('' = the config's own MODEL.WEIGHTS/initialization)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--size", nargs=2, type=int, metavar=("HEIGHT", "WIDTH"),
+        help="input size, batch 1 (default 800 1333; --tiny: 64 96)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32"], choices=sorted(PRECISIONS),
+        help="fp32 and/or amp (float16 autocast, CUDA only); default fp32",
+    )  # fmt: skip
+    parser.add_argument("--warmup", type=int, help="untimed calls first (default 2; --tiny: 1)")
+    parser.add_argument("--repeats", type=int, help="timed calls, median (default 10; --tiny: 2)")
+    parser.add_argument(
+        "--eval-dataset", help="registered dataset to evaluate on (PQ, AP, mIoU); its first "
+        "image is also the benchmark image unless --image is given",
+    )  # fmt: skip
+    parser.add_argument("--image", help="benchmark image file (default: random pixels)")
+    parser.add_argument("--output-dir", type=Path, default=Path("output/benchmark"))
+    parser.add_argument(
+        "--tiny", action="store_true",
+        help="CI smoke mode: configs shrunk to test size, 64x96 input, 1 warm-up + 2 repeats",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-reference", action="store_true",
+        help="do not time the reference implementations",
+    )  # fmt: skip
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[],
+        help="KEY VALUE pairs applied to every config (last on the command line)",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns the report (also written to --output-dir)."""
+    args = parse_args(argv)
+    defaults = TINY_DEFAULTS if args.tiny else FULL_DEFAULTS
+    settings = BenchmarkSettings(
+        size=tuple(args.size or defaults["size"]),
+        threads=args.threads,
+        device=args.device,
+        precisions=tuple(args.precisions),
+        warmup=defaults["warmup"] if args.warmup is None else args.warmup,
+        repeats=defaults["repeats"] if args.repeats is None else args.repeats,
+        output_dir=args.output_dir,
+        eval_dataset=args.eval_dataset,
+        image=args.image,
+        tiny=args.tiny,
+        skip_reference=args.skip_reference,
+        opts=tuple(args.opts),
+    )
+    command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
+    report, paths = run_benchmark(
+        args.configs, args.weights or [""] * len(args.configs), settings, command
+    )
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return report

@@ -1,0 +1,100 @@
+"""
+The implementation a user would otherwise run for each method, with the same weights, so the
+benchmark can time both on the same input.
+
+* Panoptic FPN: panoptic_zoo runs detectron2's own ``PanopticFPN``; it is its own reference.
+* Panoptic-DeepLab: detectron2's ``projects/panoptic_deeplab`` model, built from the same config
+  and loaded with the same state dict (the heads share layers and parameter names).
+* UPSNet and Panoptic FCN: the official code (uber-research/UPSNet, Jia-Research-Lab/PanopticFCN)
+  is not installable here (neither is on PyPI; UPSNet builds its own CUDA ops, Panoptic FCN runs
+  as a project inside an older detectron2 with its compiled ops), so there is no reference run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from detectron2.config import CfgNode
+from detectron2.config import get_cfg as get_detectron2_cfg
+from detectron2.data import MetadataCatalog
+from torch import nn
+
+from ..modeling.panoptic_deeplab.meta_arch import with_available_norms
+
+__all__ = ["Reference", "reference_for"]
+
+# Metadata entry detectron2's reference Panoptic-DeepLab reads its thing ids from.
+_REFERENCE_METADATA = "panoptic_zoo_benchmark_reference"
+
+
+@dataclass
+class Reference:
+    name: str
+    note: str
+    # Builds the reference model in eval mode with the same weights; None: the method is its
+    # own reference, or no reference can run here.
+    build: Callable[[], nn.Module] | None = None
+
+
+def reference_for(cfg: CfgNode, model: nn.Module) -> Reference:
+    """The reference implementation of ``cfg``'s method, to be loaded with ``model``'s weights."""
+    meta_architecture = cfg.MODEL.META_ARCHITECTURE
+    if meta_architecture == "PanopticFPN":
+        return Reference("detectron2 PanopticFPN", "the method is detectron2's PanopticFPN")
+    if meta_architecture == "PanopticDeepLabModel":
+        return Reference(
+            "detectron2 projects/panoptic_deeplab",
+            "same config and state dict",
+            lambda: _detectron2_panoptic_deeplab(cfg, model),
+        )
+    if meta_architecture == "UPSNet":
+        return Reference("uber-research/UPSNet", "official code not installable here")
+    if meta_architecture == "PanopticFCN":
+        return Reference("Jia-Research-Lab/PanopticFCN", "official code not installable here")
+    return Reference("none", f"no reference known for {meta_architecture}")
+
+
+def _detectron2_panoptic_deeplab(cfg: CfgNode, model: nn.Module) -> nn.Module:
+    from detectron2.projects.panoptic_deeplab import PanopticDeepLab, add_panoptic_deeplab_config
+
+    cfg = with_available_norms(cfg)  # SyncBN -> BN exactly where the model got BN
+    node = cfg.MODEL.PANOPTIC_DEEPLAB
+    reference = get_detectron2_cfg()
+    add_panoptic_deeplab_config(reference)
+    reference.MODEL.BACKBONE = cfg.MODEL.BACKBONE.clone()
+    reference.MODEL.RESNETS = cfg.MODEL.RESNETS.clone()
+    reference.MODEL.PIXEL_MEAN = cfg.MODEL.PIXEL_MEAN
+    reference.MODEL.PIXEL_STD = cfg.MODEL.PIXEL_STD
+    reference.MODEL.DEVICE = str(model.device)
+    reference.INPUT.CROP = cfg.INPUT.CROP.clone()  # sizes ASPP's image pooling, as in ours
+    for head, name in (
+        ("SEM_SEG_HEAD", "PanopticDeepLabSemSegHead"),
+        ("INS_EMBED_HEAD", "PanopticDeepLabInsEmbedHead"),
+    ):
+        ours, theirs = node[head], reference.MODEL[head]
+        for key, value in ours.items():
+            theirs[key] = value
+        theirs.NAME = name
+        # The reference lists the projected (low-level) features; ours: all but the ASPP input.
+        theirs.PROJECT_FEATURES = list(ours.IN_FEATURES[:-1])
+    reference.MODEL.SEM_SEG_HEAD.NUM_CLASSES = model.ids.num_classes
+    reference.MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV = node.USE_DEPTHWISE_SEPARABLE_CONV
+    theirs = reference.MODEL.PANOPTIC_DEEPLAB
+    theirs.USE_DEPTHWISE_SEPARABLE_CONV = node.USE_DEPTHWISE_SEPARABLE_CONV
+    theirs.STUFF_AREA = node.STUFF_AREA
+    theirs.CENTER_THRESHOLD = node.CENTER_THRESHOLD
+    theirs.NMS_KERNEL = node.NMS_KERNEL
+    theirs.TOP_K_INSTANCE = node.TOP_K_INSTANCE
+    theirs.SIZE_DIVISIBILITY = model.size_divisibility  # the same padded input
+    theirs.PREDICT_INSTANCES = True  # ours predicts instances too: the same work
+    reference.DATASETS.TRAIN = (_REFERENCE_METADATA,)
+    if _REFERENCE_METADATA in MetadataCatalog.list():
+        MetadataCatalog.remove(_REFERENCE_METADATA)  # a previous method may have set other ids
+    MetadataCatalog.get(_REFERENCE_METADATA).set(
+        thing_dataset_id_to_contiguous_id={i: i for i in model.ids.thing_ids},
+        label_divisor=model.label_divisor,
+    )
+    built = PanopticDeepLab(reference).to(model.device).eval()
+    built.load_state_dict(model.state_dict())
+    return built

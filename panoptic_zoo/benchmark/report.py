@@ -1,0 +1,171 @@
+"""The benchmark's outputs: the JSON report, its Markdown tables and the speed-vs-PQ plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..utils.io import atomic_write_json
+
+__all__ = [
+    "ACCURACY_COLUMNS",
+    "ACCURACY_KEYS",
+    "PQ_KEYS",
+    "SPEED_COLUMNS",
+    "markdown_report",
+    "plot_speed_vs_pq",
+    "write_report",
+]
+
+SPEED_COLUMNS = (
+    "method", "config", "precision", "params (M)", "network GFLOP", "post-proc. GFLOP",
+    "network ms", "post-proc. ms", "total ms", "FPS", "post-proc. / network", "floor ms",
+    "network / floor", "peak memory MiB (rise)", "reference", "reference ms", "speed-up",
+)  # fmt: skip
+PQ_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
+# Report keys of the accuracy table, in its column order after method, config and weights.
+ACCURACY_KEYS = (*PQ_KEYS, "mask_AP", "mIoU")
+ACCURACY_COLUMNS = ("method", "config", "weights", *ACCURACY_KEYS)
+
+JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "benchmark.json", "benchmark.md", "speed_vs_pq.png"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(columns, rows) -> list[str]:
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _speed_rows(report: dict):
+    for method in report["methods"]:
+        reference = method["reference"]
+        memory = method["peak_memory"]
+        memory_cell = (
+            "n/a"
+            if memory["peak_mib"] is None
+            else f"{memory['peak_mib']:.0f} (+{memory['increase_mib']:.0f})"
+        )
+        for precision, timing in method["timings"].items():
+            reference_timing = reference["timings"].get(precision)
+            if reference_timing is not None:
+                reference_ms = _number(1000 * reference_timing["total_s"])
+                speed_up = f"{reference_timing['total_s'] / timing['total_s']:.2f}x"
+            else:
+                reference_ms, speed_up = "n/a", reference["note"]
+            yield [
+                method["method"], Path(method["config"]).stem, precision,
+                _number(method["parameters"] / 1e6, 2),
+                _number(method["gflop"]["network"], 2), _number(method["gflop"]["postprocess"], 3),
+                _number(1000 * timing["network_s"]), _number(1000 * timing["postprocess_s"]),
+                _number(1000 * timing["total_s"]), _number(1 / timing["total_s"]),
+                _number(timing["postprocess_s"] / timing["network_s"], 3),
+                _number(1000 * method["floor_s"]),
+                _number(timing["network_s"] / method["floor_s"], 2),
+                memory_cell, reference["name"], reference_ms, speed_up,
+            ]  # fmt: skip
+
+
+def _accuracy_rows(report: dict):
+    for method in report["methods"]:
+        if method["accuracy"] is not None:
+            yield [
+                method["method"],
+                Path(method["config"]).stem,
+                method["weights"] or "(initialization)",
+                *(_number(method["accuracy"].get(key)) for key in ACCURACY_KEYS),
+            ]
+
+
+def markdown_report(report: dict) -> str:
+    environment, settings, floor = report["environment"], report["settings"], report["floor"]
+    height, width = settings["size"]
+    conv = floor["conv3x3"]
+    lines = [
+        "# panoptic_zoo benchmark",
+        "",
+        f"Generated {environment['date']} by `{environment['command']}`.",
+        "",
+        f"* machine: {environment['device_name']}; device `{settings['device']}`, "
+        f"{settings['threads']} thread(s); torch {environment['torch']}, "
+        f"detectron2 {environment['detectron2']}; load average "
+        f"{environment['load_average_start']} at start, {environment['load_average_end']} at end",
+        f"* input: one {height}x{width} image ({settings['image']}), batch 1; times are medians "
+        f"of {settings['repeats']} calls after {settings['warmup']} warm-up call(s); network = "
+        "until the last module with weights returns, post-processing = the rest",
+        f"* floor: float32 {floor['gemm']['shape'][0]}^3 GEMM "
+        f"{floor['gemm']['gflop_per_s']:.1f} GFLOP/s; 3x3 conv {conv['shape']['channels']}->"
+        f"{conv['shape']['channels']} at {conv['shape']['height']}x{conv['shape']['width']}: "
+        f"{conv['gflop_per_s']['nchw']:.1f} GFLOP/s (NCHW), "
+        f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last); floor = network "
+        f"GFLOP / {floor['rate_gflop_per_s']:.1f} GFLOP/s",
+        "* GFLOP = 2 x fvcore's multiply-adds (convolutions, matrix products, norms, upsampling, "
+        "deformable convolution, RoIAlign, NMS; not element-wise ops, reductions or sorting)",
+        "",
+        "## Speed",
+        "",
+        *_table(SPEED_COLUMNS, _speed_rows(report)),
+    ]
+    accuracy = list(_accuracy_rows(report))
+    if accuracy:
+        lines += [
+            "",
+            f"## Accuracy on `{settings['eval_dataset']}`",
+            "",
+            *_table(ACCURACY_COLUMNS, accuracy),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_speed_vs_pq(report: dict, path: Path) -> bool:
+    """
+    PQ against end-to-end time per image (the first precision's), one labelled point per
+    method, as Figure 3 of the Panoptic FCN paper. False (no file) without accuracy results.
+    """
+    points = [
+        (
+            1000 * next(iter(m["timings"].values()))["total_s"],
+            m["accuracy"]["PQ"],
+            f"{m['method']} ({Path(m['config']).stem})",
+        )
+        for m in report["methods"]
+        if m["accuracy"] is not None
+    ]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    from matplotlib import pyplot as plt
+
+    settings = report["settings"]
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for milliseconds, pq, label in points:
+        axes.scatter(milliseconds, pq, s=40)
+        axes.annotate(label, (milliseconds, pq), textcoords="offset points", xytext=(5, 5))
+    height, width = settings["size"]
+    axes.set_xlabel(
+        f"time per image (ms), {height}x{width}, {settings['device']}, "
+        f"{settings['threads']} thread(s)"
+    )
+    axes.set_ylabel(f"PQ on {settings['eval_dataset']}")
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def write_report(report: dict, output_dir: Path) -> dict[str, Path]:
+    """Write the JSON, the Markdown and (with accuracy) the plot; returns their paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": atomic_write_json(output_dir / JSON_NAME, report)}
+    paths["markdown"] = output_dir / MARKDOWN_NAME
+    paths["markdown"].write_text(markdown_report(report))
+    if plot_speed_vs_pq(report, output_dir / PLOT_NAME):
+        paths["plot"] = output_dir / PLOT_NAME
+    return paths

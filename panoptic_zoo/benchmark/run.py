@@ -1,0 +1,256 @@
+"""Benchmark any set of configs on one input, one machine and one thread count, in one run."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import detectron2
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model as detectron2_build_model
+from PIL import Image
+from torch import nn
+
+from ..checkpoint import build_checkpointer
+from ..config import get_cfg
+from ..engine import Trainer
+from ..utils.config import shrink_to_test_size
+from .flops import count_multiply_adds
+from .floor import FULL_FLOOR, TINY_FLOOR, measure_floor
+from .reference import reference_for
+from .report import PQ_KEYS, write_report
+from .timing import peak_memory, time_inference
+
+__all__ = ["BenchmarkSettings", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+METHOD_NAMES = {
+    "PanopticFPN": "Panoptic FPN",
+    "UPSNet": "UPSNet",
+    "PanopticDeepLabModel": "Panoptic-DeepLab",
+    "PanopticFCN": "Panoptic FCN",
+}
+# Autocast dtype of each precision; float32 runs without autocast.
+PRECISIONS = {"fp32": None, "amp": torch.float16}
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    size: tuple[int, int]  # (height, width) of the benchmark image, batch 1
+    threads: int
+    device: str
+    precisions: tuple[str, ...]
+    warmup: int
+    repeats: int
+    output_dir: Path
+    eval_dataset: str | None = None
+    image: str | None = None  # image file; default: the eval dataset's first image, else noise
+    tiny: bool = False  # configs shrunk to test size, tiny floor problems
+    skip_reference: bool = False
+    opts: tuple[str, ...] = ()  # KEY VALUE pairs applied to every config
+
+    def __post_init__(self):
+        unknown = set(self.precisions) - set(PRECISIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown precisions {sorted(unknown)}; choose from {list(PRECISIONS)}"
+            )
+        if "amp" in self.precisions and not self.device.startswith("cuda"):
+            raise ValueError("amp (float16 autocast) is measured on CUDA only: use --device cuda")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}, but CUDA is not available")
+
+
+def load_config(path: str, settings: BenchmarkSettings) -> CfgNode:
+    cfg = get_cfg()
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(settings.opts))
+    if settings.tiny:
+        shrink_to_test_size(cfg)
+    cfg.MODEL.DEVICE = settings.device
+    if settings.eval_dataset:
+        cfg.DATASETS.TEST = (settings.eval_dataset,)
+    # Evaluation writes its files here (eval_results.json, predictions).
+    cfg.OUTPUT_DIR = str(settings.output_dir / "evaluation" / Path(path).stem)
+    cfg.freeze()
+    return cfg
+
+
+def image_source(settings: BenchmarkSettings) -> str | None:
+    """The file the benchmark image is read from; None: seeded random pixels."""
+    if settings.image:
+        return settings.image
+    if settings.eval_dataset:
+        return DatasetCatalog.get(settings.eval_dataset)[0]["file_name"]
+    return None
+
+
+def benchmark_inputs(cfg: CfgNode, settings: BenchmarkSettings, source: str | None) -> list[dict]:
+    """One image of exactly ``settings.size`` (the source image resized, aspect not kept)."""
+    height, width = settings.size
+    if source is None:
+        generator = torch.Generator().manual_seed(0)
+        image = torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+    else:
+        pixels = read_image(source, format=cfg.INPUT.FORMAT)
+        resized = np.asarray(Image.fromarray(pixels).resize((width, height), Image.BILINEAR))
+        image = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    return [{"image": image, "height": height, "width": width}]
+
+
+def build_model(cfg: CfgNode, weights: str) -> nn.Module:
+    """``cfg``'s model in eval mode with ``weights`` loaded (none: its initialization)."""
+    torch.manual_seed(0)  # the same initialization every run where no weights are given
+    model = detectron2_build_model(cfg).eval()  # what Trainer.build_model builds, without its log
+    if weights:
+        # A partly loaded model would report numbers of random weights: exact fit.
+        build_checkpointer(cfg, model, exact_fit=True).load(weights)
+    return model
+
+
+def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
+    """PQ/SQ/RQ (all, things, stuff), mask AP and mIoU on ``cfg.DATASETS.TEST[0]``; None where
+    the dataset has no such evaluator or the value is undefined (NaN, e.g. no detections)."""
+    results = Trainer.test(cfg, model)
+    found = {
+        **{key: results["panoptic_seg"][key] for key in PQ_KEYS},
+        "mask_AP": results.get("segm", {}).get("AP"),
+        "mIoU": results.get("sem_seg", {}).get("mIoU"),
+    }
+    return {key: None if value is None or math.isnan(value) else value
+            for key, value in found.items()}  # fmt: skip
+
+
+def _time_reference(cfg, model, inputs, settings) -> dict:
+    reference = reference_for(cfg, model)
+    result = {"name": reference.name, "note": reference.note, "timings": {}, "error": None}
+    if reference.build is None:
+        return result
+    if settings.skip_reference:
+        result["note"] = "not run (--skip-reference)"
+        return result
+    try:
+        reference_model = reference.build()
+        for precision in settings.precisions:
+            result["timings"][precision] = time_inference(
+                reference_model, inputs, warmup=settings.warmup, repeats=settings.repeats,
+                autocast_dtype=PRECISIONS[precision],
+            )  # fmt: skip
+    except Exception as e:  # someone else's code rejecting the input is a result, not a crash
+        result["error"] = f"{type(e).__name__}: {e}"
+        result["note"] = "reference failed on this input"
+        logger.warning("%s failed: %s", reference.name, result["error"])
+    return result
+
+
+def benchmark_method(
+    config_path: str, weights: str, settings: BenchmarkSettings, floor_rate: float,
+    source: str | None,
+) -> dict:  # fmt: skip
+    cfg = load_config(config_path, settings)
+    weights = weights or cfg.MODEL.WEIGHTS
+    model = build_model(cfg, weights)
+    inputs = benchmark_inputs(cfg, settings, source)
+    name = METHOD_NAMES.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE)
+    logger.info("%s (%s): counting multiply-adds", name, config_path)
+    macs = count_multiply_adds(model, inputs)
+    gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
+    timings = {}
+    for precision in settings.precisions:
+        logger.info("%s: timing %s", name, precision)
+        timings[precision] = time_inference(
+            model, inputs, warmup=settings.warmup, repeats=settings.repeats,
+            autocast_dtype=PRECISIONS[precision],
+        )  # fmt: skip
+    memory = peak_memory(model, inputs)
+    logger.info("%s: reference", name)
+    reference = _time_reference(cfg, model, inputs, settings)
+    accuracy = None
+    if settings.eval_dataset:
+        logger.info("%s: evaluating on %s", name, settings.eval_dataset)
+        accuracy = evaluate(cfg, model)
+    return {
+        "method": name,
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "config": config_path,
+        "weights": weights,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "multiply_adds": {
+            "network": macs.network,
+            "postprocess": macs.postprocess,
+            "uncounted_ops": list(macs.uncounted_ops),
+        },
+        "gflop": gflop,
+        "timings": timings,
+        "peak_memory": memory,
+        "floor_s": gflop["network"] / floor_rate,
+        "reference": reference,
+        "accuracy": accuracy,
+    }
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    cpuinfo = Path("/proc/cpuinfo")
+    model_names = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
+    cpu = model_names[0] if model_names else platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} logical cores"
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_benchmark(
+    configs: list[str], weights: list[str], settings: BenchmarkSettings, command: str
+) -> tuple[dict, dict[str, Path]]:
+    """Benchmark every config (with its weights, "" = the config's initialization); write and
+    return the report and the paths of the files written."""
+    if len(weights) != len(configs):
+        raise ValueError(f"{len(weights)} weights for {len(configs)} configs: give one per config")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        environment = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command,
+            "device_name": _device_name(settings.device),
+            "torch": torch.__version__,
+            "detectron2": detectron2.__version__,
+            "python": platform.python_version(),
+            "load_average_start": _load_average(),
+        }
+        device = torch.device(settings.device)
+        floor = measure_floor(device, TINY_FLOOR if settings.tiny else FULL_FLOOR)
+        source = image_source(settings)
+        methods = [
+            benchmark_method(config, config_weights, settings, floor["rate_gflop_per_s"], source)
+            for config, config_weights in zip(configs, weights)
+        ]
+        environment["load_average_end"] = _load_average()
+    finally:
+        torch.set_num_threads(threads_before)
+    settings_record = {**asdict(settings), "output_dir": str(settings.output_dir)}
+    settings_record["image"] = source or "random pixels (seed 0)"
+    report = {
+        "environment": environment,
+        "settings": settings_record,
+        "floor": floor,
+        "methods": methods,
+    }
+    return report, write_report(report, settings.output_dir)

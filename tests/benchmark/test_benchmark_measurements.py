@@ -1,0 +1,57 @@
+"""The benchmark's network/post-processing split of time and of multiply-adds, on a toy model."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torchvision.ops import DeformConv2d
+
+from panoptic_zoo.benchmark.flops import count_multiply_adds
+from panoptic_zoo.benchmark.timing import NetworkSplitClock
+
+SIZE = 8  # input height and width
+POSTPROCESS_SLEEP_S = 0.05
+
+
+class ToyModel(nn.Module):
+    """A convolution and a deformable convolution (the network), then a parameter-free
+    matrix product and a pause (the post-processing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.offsets = nn.Conv2d(8, 2 * 3 * 3, 3, padding=1)
+        self.deform = DeformConv2d(8, 4, 3, padding=1)
+
+    def forward(self, batched_inputs):
+        x = self.conv(batched_inputs[0]["image"].float()[None])
+        y = self.deform(x, self.offsets(x)).flatten(2)
+        time.sleep(POSTPROCESS_SLEEP_S)
+        return [{"sem_seg": y @ y.transpose(1, 2)}]
+
+
+def _inputs():
+    return [{"image": torch.zeros(3, SIZE, SIZE, dtype=torch.uint8)}]
+
+
+def test_network_ends_when_the_last_module_with_weights_returns():
+    model = ToyModel().eval()
+    clock = NetworkSplitClock(model, torch.device("cpu"))
+    with torch.inference_mode():
+        clock.start()
+        model(_inputs())
+        network_s, postprocess_s = clock.stop()
+    clock.close()
+    assert postprocess_s >= POSTPROCESS_SLEEP_S > network_s > 0
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_multiply_adds_of_network_and_postprocessing():
+    pixels = SIZE * SIZE
+    macs = count_multiply_adds(ToyModel().eval(), _inputs())
+    convolutions = (3 * 8 + 8 * 18 + 8 * 4) * 9 * pixels
+    deformable_sampling = 4 * 8 * 9 * pixels  # 4 multiply-adds per bilinear sample
+    assert macs.network == convolutions + deformable_sampling
+    assert macs.postprocess == 4 * 4 * pixels  # (4 x HW) @ (HW x 4)

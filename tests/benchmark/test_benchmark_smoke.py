@@ -1,0 +1,101 @@
+"""
+``python -m panoptic_zoo.benchmark --tiny`` on the four shapes configs, evaluated on the tiny
+shapes dataset: the JSON report, the Markdown tables and the plot are complete and well formed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from panoptic_testing import CONFIGS
+
+from panoptic_zoo.benchmark import main
+from panoptic_zoo.benchmark.report import (
+    ACCURACY_COLUMNS,
+    ACCURACY_KEYS,
+    JSON_NAME,
+    MARKDOWN_NAME,
+    PLOT_NAME,
+    SPEED_COLUMNS,
+)
+
+CONFIG_NAMES = {
+    "Panoptic FPN": "panoptic_fpn_R_18",
+    "UPSNet": "upsnet_R_18",
+    "Panoptic-DeepLab": "panoptic_deeplab_R_18",
+    "Panoptic FCN": "panoptic_fcn_R_18",
+}
+# Speed-table columns that hold text, or numbers only where a reference was timed.
+TEXT_COLUMNS = {"method", "config", "precision", "reference", "reference ms", "speed-up"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_shapes, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("benchmark")
+    configs = [str(CONFIGS / "shapes" / f"{name}.yaml") for name in CONFIG_NAMES.values()]
+    report = main(
+        ["--configs", *configs, "--tiny", "--threads", "1",
+         "--eval-dataset", tiny_shapes["val"], "--output-dir", str(output_dir)]
+    )  # fmt: skip
+    return report, output_dir
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_json_report_is_complete(tiny_run):
+    report, output_dir = tiny_run
+    assert json.loads((output_dir / JSON_NAME).read_text()) == json.loads(json.dumps(report))
+    floor = report["floor"]
+    assert _positive(floor["gemm"]["gflop_per_s"]) and _positive(floor["rate_gflop_per_s"])
+    assert {m["method"] for m in report["methods"]} == set(CONFIG_NAMES)
+    for method in report["methods"]:
+        assert _positive(method["parameters"]) and _positive(method["gflop"]["network"])
+        assert method["gflop"]["postprocess"] >= 0 and _positive(method["floor_s"])
+        timing = method["timings"]["fp32"]
+        assert all(_positive(timing[key]) for key in ("network_s", "postprocess_s", "total_s"))
+        assert len(timing["network_samples_s"]) == report["settings"]["repeats"] == 2
+        assert _positive(method["peak_memory"]["peak_mib"])
+        assert set(method["accuracy"]) == set(ACCURACY_KEYS)
+        assert all(v is None or 0 <= v <= 100 for v in method["accuracy"].values())
+        assert method["accuracy"]["PQ"] is not None
+    reference = {m["method"]: m["reference"] for m in report["methods"]}
+    assert reference["Panoptic-DeepLab"]["error"] is None
+    assert _positive(reference["Panoptic-DeepLab"]["timings"]["fp32"]["total_s"])
+    assert all(
+        not reference[name]["timings"] for name in ("Panoptic FPN", "UPSNet", "Panoptic FCN")
+    )
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """Every Markdown table: rows of cells, the header first, the separator row dropped."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                current.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_markdown_tables_are_well_formed(tiny_run):
+    _, output_dir = tiny_run
+    speed, accuracy = _tables((output_dir / MARKDOWN_NAME).read_text())
+    assert tuple(speed[0]) == SPEED_COLUMNS and tuple(accuracy[0]) == ACCURACY_COLUMNS
+    for table in (speed, accuracy):
+        assert {row[0]: row[1] for row in table[1:]} == CONFIG_NAMES
+        assert all(len(row) == len(table[0]) for row in table)
+    for row in speed[1:]:
+        cells = dict(zip(SPEED_COLUMNS, row))
+        memory = cells.pop("peak memory MiB (rise)").split()[0]
+        numbers = [float(v) for k, v in cells.items() if k not in TEXT_COLUMNS] + [float(memory)]
+        assert all(math.isfinite(x) and x >= 0 for x in numbers)
+        assert float(cells["total ms"]) > 0 and float(cells["network / floor"]) > 0
+    for row in accuracy[1:]:
+        assert all(v == "n/a" or 0 <= float(v) <= 100 for v in row[3:])
+    assert (output_dir / PLOT_NAME).read_bytes().startswith(b"\x89PNG")
