@@ -28,6 +28,10 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     add_missing_options(
         cfg.SOLVER, {"OPTIMIZER": "SGD", "POLY_LR_POWER": 0.9, "POLY_LR_CONSTANT_ENDING": 0.0}
     )
+    # Read by panoptic_zoo.evaluation.build_evaluators: "panoptic_zoo" (PanopticEvaluator: PQ,
+    # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
+    # COCOPanopticEvaluator, PQ only), the cross-check.
+    add_missing_options(cfg.TEST, {"PANOPTIC_EVALUATOR": "panoptic_zoo"})
     # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
     # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code
     # from the file, so it is an explicit opt-in, for files you trust.

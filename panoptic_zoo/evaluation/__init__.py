@@ -1,3 +1,5 @@
 from .build import build_evaluators
+from .panoptic_evaluator import PanopticEvaluator
+from .pq import PanopticStats
 
-__all__ = ["build_evaluators"]
+__all__ = ["PanopticEvaluator", "PanopticStats", "build_evaluators"]

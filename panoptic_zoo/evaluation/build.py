@@ -10,19 +10,35 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-__all__ = ["build_evaluators"]
+from .panoptic_evaluator import PanopticEvaluator
+
+__all__ = ["PANOPTIC_EVALUATORS", "build_evaluators"]
+
+PANOPTIC_EVALUATORS = ("panoptic_zoo", "panopticapi")
 
 
 def build_evaluators(cfg, dataset_name: str, output_folder: str) -> DatasetEvaluators:
     """
-    PQ when the metadata has ``panoptic_json``; box and mask AP when it has ``json_file`` (COCO
-    instances) and the model predicts instances (``MODEL.MASK_ON``); mIoU when it has
+    PQ when the metadata has ``panoptic_json``: by default (``TEST.PANOPTIC_EVALUATOR
+    "panoptic_zoo"``) :class:`PanopticEvaluator`, which also reports mIoU and, with
+    ``json_file``, the mask AP of the panoptic thing segments; ``"panopticapi"`` selects
+    detectron2's ``COCOPanopticEvaluator`` (PQ only). Box and mask AP of the predicted
+    ``instances`` when the metadata has ``json_file`` (COCO instances) and the model predicts
+    instances (``MODEL.MASK_ON``); mIoU of the predicted ``sem_seg`` when it has
     ``sem_seg_root``.
     """
     metadata = MetadataCatalog.get(dataset_name)
     evaluators = []
     if hasattr(metadata, "panoptic_json"):
-        evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        choice = cfg.TEST.PANOPTIC_EVALUATOR
+        if choice == "panoptic_zoo":
+            evaluators.append(PanopticEvaluator(dataset_name))
+        elif choice == "panopticapi":
+            evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
+        else:
+            raise ValueError(
+                f"TEST.PANOPTIC_EVALUATOR is {choice!r}; expected one of {PANOPTIC_EVALUATORS}"
+            )
     if hasattr(metadata, "json_file") and cfg.MODEL.MASK_ON:
         evaluators.append(
             COCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder)
