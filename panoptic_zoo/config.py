@@ -8,6 +8,7 @@ never changes a default another method relies on; solver and input choices live 
 from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 
+from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
 from .modeling.upsnet.config import add_upsnet_config
@@ -45,4 +46,5 @@ def get_cfg() -> CfgNode:
     add_upsnet_config(cfg)
     add_panoptic_deeplab_config(cfg)
     add_panoptic_fcn_config(cfg)
+    add_mobile_backbone_config(cfg)
     return cfg

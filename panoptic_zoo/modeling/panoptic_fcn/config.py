@@ -41,6 +41,9 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.FEATURE_ENCODER.IN_FEATURES = ["p2", "p3", "p4", "p5"]
     # Channels of the semantic-FPN branches that bring every level to stride 4.
     fcn.FEATURE_ENCODER.FPN_DIM = 256
+    # Norm of those branches (official SEMANTIC_FPN.NORM) and of the convolutions after the
+    # coordinates (official FEATURE_ENCODER.NORM, which is "" there).
+    fcn.FEATURE_ENCODER.FPN_NORM = "GN"
     fcn.FEATURE_ENCODER.NORM = "GN"
     # Convolutions after the coordinate channels; CONVS_DIM (C_e) is also the kernel size.
     # The enhanced variant (PanopticFCN*) uses 256 channels and deformable convolutions.

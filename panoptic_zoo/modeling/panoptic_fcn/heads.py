@@ -154,6 +154,7 @@ class FeatureEncoder(nn.Module):
         input_shape: dict[str, ShapeSpec],
         *,
         fpn_dim: int,
+        fpn_norm: str,
         norm: str,
         num_convs: int,
         channels: int,
@@ -170,8 +171,8 @@ class FeatureEncoder(nn.Module):
             layers = []
             for k in range(stages):
                 conv = Conv2d(
-                    shape.channels if k == 0 else fpn_dim, fpn_dim, 3, padding=1, bias=not norm,
-                    norm=get_norm(norm, fpn_dim), activation=F.relu,
+                    shape.channels if k == 0 else fpn_dim, fpn_dim, 3, padding=1,
+                    bias=not fpn_norm, norm=get_norm(fpn_norm, fpn_dim), activation=F.relu,
                 )  # fmt: skip
                 weight_init.c2_msra_fill(conv)
                 layers.append(conv)

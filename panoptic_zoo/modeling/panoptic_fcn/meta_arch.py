@@ -110,6 +110,7 @@ class PanopticFCN(nn.Module):
             "feature_encoder": FeatureEncoder(
                 encoder_shapes,
                 fpn_dim=fcn.FEATURE_ENCODER.FPN_DIM,
+                fpn_norm=fcn.FEATURE_ENCODER.FPN_NORM,
                 norm=fcn.FEATURE_ENCODER.NORM,
                 num_convs=fcn.FEATURE_ENCODER.NUM_CONVS,
                 channels=kernel_dim,

@@ -1,0 +1,27 @@
+"""
+The model zoo: configs and trained checkpoints by config path (:mod:`.model_zoo`), the
+MODEL_ZOO.md table (:mod:`.table`), and converters from the official releases
+(:mod:`.converters`). See docs/MODEL_ZOO.md.
+"""
+
+from .model_zoo import (
+    CONFIG_ROOT,
+    CheckpointNotInstalledError,
+    checkpoint_path,
+    get,
+    get_checkpoint_path,
+    get_config,
+    get_config_file,
+    model_zoo_root,
+)
+
+__all__ = [
+    "CONFIG_ROOT",
+    "CheckpointNotInstalledError",
+    "checkpoint_path",
+    "get",
+    "get_checkpoint_path",
+    "get_config",
+    "get_config_file",
+    "model_zoo_root",
+]

@@ -1,0 +1,33 @@
+"""
+Converters from official release checkpoints to this project's (key mapping in each module):
+detectron2's Panoptic FPN and Panoptic-DeepLab (:mod:`.detectron2`), the official Panoptic
+FCN (:mod:`.panoptic_fcn`) and UPSNet (:mod:`.upsnet`). CLI: ``tools/convert_checkpoint.py``.
+"""
+
+from .common import (
+    Conversion,
+    ConversionError,
+    load_release_file,
+    save_converted,
+    verify_against_model,
+)
+from .detectron2 import (
+    convert_detectron2_panoptic_deeplab,
+    convert_detectron2_panoptic_fpn,
+    unified_class_order,
+)
+from .panoptic_fcn import convert_official_panoptic_fcn
+from .upsnet import convert_official_upsnet
+
+__all__ = [
+    "Conversion",
+    "ConversionError",
+    "convert_detectron2_panoptic_deeplab",
+    "convert_detectron2_panoptic_fpn",
+    "convert_official_panoptic_fcn",
+    "convert_official_upsnet",
+    "load_release_file",
+    "save_converted",
+    "unified_class_order",
+    "verify_against_model",
+]

@@ -1,0 +1,72 @@
+"""demo/demo.py on generated images, a folder and a 3-frame video, with random weights on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+from panoptic_testing import CONFIGS, REPO
+
+spec = importlib.util.spec_from_file_location("demo", REPO / "demo" / "demo.py")
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+# Random weights (no MODEL.WEIGHTS), small test-time inputs.
+OPTS = ["--opts", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "96"]  # fmt: skip
+CONFIG = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml")]
+
+
+def _image(seed: int, height: int = 48, width: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_images_folder_and_video(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"picture{i}.png"), _image(i))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for i in range(3):
+        writer.write(_image(10 + i))
+    writer.release()
+    out = tmp_path / "out"
+
+    assert (
+        demo.main([*CONFIG, "--input", str(folder), str(video), "--output", str(out), *OPTS]) == 0
+    )
+
+    for i in range(2):
+        drawn = cv2.imread(str(out / f"picture{i}.png"))
+        assert drawn.shape == (48, 64, 3)
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 3
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.jpg", "does not exist"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "has no images"),
+        (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "unknown kind"),
+        (
+            lambda d: (d / "broken.png").write_bytes(b"not a png") and d / "broken.png",
+            "not a readable image",
+        ),
+        (
+            lambda d: (d / "broken.mp4").write_bytes(b"not a video") and d / "broken.mp4",
+            "cannot be opened",
+        ),
+    ],
+)
+def test_unreadable_inputs_are_named(tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    assert demo.main([*CONFIG, "--input", str(path), "--output", str(tmp_path / "out"), *OPTS]) == 2
+    error = capsys.readouterr().err
+    assert message in error and path.name in error
