@@ -22,8 +22,9 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.registry import Registry
-from PIL import UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .datasets.panoptic import AnnotationError
 
@@ -31,7 +32,9 @@ __all__ = [
     "DATASET_MAPPER_REGISTRY",
     "build_dataset_mapper",
     "build_panoptic_augmentations",
+    "open_image_checked",
     "read_image_checked",
+    "read_label_png",
     "read_panoptic_png",
     "map_panoptic_image",
     "PanopticFPNDatasetMapper",
@@ -50,15 +53,67 @@ def build_dataset_mapper(cfg, is_train: bool):
     return DATASET_MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg, is_train)
 
 
-def read_image_checked(file_name: str, format: str | None = None) -> np.ndarray:
-    """detectron2's ``read_image`` (EXIF orientation, format) with errors that name the file."""
+# What a corrupt, truncated or hostile image file makes PIL raise while opening and decoding it.
+_UNREADABLE_IMAGE_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,  # a header claiming a huge size
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+)
+# Modes and PNG raw modes of more than 8 bits per channel: converting them to 8-bit RGB would clip
+# (16-bit grayscale becomes nearly all white) or garble (48-bit RGB), silently.
+_HIGH_BIT_DEPTH_MODES = ("I", "F")
+
+
+def open_image_checked(file_name: str) -> Image.Image:
+    """
+    The decoded image of ``file_name`` with its EXIF orientation applied, as detectron2's
+    ``read_image`` does, after checking it has 8 bits per channel. Every failure names the file.
+    """
     try:
-        image = utils.read_image(file_name, format=format)
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            raw_modes = " ".join(str(tile[3]) for tile in image.tile)
+            if image.mode.startswith(_HIGH_BIT_DEPTH_MODES) or ";16" in raw_modes:
+                raise AnnotationError(
+                    f"{file_name} has more than 8 bits per channel (mode {image.mode} "
+                    f"{raw_modes}); convert it to 8-bit, detectron2 would clip it silently"
+                )
+            image.load()
+            return ImageOps.exif_transpose(image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"image file {file_name} does not exist") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise AnnotationError(f"{file_name} is not a readable image ({e})") from e
-    return image
+    except AnnotationError:
+        raise  # a ValueError, but already the clear error
+    except _UNREADABLE_IMAGE_ERRORS as e:
+        raise AnnotationError(
+            f"{file_name} is not a readable image ({type(e).__name__}: {e})"
+        ) from e
+
+
+def read_image_checked(file_name: str, format: str | None = None) -> np.ndarray:
+    """detectron2's ``read_image`` (EXIF orientation, format), checked by open_image_checked."""
+    return utils.convert_PIL_to_numpy(open_image_checked(file_name), format)
+
+
+def read_label_png(file_name: str) -> np.ndarray:
+    """
+    The label values of a semantic segmentation PNG: one 8-bit channel, read as stored (the
+    indices of a palette PNG, not its colors), as detectron2's ``SemSegEvaluator`` reads them.
+    """
+    image = open_image_checked(file_name)
+    if image.mode not in ("L", "P"):
+        raise AnnotationError(
+            f"{file_name}: a semantic label PNG must have one 8-bit channel (mode L or P), "
+            f"got mode {image.mode}; converting it would turn colors into wrong labels"
+        )
+    return np.asarray(image, dtype=np.uint8)
+
+
+# Panoptic PNGs hold ids as R + 256 G + 256^2 B: an RGB image, or a palette of RGB colors.
+_PANOPTIC_PNG_MODES = ("RGB", "RGBA", "P")
 
 
 def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, int]) -> np.ndarray:
@@ -67,7 +122,18 @@ def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, i
     ``segments_info`` and the image size.
     """
     file_name = dataset_dict["pan_seg_file_name"]
-    rgb = read_image_checked(file_name, "RGB").astype(np.int64)
+    image = open_image_checked(file_name)
+    if image.mode not in _PANOPTIC_PNG_MODES:
+        raise AnnotationError(
+            f"{file_name}: a panoptic PNG must be 8-bit RGB (ids R + 256 G + 256^2 B), got "
+            f"mode {image.mode}"
+        )
+    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255:
+        raise AnnotationError(
+            f"{file_name}: panoptic PNG has transparent pixels; ids are RGB only, so its alpha "
+            "channel cannot be meant as void or anything else: save it as RGB"
+        )
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
     if rgb.shape[:2] != tuple(expected_shape):
         raise AnnotationError(
             f"{file_name}: panoptic PNG is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but image "
@@ -108,7 +174,10 @@ def _few(ids: set[int], limit: int = 10) -> str:
 
 
 def map_panoptic_image(
-    dataset_dict: dict[str, Any], augmentations: T.AugmentationList, image_format: str, is_train: bool
+    dataset_dict: dict[str, Any],
+    augmentations: T.AugmentationList,
+    image_format: str,
+    is_train: bool,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """
     The first half of every panoptic mapper: a copy of ``dataset_dict`` with the checked, augmented
@@ -202,4 +271,3 @@ class PanopticFPNDatasetMapper:
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-

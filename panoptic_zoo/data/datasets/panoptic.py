@@ -69,15 +69,41 @@ def _require_dir(path: str, what: str, hint: str) -> None:
         raise FileNotFoundError(f"{what} directory {path} does not exist. {hint}")
 
 
-def _field(record: dict, key: str, where: str, json_file: str, kind: type | None = None) -> Any:
+def _field(
+    record: dict, key: str, where: str, json_file: str, kind: type | tuple[type, ...] | None = None
+) -> Any:
     if not isinstance(record, dict) or key not in record:
         raise AnnotationError(f"{json_file}: {where} has no '{key}' field")
-    if kind is not None and not isinstance(record[key], kind):
+    value = record[key]
+    # bool is an int to Python, never to a JSON annotation.
+    if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise AnnotationError(
-            f"{json_file}: {where} has '{key}' of type {type(record[key]).__name__}, "
-            f"expected {kind.__name__}"
+            f"{json_file}: {where} has '{key}' of type {type(value).__name__}, expected {expected}"
         )
-    return record[key]
+    return value
+
+
+def _size_field(record: dict, key: str, where: str, json_file: str) -> int:
+    value = _field(record, key, where, json_file, int)
+    if value <= 0:
+        raise AnnotationError(f"{json_file}: {where} has '{key}' {value}, expected a positive size")
+    return value
+
+
+# Image ids are matched between 'images' and 'annotations': any JSON scalar that can be a key.
+_IMAGE_ID_TYPES = (int, str)
+
+
+def _separated_category(category, thing_ids: dict, stuff_ids: dict) -> tuple[int, bool] | None:
+    """``(contiguous id, isthing)`` of a dataset category id, None if it is none (or no int)."""
+    if not isinstance(category, int) or isinstance(category, bool):
+        return None
+    if category in thing_ids:
+        return thing_ids[category], True
+    if category in stuff_ids:
+        return stuff_ids[category], False
+    return None
 
 
 def load_panoptic_json(
@@ -102,10 +128,12 @@ def load_panoptic_json(
     _require_dir(panoptic_root, "panoptic PNG", hint)
     if sem_seg_root is not None:
         _require_dir(sem_seg_root, "semantic PNG", hint)
-    with PathManager.open(json_file) as f:
+    with PathManager.open(json_file, "rb") as f:
         try:
             content = json.load(f)
-        except json.JSONDecodeError as e:
+        # Bytes that are no UTF-8 text, and nesting deeper than Python's recursion limit, are
+        # invalid JSON files too, only reported differently.
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise AnnotationError(f"{json_file} is not valid JSON: {e}") from e
 
     thing_ids = metadata["thing_dataset_id_to_contiguous_id"]
@@ -114,7 +142,7 @@ def load_panoptic_json(
     images = {}
     for index, image in enumerate(_field(content, "images", "the top level", json_file, list)):
         where = f"images[{index}]"
-        image_id = _field(image, "id", where, json_file)
+        image_id = _field(image, "id", where, json_file, _IMAGE_ID_TYPES)
         if image_id in images:
             raise AnnotationError(f"{json_file}: {where} repeats image id {image_id!r}")
         images[image_id] = image
@@ -123,8 +151,8 @@ def load_panoptic_json(
     annotated_images = set()
     for index, ann in enumerate(_field(content, "annotations", "the top level", json_file, list)):
         where = f"annotations[{index}]"
-        image_id = _field(ann, "image_id", where, json_file)
-        png_name = _field(ann, "file_name", where, json_file)
+        image_id = _field(ann, "image_id", where, json_file, _IMAGE_ID_TYPES)
+        png_name = _field(ann, "file_name", where, json_file, str)
         if image_id not in images:
             raise AnnotationError(
                 f"{json_file}: {where} (file_name {png_name}) refers to image_id {image_id}, "
@@ -151,32 +179,35 @@ def load_panoptic_json(
                     "positive integers within an image (0 is void)"
                 )
             seen_ids.add(seg_id)
-            if category in thing_ids:
-                contiguous, isthing = thing_ids[category], True
-            elif category in stuff_ids:
-                contiguous, isthing = stuff_ids[category], False
-            else:
+            iscrowd = seg.get("iscrowd", 0)
+            if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+                raise AnnotationError(
+                    f"{json_file}: {seg_where} has iscrowd {iscrowd!r}, not 0 or 1"
+                )
+            separated = _separated_category(category, thing_ids, stuff_ids)
+            if separated is None:
                 raise AnnotationError(
                     f"{json_file}: {seg_where} has category_id {category!r}, which is not a "
                     f"category of this dataset (known ids: {known_ids})"
                 )
+            contiguous, isthing = separated
             segments.append(
                 {
                     "id": seg_id,
                     "category_id": contiguous,
                     "isthing": isthing,
-                    "iscrowd": int(seg.get("iscrowd", 0)),
+                    "iscrowd": int(iscrowd),
                     "area": seg.get("area"),
                     "bbox": seg.get("bbox"),
                 }
             )
         record = {
             "file_name": os.path.join(
-                image_root, _field(image, "file_name", image_where, json_file)
+                image_root, _field(image, "file_name", image_where, json_file, str)
             ),
             "image_id": image_id,
-            "height": _field(image, "height", image_where, json_file),
-            "width": _field(image, "width", image_where, json_file),
+            "height": _size_field(image, "height", image_where, json_file),
+            "width": _size_field(image, "width", image_where, json_file),
             "pan_seg_file_name": os.path.join(panoptic_root, png_name),
             "segments_info": segments,
         }
