@@ -10,12 +10,12 @@ a config builds (every tensor filled, shapes equal); writes a weights-only ``.pt
         --source-dataset cityscapes_fine_panoptic_train --output pdl.pth
     python tools/convert_checkpoint.py panoptic-fcn --input panoptic_fcn_r50_1x.pth \\
         --config configs/coco/panoptic_fcn_R_50_1x.yaml --output pfcn.pth --allow-inexact \\
-        MODEL.PANOPTIC_FCN.FEATURE_ENCODER.NORM ""
+        --opts MODEL.PANOPTIC_FCN.FEATURE_ENCODER.NORM ""
     python tools/convert_checkpoint.py upsnet --input upsnet_resnet_50_coco_90000.pth \\
         --config configs/coco/upsnet_R_50_1x.yaml --output upsnet.pth --allow-inexact
 
 Conversions that are not exact (see docs/MODEL_ZOO.md, "Converting official checkpoints") are
-refused unless ``--allow-inexact`` is given. Trailing KEY VALUE pairs override the config.
+refused unless ``--allow-inexact`` is given. ``--opts KEY VALUE ...`` (last) overrides the config.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def parse_args(argv=None):
         "trained on, e.g. cityscapes_fine_panoptic_train",
     )
     parser.add_argument("--allow-inexact", action="store_true", help="write even if not exact")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
     return parser.parse_args(argv)
 
 

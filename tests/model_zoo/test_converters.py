@@ -7,6 +7,7 @@ keys reported, and the values where a conversion transforms them.
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 
 import numpy as np
@@ -14,8 +15,9 @@ import pytest
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from panoptic_testing import CONFIGS
+from panoptic_testing import CONFIGS, REPO
 
+from panoptic_zoo.checkpoint import build_checkpointer
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.model_zoo.converters import (
     ConversionError,
@@ -28,6 +30,10 @@ from panoptic_zoo.model_zoo.converters import (
     unified_class_order,
     verify_against_model,
 )
+
+spec = importlib.util.spec_from_file_location("convert", REPO / "tools" / "convert_checkpoint.py")
+convert_checkpoint = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(convert_checkpoint)
 
 
 def _cfg(config: str, *opts):
@@ -67,6 +73,17 @@ def test_detectron2_panoptic_fpn_pickle_round_trip(tmp_path):
     with torch.no_grad():
         expected, got = official([image])[0], model([image])[0]
     assert torch.equal(expected["sem_seg"], got["sem_seg"])
+
+    # The command line does the same, and the project's checkpointer loads the result exactly.
+    cli_output = tmp_path / "cli.pth"
+    config = str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml")
+    argv = ["detectron2-panoptic-fpn", "--input", str(pkl), "--config", config,
+            "--output", str(cli_output), "--opts", "MODEL.DEVICE", "cpu"]  # fmt: skip
+    assert convert_checkpoint.main(argv) == 0
+    reloaded = build_model(cfg)
+    build_checkpointer(cfg, reloaded, exact_fit=True).load(str(cli_output), checkpointables=[])
+    assert torch.equal(reloaded.state_dict()["sem_seg_head.predictor.weight"],
+                       official.state_dict()["sem_seg_head.predictor.weight"])  # fmt: skip
 
 
 class _Payload:
