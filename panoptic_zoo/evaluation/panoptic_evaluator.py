@@ -199,14 +199,17 @@ class PanopticEvaluator(DatasetEvaluator):
         return results
 
     def _ap_metrics(self, image_ids: list, detections: list[dict]) -> dict[str, float]:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress lines
             coco_gt = COCO(PathManager.get_local_path(self._instances_json))
-        if not detections:
-            logger.warning("no predicted thing segments: panoptic AP is 0")
-            return {name: 0.0 for name in COCO_AP_NAMES}
+            if detections:
+                coco_dt = coco_gt.loadRes(detections)
+            else:  # loadRes cannot take none; no detection still scores 0 where there is GT
+                coco_dt = COCO()
+                coco_dt.dataset = {**coco_gt.dataset, "annotations": []}
+                coco_dt.createIndex()
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
-            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(detections), "segm")
+            coco_eval = COCOeval(coco_gt, coco_dt, "segm")
             coco_eval.params.imgIds = sorted(set(image_ids))
             coco_eval.evaluate()
             coco_eval.accumulate()

@@ -70,6 +70,19 @@ def test_same_pq_as_panopticapi(tiny_shapes, tmp_path):
     assert 0.0 < ours["panoptic_seg"]["AP"] < 100.0
 
 
+def test_predicting_nothing_scores_0(tiny_shapes):
+    class Nothing(GroundTruthModel):
+        def predict(self, record):
+            ids, _ = super().predict(record)["panoptic_seg"]
+            return {"panoptic_seg": (torch.zeros_like(ids), [])}
+
+    batches = [[record] for record in DatasetCatalog.get(tiny_shapes["val"])]
+    results = inference_on_dataset(Nothing(False), batches, PanopticEvaluator(tiny_shapes["val"]))
+    panoptic = results["panoptic_seg"]
+    for key in [*PQ_KEYS, "mIoU", "AP", "AP50"]:
+        assert panoptic[key] == 0.0, key
+
+
 def test_segments_without_score_give_no_ap(tiny_shapes):
     class Unscored(GroundTruthModel):
         def predict(self, record):
