@@ -108,32 +108,31 @@ def assert_same_tensors(expected: dict, actual: dict, context: str) -> None:
     assert not different, f"{len(different)} tensors differ ({context}), e.g. {different[:3]}"
 
 
-def nan_semantic_loss_at_iteration_2(module, inputs, losses):
-    """A forward hook that makes the semantic loss NaN at iteration 2 only."""
-    if module.training and get_event_storage().iter == 2:
+def nan_semantic_loss_at_iteration_1(module, inputs, losses):
+    """A forward hook that makes the semantic loss NaN at iteration 1 only."""
+    if module.training and get_event_storage().iter == 1:
         return {**losses, "loss_sem_seg": losses["loss_sem_seg"] * float("nan")}
     return losses
 
 
 def test_non_finite_loss_stops_training_and_saves_nothing_after(tiny_shapes, tmp_path):
-    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path, max_iter=4)
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path, max_iter=3)
     cfg.SOLVER.CHECKPOINT_PERIOD = 1
     cfg.DATASETS.TEST = ()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
-    trainer.model.register_forward_hook(nan_semantic_loss_at_iteration_2)
+    trainer.model.register_forward_hook(nan_semantic_loss_at_iteration_1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
     with pytest.raises(NonFiniteLossError) as error:
         trainer.train()
     message = str(error.value)
-    assert "iteration 2" in message and "loss_sem_seg = nan" in message
+    assert "iteration 1" in message and "loss_sem_seg = nan" in message
     assert "loss_mask = " in message  # the finite terms are listed too, for context
 
-    checkpoints = sorted(p.name for p in tmp_path.glob("*.pth"))
-    assert checkpoints == ["model_0000000.pth", "model_0000001.pth"]
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
-    # The weights are those after iteration 1: the NaN step was never applied.
-    saved = torch.load(tmp_path / "model_0000001.pth", weights_only=True)["model"]
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000000.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
+    # The weights are those after iteration 0: the NaN step was never applied.
+    saved = torch.load(tmp_path / "model_0000000.pth", weights_only=True)["model"]
     assert_same_tensors(saved, trainer.model.state_dict(), "weights after the NaN iteration")
     assert any(not torch.equal(before[k], v) for k, v in saved.items())  # training did happen
