@@ -44,8 +44,8 @@ def stats_in_threads(
     """
     ``add(stats, item)`` for every item, in ``threads`` threads over contiguous parts of
     ``items``, and the sum of their statistics. PNG inflation, colour conversion and the pixel
-    passes release the GIL, so threads overlap well enough and, unlike processes, cost nothing
-    to start.
+    passes release the GIL, so threads overlap; forked processes measured slower here (the
+    parent has torch and detectron2 loaded).
     """
 
     def part_stats(part: Sequence) -> PanopticStats:
