@@ -21,8 +21,8 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     """Options shared by all methods."""
     if "DATASET_MAPPER_NAME" not in cfg.INPUT:
         # Name in panoptic_zoo.data.DATASET_MAPPER_REGISTRY of the mapper used for training and
-        # evaluation; detectron2's own DatasetMapper by default.
-        cfg.INPUT.DATASET_MAPPER_NAME = "DatasetMapper"
+        # evaluation; by default detectron2's DatasetMapper with checked inputs.
+        cfg.INPUT.DATASET_MAPPER_NAME = "CheckedDatasetMapper"
     # Read by panoptic_zoo.solver: the optimizer (SGD, ADAM, ADAMW) and, for
     # SOLVER.LR_SCHEDULER_NAME "WarmupPolyLR", the poly power and final lr. Defaults keep
     # detectron2's SGD; methods that train otherwise say so in their YAML files.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
@@ -28,19 +28,17 @@ __all__ = ["CheckedDatasetMapper", "check_instance_annotations"]
 
 
 def check_instance_annotations(
-    dataset_dict: dict[str, Any], num_classes: int, needs_masks: bool
+    dataset_dict: dict[str, Any], num_classes: int | None, needs_masks: bool
 ) -> None:
     """
     Raise :class:`AnnotationError` unless every non-crowd annotation of ``dataset_dict`` has a
     finite, non-empty absolute box that overlaps the image, a class in ``[0, num_classes)``
-    and, when ``needs_masks``, a well-formed segmentation. Overlapping boxes and boxes that
-    reach out of the image are fine (the latter are clipped).
+    (any non-negative one if ``num_classes`` is None) and, when ``needs_masks``, a well-formed
+    segmentation. Overlapping boxes and boxes that reach out of the image are fine (the latter
+    are clipped).
     """
-    file_name, width, height = (
-        dataset_dict["file_name"],
-        dataset_dict["width"],
-        dataset_dict["height"],
-    )
+    file_name = dataset_dict["file_name"]
+    width, height = dataset_dict["width"], dataset_dict["height"]
     annotations = dataset_dict["annotations"]
     if not isinstance(annotations, list):
         raise AnnotationError(f"{file_name}: 'annotations' is a {type(annotations).__name__}")
@@ -63,10 +61,10 @@ def check_instance_annotations(
         category = annotation.get("category_id")
         if not isinstance(category, int) or isinstance(category, bool):
             raise AnnotationError(f"{where} has category_id {category!r}, not an integer")
-        if not 0 <= category < num_classes:
+        if category < 0 or (num_classes is not None and category >= num_classes):
+            known = "" if num_classes is None else f" 0..{num_classes - 1}"
             raise AnnotationError(
-                f"{where} has category_id {category}, outside the model's classes "
-                f"0..{num_classes - 1} (MODEL.ROI_HEADS.NUM_CLASSES)"
+                f"{where} has category_id {category}, outside the dataset's thing classes{known}"
             )
         if needs_masks:
             _check_segmentation(annotation, where, width, height)
@@ -131,15 +129,20 @@ class CheckedDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *, num_classes: int, **kwargs):
+    def __init__(self, is_train: bool = True, *, num_classes: int | None, **kwargs):
         super().__init__(is_train, **kwargs)
         self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        # The training dataset's classes, whichever head (ROI heads, Panoptic FCN's kernels, ...)
+        # predicts them: an id beyond them is wrong for every method.
+        thing_classes = None
+        if cfg.DATASETS.TRAIN:
+            thing_classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes")
         return {
             **super().from_config(cfg, is_train),
-            "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "num_classes": None if thing_classes is None else len(thing_classes),
         }
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:

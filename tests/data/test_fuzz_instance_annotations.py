@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from fuzz_testing import (
     encode,
@@ -38,8 +39,8 @@ NUM_CLASSES = 80
 def mappers() -> dict:
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIGS / "coco" / "panoptic_fpn_R_50_1x.yaml"))
-    assert cfg.INPUT.DATASET_MAPPER_NAME == "CheckedDatasetMapper"
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == NUM_CLASSES and cfg.MODEL.MASK_ON
+    assert cfg.INPUT.DATASET_MAPPER_NAME == "CheckedDatasetMapper" and cfg.MODEL.MASK_ON
+    assert len(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).thing_classes) == NUM_CLASSES
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (24, 48), 64
     return {
         "plain": CheckedDatasetMapper(cfg, True, augmentations=[]),

@@ -60,7 +60,7 @@ PREDICT_NOTHING = {
 
 
 def without_segments(tiny_shapes, directory: Path, blank: set[int]) -> dict:
-    """A copy of the tiny validation split where the images with ids in ``blank`` have no segment."""
+    """A copy of the tiny validation split with no segment in the images of ids ``blank``."""
     root = directory / "shapes"
     shutil.copytree(tiny_shapes["root"], root)
     panoptic = json.loads((root / "panoptic_val.json").read_text())
