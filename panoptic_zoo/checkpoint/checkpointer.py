@@ -8,10 +8,11 @@ detectron2's ``DetectionCheckpointer`` made safe to crash, safe to load and stri
   leaves the previous checkpoint and pointer as they were. Weights with NaN or infinity are never
   written.
 * Loading: files are read with ``torch.load(weights_only=True)``, which only rebuilds tensors and
-  plain containers. Anything that needs full unpickling (detectron2's legacy ``.pkl``/``.pyth``
-  model-zoo formats, ``.pth`` files holding arbitrary Python objects) can run code from the file,
-  so it is refused with :class:`UnsafeCheckpointError` unless ``MODEL.ALLOW_PICKLED_WEIGHTS`` is
-  set.
+  plain containers, after checking the CRC-32 of every entry (torch.load does not: a damaged byte
+  would load as a wrong weight); a damaged file raises :class:`CorruptCheckpointError`. Anything
+  that needs full unpickling (detectron2's legacy ``.pkl``/``.pyth`` model-zoo formats, ``.pth``
+  files holding arbitrary Python objects) can run code from the file, so it is refused with
+  :class:`UnsafeCheckpointError` unless ``MODEL.ALLOW_PICKLED_WEIGHTS`` is set.
 * Fit: when a checkpoint must describe this very model (resuming a run, ``--eval-only``), any key
   missing, unexpected or of another shape raises :class:`CheckpointMismatchError` listing them.
   When initializing a training run from ``MODEL.WEIGHTS`` (fine-tuning), the same report is a
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,6 +159,7 @@ class PanopticCheckpointer(DetectionCheckpointer):
         return checkpoint if "model" in checkpoint else {"model": checkpoint}
 
     def _torch_load(self, filename: str) -> Any:
+        _verify_checksums(filename)
         try:
             return torch.load(filename, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -167,12 +170,12 @@ class PanopticCheckpointer(DetectionCheckpointer):
                     f"unpickle arbitrary objects, which can run code from the file. If you trust "
                     f"the file, opt in with {OPT_IN}."
                 ) from e
-        except (RuntimeError, EOFError) as e:
+        except _CORRUPT_FILE_ERRORS as e:
             raise _corrupt(filename, e) from e
         self.logger.warning("Unpickling %s fully (%s is set)", filename, OPT_IN)
         try:
             return torch.load(filename, map_location="cpu", weights_only=False)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        except (pickle.UnpicklingError, *_CORRUPT_FILE_ERRORS) as e:
             raise _corrupt(filename, e) from e
 
     def _log_incompatible_keys(self, incompatible) -> None:
@@ -250,6 +253,38 @@ def _check_finite_weights(state_dict: dict[str, torch.Tensor], path: str, iterat
 def _few(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown if len(keys) <= limit else f"{shown} (and {len(keys) - limit} more)"
+
+
+# What torch.load and zipfile raise on truncated or damaged files (UnicodeDecodeError is a
+# ValueError), found by fuzzing checkpoint bytes.
+_CORRUPT_FILE_ERRORS = (
+    RuntimeError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    NotImplementedError,
+    OverflowError,
+)
+
+
+def _verify_checksums(filename: str) -> None:
+    """
+    Check the CRC-32 of every entry of a zip-format checkpoint (torch.save's format since 1.6),
+    which torch.load does not: without it a damaged byte in a tensor loads as a wrong weight.
+    """
+    try:
+        if not zipfile.is_zipfile(filename):
+            return  # torch's legacy format has no checksums; torch.load checks what it can
+        with zipfile.ZipFile(filename) as archive:
+            damaged = archive.testzip()
+    # OSError too: damaged offsets make zipfile seek before the start of the file.
+    except (OSError, *_CORRUPT_FILE_ERRORS) as e:
+        raise _corrupt(filename, e) from e
+    if damaged is not None:
+        raise CorruptCheckpointError(
+            f"{filename} is corrupt: the checksum of its entry {damaged} does not match (a damaged "
+            "copy or disk?); use another checkpoint"
+        )
 
 
 def _weights_only_reason(error: pickle.UnpicklingError) -> str:

@@ -13,10 +13,14 @@ import logging
 import os
 import pickle
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from fuzz_testing import corrupt, fuzz_settings, fuzz_tally  # noqa: F401  (fixture)
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from panoptic_zoo.checkpoint import (
@@ -274,3 +278,41 @@ def test_config_opt_in_defaults_to_off(tmp_path):
     cfg.MODEL.ALLOW_PICKLED_WEIGHTS = True
     built = build_checkpointer(cfg, tiny_model())
     assert built.allow_pickled_weights and built.exact_fit and built.save_dir == str(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzzing: damaged checkpoint files load exactly or fail clearly
+
+CLEAR_ERRORS = (CorruptCheckpointError, UnsafeCheckpointError)
+
+
+@fuzz_settings(default_examples=150)
+@given(
+    damage=st.sampled_from(["truncated", "bit_flipped", "overwritten"]),
+    fraction=st.floats(0.0, 0.999),
+    seed=st.integers(0, 2**16),
+)
+def test_damaged_checkpoint_loads_exactly_or_fails_clearly(fuzz_tally, damage, fraction, seed):
+    """A damaged byte anywhere, even inside a tensor, is never loaded as a wrong weight."""
+    with tempfile.TemporaryDirectory() as directory:
+        saver = checkpointer(Path(directory))
+        saver.save("model_0000001", iteration=1)
+        path = Path(directory) / "model_0000001.pth"
+        data = path.read_bytes()
+        if damage == "overwritten":
+            position = int(fraction * len(data))
+            data = data[:position] + bytes([seed % 256] * 8) + data[position + 8 :]
+        else:
+            data = corrupt(data, damage, fraction, seed)
+        path.write_bytes(data)
+        loader = checkpointer(Path(directory), tiny_model(hidden=4))
+        with torch.no_grad():
+            for parameter in loader.model.parameters():
+                parameter.zero_()
+
+        def load_and_compare():
+            assert loader.load(str(path)) == {"iteration": 1}
+            saved = saver.model.state_dict()
+            assert all(torch.equal(v, saved[k]) for k, v in loader.model.state_dict().items())
+
+        fuzz_tally.expect("either", load_and_compare, files=[path])
