@@ -210,10 +210,15 @@ class PanopticDeepLabModel(nn.Module):
             top_k=self.top_k,
         )
         segment_ids, segments_info = self.segments(panoptic[0])
+        instances = self.instances(segment_ids, segments_info, sem_seg, center[0])
+        # Thing segments carry their instance's score, as the other methods' do (panoptic AP).
+        things = (info for info in segments_info if info["isthing"])
+        for info, score in zip(things, instances.scores.tolist()):
+            info["score"] = score
         return {
             "panoptic_seg": (segment_ids, segments_info),
             "sem_seg": self.stuff_scores(sem_seg),
-            "instances": self.instances(segment_ids, segments_info, sem_seg, center[0]),
+            "instances": instances,
         }
 
     def segments(self, panoptic: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:

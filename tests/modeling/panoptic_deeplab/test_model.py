@@ -149,6 +149,8 @@ def test_same_outputs_as_reference(models):
     assert torch.equal(ours.pred_classes[match], theirs.pred_classes)
     assert torch.allclose(ours.scores[match], theirs.scores, rtol=1e-5, atol=1e-7)
     assert torch.equal(ours.pred_boxes.tensor[match], theirs.pred_boxes.tensor)
+    thing_scores = [info["score"] for info in segments_info if info["isthing"]]
+    assert thing_scores == ours.scores.tolist()
 
 
 def test_odd_input_sizes_where_the_reference_fails(models):
