@@ -9,8 +9,7 @@ a config builds (every tensor filled, shapes equal); writes a weights-only ``.pt
         --config configs/cityscapes/panoptic_deeplab_R_52_DC5_dsconv_90k.yaml \\
         --source-dataset cityscapes_fine_panoptic_train --output pdl.pth
     python tools/convert_checkpoint.py panoptic-fcn --input panoptic_fcn_r50_1x.pth \\
-        --config configs/coco/panoptic_fcn_R_50_1x.yaml --output pfcn.pth --allow-inexact \\
-        --opts MODEL.PANOPTIC_FCN.FEATURE_ENCODER.NORM ""
+        --config configs/coco/panoptic_fcn_R_50_1x.yaml --output pfcn.pth
     python tools/convert_checkpoint.py upsnet --input upsnet_resnet_50_coco_90000.pth \\
         --config configs/coco/upsnet_R_50_1x.yaml --output upsnet.pth --allow-inexact
 

@@ -11,11 +11,13 @@ import math
 import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
-from detectron2.layers import Conv2d, DeformConv, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
+
+from ...layers import DeformableConv3x3
 
 __all__ = [
     "FeatureEncoder",
@@ -52,20 +54,16 @@ def with_coordinates(x: torch.Tensor) -> torch.Tensor:
 
 
 class DeformConvBlock(nn.Module):
-    """3x3 deformable convolution with its offsets predicted by a zero-initialized 3x3 conv (so
-    training starts from a regular convolution), then norm and ReLU."""
+    """3x3 modulated deformable convolution (DCNv2, as the official heads use), norm, ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, norm: str):
         super().__init__()
-        self.offset = nn.Conv2d(in_channels, 18, 3, padding=1)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
-        self.conv = DeformConv(in_channels, out_channels, 3, padding=1, bias=not norm)
+        self.conv = DeformableConv3x3(in_channels, out_channels, bias=not norm, modulated=True)
         nn.init.normal_(self.conv.weight, std=0.01)
         self.norm = get_norm(norm, out_channels) or nn.Identity()
 
     def forward(self, x):
-        return F.relu(self.norm(self.conv(x, self.offset(x))))
+        return F.relu(self.norm(self.conv(x)))
 
 
 def conv_tower(
@@ -91,9 +89,10 @@ def conv_tower(
 
 class KernelGenerator(nn.Module):
     """
-    Position head (thing centers and stuff regions as heatmaps) and kernel head (one kernel of
-    the feature encoder's width per position, from features + coordinates), run with the same
-    weights on every level.
+    Position head (thing centers and stuff regions as heatmaps) and kernel head (kernel
+    features per position, from features + coordinates), run with the same weights on every
+    level; then one 1x1 projection to the feature encoder's width for thing kernels and
+    another for stuff kernels (the official ThingGenerator / StuffGenerator embeddings).
     """
 
     def __init__(
@@ -120,9 +119,13 @@ class KernelGenerator(nn.Module):
         # Stuff classes 1..S plus class 0 ("any thing"), as in the separated semantic map.
         self.stuff_scores = nn.Conv2d(position_dim, num_stuff_classes + 1, 3, padding=1)
         self.kernel_tower = conv_tower(in_channels + 2, kernel_convs_dim, kernel_convs, kernel_norm)
-        self.kernels = nn.Conv2d(kernel_convs_dim, kernel_dim, 3, padding=1)
+        self.kernel_output = nn.Conv2d(kernel_convs_dim, kernel_convs_dim, 3, padding=1)
+        self.thing_embed = nn.Conv2d(kernel_convs_dim, kernel_dim, 1)
+        self.stuff_embed = nn.Conv2d(kernel_convs_dim, kernel_dim, 1)
         prior_bias = -math.log((1 - prior_prob) / prior_prob)
-        for conv in (self.thing_scores, self.stuff_scores, self.kernels):
+        convs = (self.thing_scores, self.stuff_scores, self.kernel_output, self.thing_embed,
+                 self.stuff_embed)  # fmt: skip
+        for conv in convs:
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         nn.init.constant_(self.thing_scores.bias, prior_bias)
@@ -130,23 +133,28 @@ class KernelGenerator(nn.Module):
 
     def forward(self, features: list[torch.Tensor]):
         """
-        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), kernels
-        (N, C, h, w).
+        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w) and thing kernels
+        (N, C, h, w); stuff kernels (N, C, h, w) of the first (finest) level only, the one stuff
+        is predicted from. (A 1x1 projection of every position equals projecting the positions
+        later selected or averaged.)
         """
-        thing_logits, stuff_logits, kernels = [], [], []
+        thing_logits, stuff_logits, thing_kernels = [], [], []
         for x in features:
             position = self.position_tower(x)
             thing_logits.append(self.thing_scores(position))
             stuff_logits.append(self.stuff_scores(position))
-            kernels.append(self.kernels(self.kernel_tower(with_coordinates(x))))
-        return thing_logits, stuff_logits, kernels
+            kernel_features = self.kernel_output(self.kernel_tower(with_coordinates(x)))
+            thing_kernels.append(self.thing_embed(kernel_features))
+            if len(thing_kernels) == 1:
+                stuff_kernels = self.stuff_embed(kernel_features)
+        return thing_logits, stuff_logits, thing_kernels, stuff_kernels
 
 
 class FeatureEncoder(nn.Module):
     """
     Semantic FPN (each of P2-P5 brought to stride 4 by conv + 2x upsampling stages, then summed),
-    coordinate channels, and convolutions to ``channels`` (the kernels' width); the last
-    convolution is linear, as the encoded features are multiplied with the kernels.
+    coordinate channels, and ``num_convs`` convolutions (norm, ReLU) to ``channels`` (the
+    kernels' width), as the official encoder.
     """
 
     def __init__(
@@ -179,13 +187,11 @@ class FeatureEncoder(nn.Module):
                 if shape.stride != self.common_stride:
                     layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.scale_heads.append(nn.Sequential(*layers))
-        self.tower = conv_tower(fpn_dim + 2, channels, num_convs - 1, norm, deform)
-        self.output = nn.Conv2d(fpn_dim + 2 if num_convs == 1 else channels, channels, 3, padding=1)
-        weight_init.c2_msra_fill(self.output)
+        self.tower = conv_tower(fpn_dim + 2, channels, num_convs, norm, deform)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         x = None
         for name, head in zip(self.in_features, self.scale_heads):
             y = head(features[name])
             x = y if x is None else x + y
-        return self.output(self.tower(with_coordinates(x)))
+        return self.tower(with_coordinates(x))

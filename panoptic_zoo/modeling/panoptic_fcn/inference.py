@@ -101,20 +101,22 @@ class PanopticFCNInference:
         self,
         thing_logits: list[torch.Tensor],
         stuff_logits: torch.Tensor,
-        kernels: list[torch.Tensor],
+        thing_kernels: list[torch.Tensor],
+        stuff_kernels: torch.Tensor,
         encoded: torch.Tensor,
         image_size: tuple[int, int],
         output_size: tuple[int, int],
     ) -> dict:
         """
         One image's predictions, already cropped to the image: per-level thing logits
-        (T, h_l, w_l) and kernels (C, h_l, w_l), stuff logits (S+1, h, w) of the finest level,
-        encoded features (C, H_e, W_e). ``image_size`` is the network input size, ``output_size``
-        the size to predict at.
+        (T, h_l, w_l) and thing kernels (C, h_l, w_l), stuff logits (S+1, h, w) and stuff
+        kernels (C, h, w) of the finest level, encoded features (C, H_e, W_e). ``image_size``
+        is the network input size, ``output_size`` the size to predict at.
         """
         scores, classes, thing_kernels = select_thing_candidates(
-            [x.sigmoid() for x in thing_logits], kernels, self.thing_score_thresh, self.thing_top_k
-        )
+            [x.sigmoid() for x in thing_logits], thing_kernels, self.thing_score_thresh,
+            self.thing_top_k,
+        )  # fmt: skip
         thing_kernels, scores, classes = fuse_kernels(
             thing_kernels, scores, classes, self.kernel_fusion_thresh
         )
@@ -130,8 +132,8 @@ class PanopticFCNInference:
         stuff_probs = stuff_logits.sigmoid().flatten(1)
         positions = (stuff_probs >= self.stuff_score_thresh).float()
         counts = positions.sum(dim=1)
-        stuff_kernels = positions @ kernels[0].flatten(1).T / counts.clamp(min=1)[:, None]
-        stuff_masks = (stuff_kernels @ features).sigmoid().view(-1, *encoded.shape[1:])
+        class_kernels = positions @ stuff_kernels.flatten(1).T / counts.clamp(min=1)[:, None]
+        stuff_masks = (class_kernels @ features).sigmoid().view(-1, *encoded.shape[1:])
         stuff_masks = stuff_masks * (counts > 0)[:, None, None]  # classes without kernels: 0
 
         thing_probs = self._resize(thing_probs, image_size, output_size)

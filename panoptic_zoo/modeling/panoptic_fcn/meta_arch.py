@@ -155,12 +155,16 @@ class PanopticFCN(nn.Module):
         if not self.training:
             return self._inference(batched_inputs)
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, kernels, encoded = self._network(images.tensor)
+        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
+            images.tensor
+        )
         targets = [
             self._targets(x, images.tensor.shape[-2:], thing_logits, encoded)
             for x in batched_inputs
         ]
-        return self._losses(thing_logits, stuff_logits, kernels, encoded, targets)
+        return self._losses(
+            thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets
+        )
 
     def _images(self, batched_inputs) -> ImageList:
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
@@ -169,10 +173,11 @@ class PanopticFCN(nn.Module):
 
     def _network(self, images: torch.Tensor):
         features = self.backbone(images)
-        thing_logits, stuff_logits, kernels = self.kernel_generator(
+        thing_logits, stuff_logits, thing_kernels, stuff_kernels = self.kernel_generator(
             [features[f] for f in self.kernel_features]
         )
-        return thing_logits, stuff_logits, kernels, self.feature_encoder(features)
+        encoded = self.feature_encoder(features)
+        return thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded
 
     def _targets(self, record, padded_size, thing_logits, encoded) -> PanopticFCNTargets:
         if "instances" not in record or "sem_seg" not in record:
@@ -201,7 +206,7 @@ class PanopticFCN(nn.Module):
             [tuple(x.shape[-2:]) for x in thing_logits], tuple(encoded.shape[-2:]),
         )  # fmt: skip
 
-    def _losses(self, thing_logits, stuff_logits, kernels, encoded, targets):
+    def _losses(self, thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets):
         focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
         num_things = sum(len(a.instance) for t in targets for a in t.assignments)
         thing_loss = sum(
@@ -224,7 +229,7 @@ class PanopticFCN(nn.Module):
                 if len(assignment.instance) == 0:
                     continue
                 level_kernels, weights = self._thing_kernels(
-                    thing_logits[level][b], kernels[level][b], assignment
+                    thing_logits[level][b], thing_kernels[level][b], assignment
                 )
                 probs = torch.einsum("nkc,chw->nkhw", level_kernels, features).sigmoid()
                 segment_loss = segment_loss + weighted_dice_loss(
@@ -232,8 +237,8 @@ class PanopticFCN(nn.Module):
                 )
                 num_objects += len(assignment.instance)
             if len(t.stuff_classes):
-                stuff_kernels = self._stuff_kernels(stuff_logits[0][b], kernels[0][b], t)
-                probs = torch.einsum("mc,chw->mhw", stuff_kernels, features).sigmoid()
+                kernels = self._stuff_kernels(stuff_logits[0][b], stuff_kernels[b], t)
+                probs = torch.einsum("mc,chw->mhw", kernels, features).sigmoid()
                 segment_loss = segment_loss + weighted_dice_loss(
                     probs[:, None], t.stuff_masks, probs.new_ones((len(probs), 1))
                 )
@@ -276,7 +281,9 @@ class PanopticFCN(nn.Module):
     def _inference(self, batched_inputs):
         start = time.perf_counter()
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, kernels, encoded = self._network(images.tensor)
+        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
+            images.tensor
+        )
         if images.tensor.is_cuda:
             torch.cuda.synchronize()
         network_done = time.perf_counter()
@@ -291,7 +298,8 @@ class PanopticFCN(nn.Module):
                 self.inference(
                     [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_logits, crops)],
                     stuff_logits[0][b, :, : crops[0][0], : crops[0][1]],
-                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(kernels, crops)],
+                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_kernels, crops)],
+                    stuff_kernels[b, :, : crops[0][0], : crops[0][1]],
                     encoded[b, :, : -(-h // encoder_stride), : -(-w // encoder_stride)],
                     (h, w),
                     output_size,

@@ -13,30 +13,11 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.structures import Boxes
 from torch import nn
-from torchvision.ops import deform_conv2d, roi_align
+from torchvision.ops import roi_align
 
-__all__ = ["DeformableConv3x3", "UPSNetSemanticHead", "crop_semantic_target", "semantic_roi_loss"]
+from ...layers import DeformableConv3x3
 
-
-class DeformableConv3x3(nn.Module):
-    """
-    3x3 deformable convolution (DCNv1): a plain convolution predicts the sampling offsets.
-    Runs through ``torchvision.ops.deform_conv2d``, which has CPU and CUDA kernels for forward
-    and backward (upstream detectron2's compiled DeformConv has no CPU backward).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
-        super().__init__()
-        self.offset = nn.Conv2d(in_channels, 2 * 3 * 3, kernel_size=3, padding=1)
-        # Zero offsets at the start: the layer begins as a regular 3x3 convolution.
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
-        nn.init.kaiming_uniform_(self.weight, a=1)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return deform_conv2d(x, self.offset(x), self.weight, self.bias, padding=(1, 1))
+__all__ = ["UPSNetSemanticHead", "crop_semantic_target", "semantic_roi_loss"]
 
 
 class UPSNetSemanticHead(nn.Module):

@@ -68,7 +68,9 @@ def test_one_thing_one_stuff_end_to_end():
     kernels[1, :, 4:] = 1.0  # stuff kernels on the right
     stuff_logits = torch.full((3, h, w), -10.0)  # classes: 0 = things, 1, 2
     stuff_logits[2, :, 4:] = 10.0
-    result = _inference()([thing_logits], stuff_logits, [kernels], encoded, (h, w), (h, w))
+    result = _inference()(
+        [thing_logits], stuff_logits, [kernels], kernels, encoded, (h, w), (h, w)
+    )
     instances = result["instances"]
     assert instances.pred_classes.tolist() == [0]
     assert instances.pred_masks[0, :, :4].all() and not instances.pred_masks[0, :, 4:].any()
@@ -92,7 +94,7 @@ def test_merge_drops_low_scores_overlaps_and_small_stuff():
     stuff_logits[1, :, 7] = 10.0
     # Masks of probability sigmoid(0) = 0.5 > 0.4 everywhere: score x 0.5 after rescoring.
     result = _inference(stuff_area_limit=100)(
-        [thing_logits], stuff_logits, [kernels], encoded, (h, w), (h, w)
+        [thing_logits], stuff_logits, [kernels], kernels, encoded, (h, w), (h, w)
     )
     assert len(result["instances"]) == 0
     assert result["panoptic_seg"][1] == []  # stuff area 64 < 100
