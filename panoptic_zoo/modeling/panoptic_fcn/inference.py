@@ -165,9 +165,9 @@ class PanopticFCNInference:
             instances.pred_masks, instances.scores, self.instance_score_thresh,
             self.overlap_thresh,
         )  # fmt: skip
-        best, labels = stuff_masks.max(dim=0)
-        # Channel 0 is the "any thing" kernel: label 0 there means no stuff segment.
-        stuff_classes = torch.where(best > self.mask_thresh, labels, torch.zeros_like(labels))
+        # The most probable stuff mask per pixel, without a threshold (as the official merge);
+        # channel 0 is the "any thing" kernel, so label 0 there means no stuff segment.
+        stuff_classes = stuff_masks.argmax(dim=0)
         return panoptic_segments(
             stuff_classes, instance_index, instances.pred_classes, instances.scores,
             self.stuff_area_limit,

@@ -99,3 +99,16 @@ def test_merge_drops_low_scores_overlaps_and_small_stuff():
     assert len(result["instances"]) == 0
     assert result["panoptic_seg"][1] == []  # stuff area 64 < 100
     assert (result["panoptic_seg"][0] == 0).all()
+
+
+def test_stuff_is_the_most_probable_stuff_mask_without_a_threshold():
+    """As the official merge: a stuff mask of probability sigmoid(-1) = 0.27 (below the 0.4 mask
+    threshold of things) still labels the pixels where it is the most probable one."""
+    h = w = 8
+    encoded = torch.full((1, h, w), -1.0)
+    thing_logits = torch.full((1, h, w), -10.0)
+    kernels = torch.ones(1, h, w)
+    stuff_logits = torch.full((2, h, w), -10.0)
+    stuff_logits[1] = 10.0
+    result = _inference()([thing_logits], stuff_logits, [kernels], kernels, encoded, (h, w), (h, w))
+    assert result["panoptic_seg"][1] == [{"id": 1, "isthing": False, "category_id": 1, "area": 64}]
