@@ -254,7 +254,10 @@ class PanopticDeepLabModel(nn.Module):
         num_ids = len(segments_info) + 1
         unified = [0] + [self.ids.to_unified(x["category_id"], x["isthing"]) for x in segments_info]
         pixel_class = torch.tensor(unified, device=flat_ids.device)[flat_ids]
-        own_class_prob = sem_seg.softmax(dim=0).flatten(1).gather(0, pixel_class[None])[0]
+        # Softmax probability of each pixel's own class only (no [classes, H, W] softmax).
+        logits = sem_seg.flatten(1)
+        own_logit = logits.gather(0, pixel_class[None])[0]
+        own_class_prob = (own_logit - logits.logsumexp(dim=0)).exp()
         height, width = segment_ids.shape
         ys, xs = torch.meshgrid(
             torch.arange(height, device=flat_ids.device, dtype=torch.float64),
