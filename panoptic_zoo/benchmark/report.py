@@ -154,6 +154,8 @@ def plot_speed_vs_pq(report: dict, path: Path) -> bool:
     )
     axes.set_ylabel(f"PQ on {settings['eval_dataset']}")
     axes.grid(True, alpha=0.3)
+    # Room on the right and at the top for the labels of the slowest and the best points.
+    axes.margins(x=0.35, y=0.12)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
