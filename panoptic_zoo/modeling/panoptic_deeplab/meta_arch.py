@@ -32,6 +32,7 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils import comm
 from torch import nn
 
+from ..images import normalized_image_batch
 from . import heads  # noqa: F401  (registers the heads)
 from .ids import UnifiedIds
 from .inference import get_panoptic_segmentation
@@ -144,9 +145,9 @@ class PanopticDeepLabModel(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: list[dict]):
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]  # fmt: skip
-        images = ImageList.from_tensors(images, self.size_divisibility)
+        images = normalized_image_batch(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
         features = self.backbone(images.tensor)
         if self.training:
             return self.losses(features, batched_inputs)

@@ -19,6 +19,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList
 from torch import nn
 
+from ..images import normalized_image_batch
 from .heads import FeatureEncoder, KernelGenerator
 from .inference import PanopticFCNInference
 from .losses import sigmoid_focal_loss, weighted_dice_loss
@@ -167,9 +168,9 @@ class PanopticFCN(nn.Module):
         )
 
     def _images(self, batched_inputs) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]  # fmt: skip
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalized_image_batch(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
+        )
 
     def _network(self, images: torch.Tensor):
         features = self.backbone(images)
