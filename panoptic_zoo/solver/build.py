@@ -18,25 +18,9 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 __all__ = ["OPTIMIZERS", "build_lr_scheduler", "build_optimizer"]
 
 
-def _sgd(cfg: CfgNode, params) -> torch.optim.Optimizer:
-    optimizer_class = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
-    return optimizer_class(
-        params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV,
-    )  # fmt: skip
-
-
-def _adam(cfg: CfgNode, params) -> torch.optim.Optimizer:
-    return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, lr=cfg.SOLVER.BASE_LR)
-
-
-def _adamw(cfg: CfgNode, params) -> torch.optim.Optimizer:
-    return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(params, lr=cfg.SOLVER.BASE_LR)
-
-
 # Weight decay is set per parameter group (``get_default_optimizer_params``), so the norm and
 # bias exceptions hold for every optimizer alike.
-OPTIMIZERS = {"SGD": _sgd, "ADAM": _adam, "ADAMW": _adamw}
+OPTIMIZERS = {"SGD": torch.optim.SGD, "ADAM": torch.optim.Adam, "ADAMW": torch.optim.AdamW}
 
 
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -55,7 +39,11 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    return OPTIMIZERS[name](cfg, params)
+    momentum = (
+        {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV} if name == "SGD" else {}
+    )
+    optimizer_class = maybe_add_gradient_clipping(cfg, OPTIMIZERS[name])
+    return optimizer_class(params, lr=cfg.SOLVER.BASE_LR, **momentum)
 
 
 def build_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer):
