@@ -138,16 +138,16 @@ class KernelGenerator(nn.Module):
         is predicted from. (A 1x1 projection of every position equals projecting the positions
         later selected or averaged.)
         """
-        thing_logits, stuff_logits, thing_kernels = [], [], []
-        for x in features:
-            position = self.position_tower(x)
-            thing_logits.append(self.thing_scores(position))
-            stuff_logits.append(self.stuff_scores(position))
-            kernel_features = self.kernel_output(self.kernel_tower(with_coordinates(x)))
-            thing_kernels.append(self.thing_embed(kernel_features))
-            if len(thing_kernels) == 1:
-                stuff_kernels = self.stuff_embed(kernel_features)
-        return thing_logits, stuff_logits, thing_kernels, stuff_kernels
+        positions = [self.position_tower(x) for x in features]
+        kernel_features = [
+            self.kernel_output(self.kernel_tower(with_coordinates(x))) for x in features
+        ]
+        return (
+            [self.thing_scores(x) for x in positions],
+            [self.stuff_scores(x) for x in positions],
+            [self.thing_embed(x) for x in kernel_features],
+            self.stuff_embed(kernel_features[0]),
+        )
 
 
 class FeatureEncoder(nn.Module):
