@@ -273,36 +273,48 @@ class UPSNet(GeneralizedRCNN):
         stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
         is_instance = (winner >= num_stuff) & (winner < num_stuff + num_instances)
         instance_index = torch.where(is_instance, winner - num_stuff, torch.full_like(winner, -1))
-        self._reassign_by_semantic_majority(
-            semantic_logits.argmax(dim=0), classes, stuff_classes, instance_index
-        )
+        reassign_by_semantic_majority(
+            semantic_logits.argmax(dim=0), len(semantic_logits), num_instances, num_stuff,
+            stuff_classes, instance_index,
+        )  # fmt: skip
         return panoptic_segments(
             stuff_classes, instance_index, classes, candidates.scores, self.stuff_area_limit
         )
-
-    def _reassign_by_semantic_majority(self, semantic, classes, stuff_classes, instance_index):
-        """
-        The official post-processing: an instance whose pixels the semantic head mostly (at
-        least half) labels as one stuff class becomes that stuff, unless the majority class is
-        the instance's own. Updates ``stuff_classes`` and ``instance_index`` in place.
-        """
-        for index, thing_class in enumerate(classes.tolist()):
-            region = instance_index == index
-            if not region.any():
-                continue
-            labels, counts = torch.unique(semantic[region], return_counts=True)
-            majority = int(labels[counts.argmax()])
-            is_stuff = majority < self.num_stuff_classes
-            if is_stuff and 2 * int(counts.max()) >= int(counts.sum()):
-                stuff_classes[region] = majority + 1
-                instance_index[region] = -1
-            # (majority == the instance's class, or no stuff majority: the instance stays)
 
     def _merged_stuff_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """(S + T) logits -> (S + 1) probabilities, channel 0 = any thing, 1..S = stuff."""
         probs = logits.softmax(dim=0)
         stuff, things = probs[: self.num_stuff_classes], probs[self.num_stuff_classes :]
         return torch.cat([things.sum(dim=0, keepdim=True), stuff], dim=0)
+
+
+def reassign_by_semantic_majority(
+    semantic: torch.Tensor,
+    num_classes: int,
+    num_instances: int,
+    num_stuff_classes: int,
+    stuff_classes: torch.Tensor,
+    instance_index: torch.Tensor,
+) -> None:
+    """
+    UPSNet's official post-processing rule: an instance whose pixels the semantic head
+    (``semantic``: per-pixel argmax of ``num_classes`` logits, stuff ``0..S-1`` then things)
+    labels at least half as one stuff class becomes that stuff (separated id, ``+ 1``); an
+    instance whose majority is a thing class stays. Ties go to the lowest class. Updates
+    ``stuff_classes`` and ``instance_index`` in place, for all instances at once.
+    """
+    if num_instances == 0:
+        return
+    inside = instance_index >= 0
+    counts = torch.bincount(
+        instance_index[inside] * num_classes + semantic[inside],
+        minlength=num_instances * num_classes,
+    ).view(num_instances, num_classes)
+    largest, majority = counts.max(dim=1)
+    becomes_stuff = (majority < num_stuff_classes) & (2 * largest >= counts.sum(dim=1))
+    moved = inside & becomes_stuff[instance_index.clamp(min=0)]
+    stuff_classes[moved] = majority[instance_index[moved]] + 1
+    instance_index[moved] = -1
 
 
 def _strided_masks(masks: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from panoptic_zoo.modeling.upsnet.meta_arch import reassign_by_semantic_majority
 from panoptic_zoo.modeling.upsnet.panoptic_head import (
     paste_mask_logits,
     panoptic_logits,
@@ -72,3 +73,24 @@ def test_panoptic_target_sends_dropped_instances_to_unknown_and_crowd_to_ignore(
     target = panoptic_target(semantic, NUM_STUFF, masks[:1], masks[1:], -1)
     expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 3, -1], [2, 2, 3, -1]])
     assert torch.equal(target, expected)
+
+
+def test_semantic_majority_turns_instances_into_stuff():
+    """Classes: stuff 0, 1; things 2, 3. Instance 0: 3 of 4 pixels stuff 1 -> stuff (id 2).
+    Instance 1: 2 of 4 stuff 0 (half, tie with thing 3 broken to the lowest) -> stuff (id 1).
+    Instance 2: majority its thing class -> stays. Instance 3: stuff 0 on 1 of 3 -> stays."""
+    semantic = torch.tensor([[1, 1, 1, 2], [0, 0, 3, 3], [2, 2, 0, 0], [0, 3, 3, 0]])
+    instance_index = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, -1], [3, 3, 3, -1]])
+    stuff_classes = torch.zeros_like(semantic)
+    stuff_classes[2:, 3] = 1
+    reassign_by_semantic_majority(semantic, 4, 4, NUM_STUFF, stuff_classes, instance_index)
+    assert instance_index.tolist() == [[-1] * 4, [-1] * 4, [2, 2, 2, -1], [3, 3, 3, -1]]
+    assert stuff_classes.tolist() == [[2] * 4, [1] * 4, [0, 0, 0, 1], [0, 0, 0, 1]]
+
+
+def test_semantic_majority_without_instances_changes_nothing():
+    semantic = torch.zeros(2, 3, dtype=torch.long)
+    instance_index = torch.full((2, 3), -1)
+    stuff_classes = torch.ones(2, 3, dtype=torch.long)
+    reassign_by_semantic_majority(semantic, 4, 0, NUM_STUFF, stuff_classes, instance_index)
+    assert (instance_index == -1).all() and (stuff_classes == 1).all()
