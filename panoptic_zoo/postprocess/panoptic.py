@@ -82,31 +82,34 @@ def panoptic_segments(
         (segment ids (H, W) int32, 0 = void; segments_info with id, category_id, isthing,
         area, and score for things), instances first in index order, then stuff by class.
     """
-    segments = torch.zeros(stuff_classes.shape, dtype=torch.int32, device=stuff_classes.device)
-    segments_info = []
+    device = stuff_classes.device
+    # Segment ids through lookup tables (one pass over the pixels), not one mask per segment.
     areas = torch.bincount(instance_index.flatten() + 1, minlength=len(instance_classes) + 1)
-    for index in torch.nonzero(areas[1:]).flatten().tolist():
-        segment_id = len(segments_info) + 1
-        segments[instance_index == index] = segment_id
-        segments_info.append(
-            {
-                "id": segment_id,
-                "category_id": int(instance_classes[index]),
-                "isthing": True,
-                "score": float(instance_scores[index]),
-                "area": int(areas[index + 1]),
-            }
-        )
+    present = torch.nonzero(areas[1:]).flatten()
+    instance_ids = torch.zeros(len(instance_classes) + 1, dtype=torch.int32, device=device)
+    instance_ids[present + 1] = torch.arange(1, len(present) + 1, dtype=torch.int32, device=device)
+    segments_info = [
+        {"id": segment_id, "category_id": int(instance_classes[index]), "isthing": True,
+         "score": float(instance_scores[index]), "area": int(areas[index + 1])}
+        for segment_id, index in enumerate(present.tolist(), start=1)
+    ]  # fmt: skip
+
     stuff = torch.where(instance_index < 0, stuff_classes, torch.zeros_like(stuff_classes))
     labels, counts = torch.unique(stuff, return_counts=True)
-    for stuff_class, area in zip(labels.tolist(), counts.tolist()):
-        if stuff_class == 0 or area < stuff_area_limit:
-            continue
-        segment_id = len(segments_info) + 1
-        segments[stuff == stuff_class] = segment_id
-        segments_info.append(
-            {"id": segment_id, "category_id": stuff_class, "isthing": False, "area": area}
+    kept = (labels != 0) & (counts >= stuff_area_limit)
+    num_stuff_ids = int(labels[-1]) + 1 if len(labels) else 1
+    stuff_ids = torch.zeros(num_stuff_ids, dtype=torch.int32, device=device)
+    first_stuff_id = len(segments_info) + 1
+    stuff_ids[labels[kept]] = torch.arange(
+        first_stuff_id, first_stuff_id + int(kept.sum()), dtype=torch.int32, device=device
+    )
+    segments_info += [
+        {"id": segment_id, "category_id": stuff_class, "isthing": False, "area": area}
+        for segment_id, (stuff_class, area) in enumerate(
+            zip(labels[kept].tolist(), counts[kept].tolist()), start=first_stuff_id
         )
+    ]
+    segments = torch.where(instance_index < 0, stuff_ids[stuff], instance_ids[instance_index + 1])
     return segments, segments_info
 
 
