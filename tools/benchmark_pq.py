@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from panoptic_zoo.evaluation.panoptic_png import read_segment_ids
+from panoptic_zoo.evaluation.panoptic_png import open_segment_ids
 from panoptic_zoo.evaluation.pq import PanopticStats
 from panoptic_zoo.evaluation.pq_compute import pq_compute, stats_in_threads
 from panoptic_zoo.utils.io import atomic_write_json
@@ -139,7 +139,7 @@ def stream(root: Path, predictions, threads: int) -> dict:
 
     def add(stats: PanopticStats, item) -> None:
         ann, (pred_ids, pred_info) = item
-        gt_ids = read_segment_ids(root / "gt" / ann["file_name"])
+        gt_ids = open_segment_ids((root / "gt" / ann["file_name"]).read_bytes())
         stats.add_image(gt_ids, ann["segments_info"], pred_ids, pred_info, ann["image_id"])
 
     items = list(zip(gt_json["annotations"], predictions))

@@ -27,7 +27,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .panoptic_png import decode_segment_ids
+from .panoptic_png import open_segment_ids
 from .pq import PanopticStats, format_pq_table
 
 __all__ = ["PanopticEvaluator", "segment_rles"]
@@ -125,10 +125,9 @@ class PanopticEvaluator(DatasetEvaluator):
             if image_id not in self._gt_by_image:
                 raise ValueError(f"image {image_id!r} has no annotation in the panoptic JSON")
             gt_ann = self._gt_by_image[image_id]
-            with PathManager.open(
-                os.path.join(self._panoptic_root, gt_ann["file_name"]), "rb"
-            ) as f:
-                gt_ids = decode_segment_ids(f.read())
+            gt_path = os.path.join(self._panoptic_root, gt_ann["file_name"])
+            with PathManager.open(gt_path, "rb") as f:
+                gt_ids = open_segment_ids(f.read(), gt_path)
             categories = [self._dataset_category(s) for s in segments_info]
             self._stats.add_image(
                 gt_ids,

@@ -3,8 +3,8 @@ Panoptic quality (PQ, SQ, RQ) with the exact semantics of panopticapi's ``pq_com
 category confusion of pixels (for mIoU) from the same per-image pass.
 
 Per image, everything follows from one joint histogram: the number of pixels of every pair
-(ground-truth segment id, predicted segment id). Panoptic images are a few flat regions, so the
-histogram is built from runs of equal pairs along the rows, not from single pixels.
+(ground-truth segment id, predicted segment id), counted by a C kernel (``_pq_kernels.c``) over
+runs of equal pairs along the rows, straight from PNG data where the ids come from a file.
 
 panopticapi's rules, all kept (:meth:`PanopticStats.add_image`):
 
@@ -31,53 +31,54 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VOID", "PanopticStats", "format_pq_table", "pixel_histogram"]
+from . import _pq_kernels
+from .panoptic_png import InflatedPng
+
+__all__ = ["VOID", "PanopticStats", "format_pq_table", "pixel_pairs"]
 
 VOID = 0
 IOU_UNIT = 2**53
 GROUPS = (("All", None), ("Things", True), ("Stuff", False))
+# A segment-id map: an (H, W) integer array or a PNG's inflated data (read by the C kernel).
+SegmentIds = np.ndarray | InflatedPng
 
 
-def pixel_histogram(
-    gt_ids: np.ndarray,
-    gt_segment_ids: np.ndarray,
-    pred_ids: np.ndarray,
-    pred_segment_ids: np.ndarray,
-) -> np.ndarray:
+def pixel_pairs(gt_ids: SegmentIds, pred_ids: SegmentIds) -> tuple[list, list, list]:
     """
-    Pixels of each (ground-truth segment, predicted segment) pair: a ``(G + 2) x (P + 1)`` int64
-    matrix for ``G`` ground-truth and ``P`` predicted segment ids (sorted, unique, not VOID).
-    Row and column 0 are VOID; the last row holds ground-truth ids missing from
-    ``gt_segment_ids``. A predicted id missing from ``pred_segment_ids`` raises ValueError.
+    The (ground-truth id, predicted id) pairs that occur in two segment-id maps of the same
+    size, and their pixel counts, in no particular order: three lists of ints.
     """
     if gt_ids.shape != pred_ids.shape:
         raise ValueError(
             f"ground truth is {gt_ids.shape[0]}x{gt_ids.shape[1]} pixels but the prediction "
             f"is {pred_ids.shape[0]}x{pred_ids.shape[1]}"
         )
-    gt, pred = gt_ids.ravel(), pred_ids.ravel()
-    # Panoptic images are flat regions: work on runs of equal (gt, pred) pairs along rows.
-    run_start = np.empty(gt.size, bool)
-    run_start[0] = True
-    np.not_equal(gt[1:], gt[:-1], out=run_start[1:])
-    run_start[1:] |= pred[1:] != pred[:-1]
-    starts = np.flatnonzero(run_start)
-    run_lengths = np.diff(starts, append=gt.size)
-    gt_rows = _positions(gt[starts], gt_segment_ids, missing=len(gt_segment_ids) + 1)
-    pred_columns = _positions(pred[starts], pred_segment_ids, missing=-1)
-    if (pred_columns < 0).any():
-        unknown = np.unique(pred[starts][pred_columns < 0]).tolist()
-        raise ValueError(
-            f"segment ids {unknown} are in the predicted segmentation but not in its "
-            "segments_info"
-        )
-    columns = len(pred_segment_ids) + 1
-    histogram = np.bincount(
-        gt_rows * columns + pred_columns,
-        weights=run_lengths,
-        minlength=(len(gt_segment_ids) + 2) * columns,
+    gt, pred = _kernel_ids(gt_ids), _kernel_ids(pred_ids)
+    pair_gt, pair_pred, pixels = _pq_kernels.pair_counts(gt, pred, *gt_ids.shape)
+    return (
+        np.frombuffer(pair_gt, _kernel_dtype(gt)).tolist(),
+        np.frombuffer(pair_pred, _kernel_dtype(pred)).tolist(),
+        np.frombuffer(pixels, np.int64).tolist(),
     )
-    return histogram.astype(np.int64).reshape(-1, columns)
+
+
+def _kernel_dtype(ids) -> type:
+    """The kernel returns ids as uint32: read them back as int32 where the input was signed."""
+    return np.int32 if isinstance(ids, np.ndarray) and ids.dtype == np.int32 else np.uint32
+
+
+def _kernel_ids(ids: SegmentIds) -> np.ndarray | tuple[bytes, int]:
+    """What the C kernel reads: 32-bit ids in C order, or an inflated PNG's data."""
+    if isinstance(ids, InflatedPng):
+        return ids.data, ids.channels
+    if ids.dtype in (np.int32, np.uint32):
+        return np.ascontiguousarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"segment ids must be integers, not {ids.dtype}")
+    signed = bool(ids.size) and ids.min() < 0
+    if ids.size and (ids.min() < -(2**31) or ids.max() >= (2**31 if signed else 2**32)):
+        raise ValueError("segment ids must fit in 32 bits")
+    return ids.astype(np.int32 if signed else np.uint32)
 
 
 def _positions(values: np.ndarray, sorted_ids: np.ndarray, missing: int) -> np.ndarray:
@@ -119,14 +120,15 @@ class PanopticStats:
 
     def add_image(
         self,
-        gt_ids: np.ndarray,
+        gt_ids: SegmentIds,
         gt_segments: Iterable[Mapping[str, Any]],
-        pred_ids: np.ndarray,
+        pred_ids: SegmentIds,
         pred_segments: Iterable[Mapping[str, Any]],
         image_id: Any = None,
     ) -> None:
         """
-        Add one image: segment-id maps (H x W) and their ``segments_info`` with dataset category
+        Add one image: segment-id maps (H x W arrays, or :class:`~.panoptic_png.InflatedPng`
+        from :func:`~.panoptic_png.open_segment_ids`) and their ``segments_info`` with dataset category
         ids (ground truth: ``id, category_id, iscrowd, area``; prediction: ``id, category_id``).
         A prediction whose ids and ``segments_info`` disagree raises ValueError, as panopticapi.
         """
@@ -149,64 +151,69 @@ class PanopticStats:
                     "which is not a category of the ground truth"
                 )
             pred_by_id[segment_id] = category
-        gt_order, pred_order = sorted(gt_by_id), sorted(pred_by_id)
-        histogram = pixel_histogram(
-            gt_ids, np.array(gt_order, np.int64), pred_ids, np.array(pred_order, np.int64)
-        )
-        # Rows 1..G and columns 1..P of the histogram follow gt_order and pred_order.
-        pixels = histogram[1:-1, 1:]
-        pred_area = histogram[:, 1:].sum(axis=0)
-        on_void = histogram[0, 1:]
-        if (pred_area == 0).any():
-            empty = [p for p, area in zip(pred_order, pred_area.tolist()) if area == 0]
+        pair_gt, pair_pred, pair_pixels = pixel_pairs(gt_ids, pred_ids)
+        unknown = {p for p in pair_pred if p != VOID and p not in pred_by_id}
+        if unknown:
+            raise ValueError(
+                f"{where}: segment ids {sorted(unknown)} are in the predicted segmentation but "
+                "not in its segments_info"
+            )
+        # Per-image work is over the few dozen pairs, in plain Python: faster than numpy here.
+        # Categories as indices into ``categories``; -1 for a ground-truth category outside.
+        gt_category = {g: self._index.get(s["category_id"], -1) for g, s in gt_by_id.items()}
+        pred_category = {p: self._index[c] for p, c in pred_by_id.items()}
+        void_column = len(self.categories)
+        columns = void_column + 1
+        pred_area = dict.fromkeys(pred_by_id, 0)
+        on_void = dict.fromkeys(pred_by_id, 0)
+        overlaps = []  # (ground-truth id, predicted id, pixels), both segments listed
+        confusion_index, confusion_pixels = [], []  # flat (gt category, pred category)
+        for g, p, pixels in zip(pair_gt, pair_pred, pair_pixels):
+            if p != VOID:
+                pred_area[p] += pixels
+                if g == VOID:
+                    on_void[p] += pixels
+            k = gt_category.get(g)
+            if k is not None:  # a listed ground-truth segment
+                if p != VOID:
+                    overlaps.append((g, p, pixels))
+                if k >= 0:  # mIoU counts listed segments of known category, crowd included
+                    confusion_index.append(
+                        k * columns + (pred_category[p] if p != VOID else void_column)
+                    )
+                    confusion_pixels.append(pixels)
+        empty = sorted(p for p, area in pred_area.items() if area == 0)
+        if empty:
             raise ValueError(
                 f"{where}: predicted segments_info lists ids {empty}, which cover no pixel"
             )
-        gt = [gt_by_id[g] for g in gt_order]
-        gt_category = np.array([self._index.get(s["category_id"], -1) for s in gt], np.intp)
-        gt_crowd = np.array([s.get("iscrowd", 0) == 1 for s in gt], bool)
-        gt_area = np.array(
-            [s.get("area", n) for s, n in zip(gt, pixels.sum(axis=1).tolist())], np.float64
-        )
-        pred_category = np.array([self._index[pred_by_id[p]] for p in pred_order], np.intp)
+        np.add.at(self.confusion.reshape(-1), confusion_index, confusion_pixels)
 
-        # gt_category is -1 for categories outside ``categories``: those never match.
-        candidates = (
-            (pixels > 0) & ~gt_crowd[:, None] & (gt_category[:, None] == pred_category[None, :])
-        )
-        union = pred_area[None, :] + gt_area[:, None] - pixels - on_void[None, :]
-        iou = np.divide(pixels, union, out=np.zeros(pixels.shape), where=candidates)
-        matched = candidates & (iou > 0.5)
-        rows, columns = np.nonzero(matched)
-        for k, units in zip(gt_category[rows].tolist(), (iou[rows, columns] * IOU_UNIT).tolist()):
-            self.iou_units[k] += int(units)
-        np.add.at(self.tp, gt_category[rows], 1)
-
-        missed = ~matched.any(axis=1) & ~gt_crowd & (gt_category >= 0)
-        np.add.at(self.fn, gt_category[missed], 1)
+        gt_crowd = {g for g, s in gt_by_id.items() if s.get("iscrowd", 0) == 1}
+        matched_gt, matched_pred = set(), set()
+        for g, p, pixels in overlaps:
+            k = gt_category[g]
+            if k < 0 or k != pred_category[p] or g in gt_crowd:
+                continue
+            gt_area = gt_by_id[g].get("area")
+            if gt_area is None:  # counted, as panopticapi would need it annotated
+                gt_area = sum(n for h, n in zip(pair_gt, pair_pixels) if h == g)
+            iou = pixels / (pred_area[p] + gt_area - pixels - on_void[p])
+            if iou > 0.5:  # then the match is unique
+                self.iou_units[k] += int(iou * IOU_UNIT)
+                self.tp[k] += 1
+                matched_gt.add(g)
+                matched_pred.add(p)
+        for g, k in gt_category.items():
+            if k >= 0 and g not in matched_gt and g not in gt_crowd:
+                self.fn[k] += 1
 
         # The crowd region of a category is its last crowd segment in segments_info.
-        row_of = {g: row for row, g in enumerate(gt_order, start=1)}
-        crowd_row = {
-            s["category_id"]: row_of[g] for g, s in gt_by_id.items() if s.get("iscrowd", 0) == 1
-        }
-        on_crowd = np.array(
-            [
-                histogram[crowd_row[pred_by_id[p]], column] if pred_by_id[p] in crowd_row else 0
-                for column, p in enumerate(pred_order, start=1)
-            ],
-            np.int64,
-        )
-        false_positive = ~matched.any(axis=0) & ((on_void + on_crowd) / pred_area <= 0.5)
-        np.add.at(self.fp, pred_category[false_positive], 1)
-
-        labelled = gt_category >= 0
-        pred_column = np.concatenate(([len(self.categories)], pred_category))
-        np.add.at(
-            self.confusion,
-            (gt_category[labelled][:, None], pred_column[None, :]),
-            histogram[1:-1][labelled],
-        )
+        crowd_of = {gt_by_id[g]["category_id"]: g for g in gt_by_id if g in gt_crowd}
+        on_crowd = {p: pixels for g, p, pixels in overlaps if crowd_of.get(pred_by_id[p]) == g}
+        for p, k in pred_category.items():
+            if p not in matched_pred and (on_void[p] + on_crowd.get(p, 0)) / pred_area[p] <= 0.5:
+                self.fp[k] += 1
 
     def __iadd__(self, other: PanopticStats) -> PanopticStats:
         if other.categories != self.categories:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..utils.io import atomic_write_json
-from .panoptic_png import read_segment_ids
+from .panoptic_png import open_segment_ids
 from .pq import PanopticStats, format_pq_table
 
 __all__ = ["evaluate_panoptic_files", "pq_compute", "stats_in_threads"]
@@ -43,8 +43,8 @@ def stats_in_threads(
 ) -> PanopticStats:
     """
     ``add(stats, item)`` for every item, in ``threads`` threads over contiguous parts of
-    ``items``, and the sum of their statistics. PNG inflation, colour conversion and the pixel
-    passes release the GIL, so threads overlap; forked processes measured slower here (the
+    ``items``, and the sum of their statistics. PNG inflation and the pixel kernel release the
+    GIL, so threads overlap; forked processes measured slower here (the
     parent has torch and detectron2 loaded).
     """
 
@@ -61,6 +61,11 @@ def stats_in_threads(
         return sum(parts, PanopticStats(categories))
 
 
+def _open_png(path: str):
+    with open(path, "rb") as f:
+        return open_segment_ids(f.read(), path)
+
+
 def evaluate_panoptic_files(
     gt_json: dict, pred_json: dict, gt_folder: str, pred_folder: str, threads: int = 2
 ) -> PanopticStats:
@@ -75,9 +80,9 @@ def evaluate_panoptic_files(
     def add(stats: PanopticStats, pair: tuple[dict, dict]) -> None:
         gt_ann, pred_ann = pair
         stats.add_image(
-            read_segment_ids(os.path.join(gt_folder, gt_ann["file_name"])),
+            _open_png(os.path.join(gt_folder, gt_ann["file_name"])),
             gt_ann["segments_info"],
-            read_segment_ids(os.path.join(pred_folder, pred_ann["file_name"])),
+            _open_png(os.path.join(pred_folder, pred_ann["file_name"])),
             pred_ann["segments_info"],
             image_id=gt_ann["image_id"],
         )

@@ -150,6 +150,13 @@ def test_ground_truth_area_comes_from_the_annotation(tmp_path):
         ground_truth, [{"id": 1, "category_id": SKY}], prediction, [pred(2, SKY)]
     )
     assert counts(without_area, SKY) == (1, 0, 0)
+    # Counted, the area includes the pixels predicted VOID: IoU 2/4, not a match.
+    half_void = PanopticStats(CATEGORIES)
+    half_void.add_image(
+        np.array([[1, 1, 1, 1]]), [{"id": 1, "category_id": SKY}], np.array([[2, 2, 0, 0]]),
+        [pred(2, SKY)],
+    )
+    assert counts(half_void, SKY) == (0, 1, 1)
 
 
 def test_mean_iou_of_categories(tmp_path):
