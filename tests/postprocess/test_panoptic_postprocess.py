@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from panoptic_zoo.postprocess import (
+    crop_and_resize,
     panoptic_segments,
     paste_instances_by_score,
     remove_overlapping_instances,
@@ -55,3 +57,10 @@ def test_resize_recounts_areas_and_drops_vanished_segments():
     assert kept == [{"id": 1, "area": 4}, {"id": 2, "area": 2}, {"id": 3, "area": 2}]
     resized, kept = resize_panoptic(segments, info, 1, 1)
     assert resized.tolist() == [[1]] and kept == [{"id": 1, "area": 1}]
+
+
+def test_crop_and_resize_is_detectron2_sem_seg_postprocess():
+    maps = torch.randn(3, 40, 48)
+    for image_size, height, width in [((37, 45), 37, 45), ((37, 45), 74, 90), ((40, 48), 21, 33)]:
+        expected = sem_seg_postprocess(maps, image_size, height, width)
+        assert torch.equal(crop_and_resize(maps, image_size, height, width), expected)

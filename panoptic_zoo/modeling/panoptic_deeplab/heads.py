@@ -23,8 +23,8 @@ from detectron2.projects.panoptic_deeplab import (
     PanopticDeepLabSemSegHead,
 )
 from torch import nn
-from torch.nn import functional as F
 
+from ...layers import window_mean
 from .ids import UnifiedIds
 
 __all__ = ["PanopticDeepLabSemanticHead", "PanopticDeepLabInstanceHead", "AnySizeImagePooling"]
@@ -44,7 +44,7 @@ class AnySizeImagePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window = (min(self.kernel_size[0], x.shape[-2]), min(self.kernel_size[1], x.shape[-1]))
-        return F.avg_pool2d(x, window, stride=1)
+        return window_mean(x, window)
 
 
 def _pool_any_size(aspp: ASPP) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from ...layers import window_max
+
 __all__ = [
     "find_instance_centers",
     "group_pixels",
@@ -43,7 +45,7 @@ def find_instance_centers(
     Returns ``[K, 3]`` int64 rows ``(image, y, x)`` in row-major order within each image.
     """
     scores = F.threshold(center_heatmaps, threshold, -1.0)
-    pooled = F.max_pool2d(scores, kernel_size=nms_kernel, stride=1, padding=(nms_kernel - 1) // 2)
+    pooled = window_max(scores, nms_kernel)
     scores = scores.masked_fill(scores != pooled, -1.0)
     if top_k is None:
         return torch.nonzero(scores > 0)

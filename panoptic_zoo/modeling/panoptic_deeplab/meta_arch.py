@@ -26,12 +26,12 @@ import logging
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.projects.panoptic_deeplab import INS_EMBED_BRANCHES_REGISTRY
 from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils import comm
 from torch import nn
 
+from ...postprocess import crop_and_resize
 from ..images import normalized_image_batch
 from . import heads  # noqa: F401  (registers the heads)
 from .ids import UnifiedIds
@@ -66,6 +66,31 @@ def with_available_norms(cfg):
     for key in replaced:
         cfg.merge_from_list([key, "BN"])
     return cfg
+
+
+# Pixels per chunk of the per-pixel passes over the class logits: one chunk's classes x pixels
+# floats stay in cache through all three reductions, instead of three passes over ~0.5 GB
+# (COCO's 133 classes at 800x1333).
+CLASS_PASS_PIXELS = 8192
+
+
+def class_reductions(logits: torch.Tensor, num_thing_classes: int):
+    """
+    Per pixel of ``[C, H, W]`` logits (any strides): the argmax class (bit for bit
+    ``torch.argmax`` over dim 0), the log-sum-exp over all classes and over the first
+    ``num_thing_classes`` (``torch.logsumexp``'s, to float rounding), in one pass of row chunks.
+    """
+    logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
+    height, width = logits.shape[1:]
+    best = logits.new_empty((height, width), dtype=torch.long)
+    everything, things = logits.new_empty((height, width)), logits.new_empty((height, width))
+    rows = max(1, CLASS_PASS_PIXELS // width)
+    for start in range(0, height, rows):
+        chunk = logits[:, start : start + rows]
+        torch.argmax(chunk, dim=0, out=best[start : start + rows])
+        torch.logsumexp(chunk, dim=0, out=everything[start : start + rows])
+        torch.logsumexp(chunk[:num_thing_classes], dim=0, out=things[start : start + rows])
+    return best, everything, things
 
 
 @META_ARCH_REGISTRY.register()
@@ -191,14 +216,17 @@ class PanopticDeepLabModel(nn.Module):
         width: int,
     ) -> dict:
         """One image's padded network outputs -> its predictions at ``height`` x ``width``."""
-        sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
-        center = sem_seg_postprocess(center, image_size, height, width)
-        offset = sem_seg_postprocess(offset, image_size, height, width)
+        sem_seg = crop_and_resize(sem_seg, image_size, height, width)
+        center = crop_and_resize(center, image_size, height, width)
+        offset = crop_and_resize(offset, image_size, height, width)
         # Offsets are lengths in input pixels: rescale them with the image.
         scale = offset.new_tensor([height / image_size[0], width / image_size[1]])
         offset = offset * scale[:, None, None]
+        classes, logsumexp_all, logsumexp_things = class_reductions(
+            sem_seg, self.ids.num_thing_classes
+        )
         panoptic, _ = get_panoptic_segmentation(
-            sem_seg.argmax(dim=0, keepdim=True),
+            classes[None],
             center,
             offset[None],
             thing_ids=self.ids.thing_ids,
@@ -211,14 +239,16 @@ class PanopticDeepLabModel(nn.Module):
             top_k=self.top_k,
         )
         segment_ids, segments_info = self.segments(panoptic[0])
-        instances = self.instances(segment_ids, segments_info, sem_seg, center[0])
+        instances = self.instances(segment_ids, segments_info, sem_seg, logsumexp_all, center[0])
         # Thing segments carry their instance's score, as the other methods' do (panoptic AP).
         things = (info for info in segments_info if info["isthing"])
         for info, score in zip(things, instances.scores.tolist()):
             info["score"] = score
         return {
             "panoptic_seg": (segment_ids, segments_info),
-            "sem_seg": self.stuff_scores(sem_seg),
+            # The semantic evaluator's classes: things merged into class 0 (log of the summed
+            # thing probabilities), then the stuff classes.
+            "sem_seg": torch.cat((logsumexp_things[None], sem_seg[self.ids.num_thing_classes :])),
             "instances": instances,
         }
 
@@ -243,6 +273,7 @@ class PanopticDeepLabModel(nn.Module):
         segment_ids: torch.Tensor,
         segments_info: list[dict],
         sem_seg: torch.Tensor,
+        logsumexp_all: torch.Tensor,
         center: torch.Tensor,
     ) -> Instances:
         """
@@ -255,11 +286,11 @@ class PanopticDeepLabModel(nn.Module):
         num_ids = len(segments_info) + 1
         unified = [0] + [self.ids.to_unified(x["category_id"], x["isthing"]) for x in segments_info]
         pixel_class = torch.tensor(unified, device=flat_ids.device)[flat_ids]
-        # Softmax probability of each pixel's own class only (no [classes, H, W] softmax).
-        logits = sem_seg.flatten(1)
-        own_logit = logits.gather(0, pixel_class[None])[0]
-        own_class_prob = (own_logit - logits.logsumexp(dim=0)).exp()
+        # Softmax probability of each pixel's own class only (no [classes, H, W] softmax);
+        # ``logsumexp_all``: the log-sum-exp of ``sem_seg`` over the classes.
         height, width = segment_ids.shape
+        own_logit = sem_seg.gather(0, pixel_class.view(1, height, width))[0].flatten()
+        own_class_prob = (own_logit - logsumexp_all.flatten()).exp()
         ys, xs = torch.meshgrid(
             torch.arange(height, device=flat_ids.device, dtype=torch.float64),
             torch.arange(width, device=flat_ids.device, dtype=torch.float64),
@@ -282,9 +313,3 @@ class PanopticDeepLabModel(nn.Module):
         )
         instances.pred_boxes = BitMasks(instances.pred_masks).get_bounding_boxes()
         return instances
-
-    def stuff_scores(self, sem_seg: torch.Tensor) -> torch.Tensor:
-        """Unified-class logits -> ``[1 + S, H, W]`` logits with the thing classes merged into
-        class 0 (log of the summed thing probabilities), the semantic evaluator's classes."""
-        things = sem_seg[: self.ids.num_thing_classes].logsumexp(dim=0, keepdim=True)
-        return torch.cat((things, sem_seg[self.ids.num_thing_classes :]))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, Instances
 
-from ...postprocess import panoptic_segments, paste_instances_by_score
+from ...postprocess import crop_and_resize, panoptic_segments, paste_instances_by_score
 
 __all__ = ["PanopticFCNInference", "fuse_kernels", "select_thing_candidates"]
 
@@ -151,10 +151,10 @@ class PanopticFCNInference:
         """Encoder-resolution masks (n, H_e, W_e) -> input scale, crop to the image, output size."""
         if masks.shape[0] == 0:
             return masks.new_zeros((0, *output_size))
-        masks = F.interpolate(
+        upsampled = F.interpolate(
             masks[None], scale_factor=self.encoder_stride, mode="bilinear", align_corners=False
-        )[:, :, : image_size[0], : image_size[1]]
-        return F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)[0]
+        )[0]
+        return crop_and_resize(upsampled, image_size, *output_size)
 
     def _merge(self, instances: Instances, stuff_masks: torch.Tensor):
         """

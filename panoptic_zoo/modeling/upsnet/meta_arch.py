@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import nms
 
 from ...postprocess import (
+    crop_and_resize,
     panoptic_segments,
     remove_overlapping_instances,
     resize_panoptic,
@@ -242,7 +243,7 @@ class UPSNet(GeneralizedRCNN):
                 {
                     "panoptic_seg": resize_panoptic(*panoptic, height, width),
                     "sem_seg": self._merged_stuff_scores(
-                        sem_seg_postprocess(semantic_logits[i], image_size, height, width)
+                        crop_and_resize(semantic_logits[i], image_size, height, width)
                     ),
                     "instances": detector_postprocess(detections[i], height, width),
                 }
