@@ -66,8 +66,10 @@ def sampled_deform_conv3x3(
             out[image, chunk] = (sampled.view(-1, _TAPS * channels) @ weight).view(
                 -1, width, weight.shape[1]
             )
-    out = out.permute(0, 3, 1, 2)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    if bias is not None:
+        out += bias
+    # NCHW, as torchvision returns: a channels-last result would carry its strides downstream.
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _bilinear_corners(y: torch.Tensor, x: torch.Tensor, height: int, width: int):

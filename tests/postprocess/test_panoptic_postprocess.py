@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from panoptic_zoo.postprocess import (
+    class_reductions,
     crop_and_resize,
+    exp_flushing_underflow,
     panoptic_segments,
     paste_instances_by_score,
     remove_overlapping_instances,
@@ -64,3 +68,32 @@ def test_crop_and_resize_is_detectron2_sem_seg_postprocess():
     for image_size, height, width in [((37, 45), 37, 45), ((37, 45), 74, 90), ((40, 48), 21, 33)]:
         expected = sem_seg_postprocess(maps, image_size, height, width)
         assert torch.equal(crop_and_resize(maps, image_size, height, width), expected)
+
+
+def test_class_reductions_in_chunks_are_torch_reductions():
+    padded = (torch.randn(7, 40, 9001) * 20).round()  # ties for argmax
+    logits = padded[:, :37, :8999]  # a crop: strided, rows in chunks and a partial last one
+    best, everything, group = class_reductions(logits, slice(2, 5))
+    assert torch.equal(best, logits.argmax(dim=0))
+    # To float rounding: torch's exp takes another code path on the strided whole.
+    torch.testing.assert_close(everything, torch.logsumexp(logits, dim=0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(group, torch.logsumexp(logits[2:5], dim=0), rtol=1e-6, atol=1e-6)
+
+
+def test_class_reductions_on_extreme_logits():
+    logits = torch.randn(6, 5, 7) * 1000  # exp underflows for almost every class
+    logits[:, 0, 0] = -math.inf  # no class at all
+    logits[2, 0, 1] = math.inf
+    logits[:, 0, 2] = -math.inf
+    logits[3, 0, 2] = 4.0  # one finite class
+    _, everything, group = class_reductions(logits, slice(0, 3))
+    for got, expected in [(everything, logits.logsumexp(0)), (group, logits[:3].logsumexp(0))]:
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert everything[0, 0] == -math.inf and everything[0, 1] == math.inf and everything[0, 2] == 4
+
+
+def test_exp_flushing_underflow():
+    x = torch.tensor([-1000.0, -100.0, -87.5, -86.0, 0.0, 3.0, math.inf, -math.inf, math.nan])
+    expected = x.exp()
+    expected[:3] = 0  # denormal or zero
+    torch.testing.assert_close(exp_flushing_underflow(x), expected, equal_nan=True)

@@ -31,7 +31,7 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils import comm
 from torch import nn
 
-from ...postprocess import crop_and_resize
+from ...postprocess import class_reductions, crop_and_resize
 from ..images import normalized_image_batch
 from . import heads  # noqa: F401  (registers the heads)
 from .ids import UnifiedIds
@@ -66,31 +66,6 @@ def with_available_norms(cfg):
     for key in replaced:
         cfg.merge_from_list([key, "BN"])
     return cfg
-
-
-# Pixels per chunk of the per-pixel passes over the class logits: one chunk's classes x pixels
-# floats stay in cache through all three reductions, instead of three passes over ~0.5 GB
-# (COCO's 133 classes at 800x1333).
-CLASS_PASS_PIXELS = 8192
-
-
-def class_reductions(logits: torch.Tensor, num_thing_classes: int):
-    """
-    Per pixel of ``[C, H, W]`` logits (any strides): the argmax class (bit for bit
-    ``torch.argmax`` over dim 0), the log-sum-exp over all classes and over the first
-    ``num_thing_classes`` (``torch.logsumexp``'s, to float rounding), in one pass of row chunks.
-    """
-    logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
-    height, width = logits.shape[1:]
-    best = logits.new_empty((height, width), dtype=torch.long)
-    everything, things = logits.new_empty((height, width)), logits.new_empty((height, width))
-    rows = max(1, CLASS_PASS_PIXELS // width)
-    for start in range(0, height, rows):
-        chunk = logits[:, start : start + rows]
-        torch.argmax(chunk, dim=0, out=best[start : start + rows])
-        torch.logsumexp(chunk, dim=0, out=everything[start : start + rows])
-        torch.logsumexp(chunk[:num_thing_classes], dim=0, out=things[start : start + rows])
-    return best, everything, things
 
 
 @META_ARCH_REGISTRY.register()
@@ -223,7 +198,7 @@ class PanopticDeepLabModel(nn.Module):
         scale = offset.new_tensor([height / image_size[0], width / image_size[1]])
         offset = offset * scale[:, None, None]
         classes, logsumexp_all, logsumexp_things = class_reductions(
-            sem_seg, self.ids.num_thing_classes
+            sem_seg, slice(0, self.ids.num_thing_classes)
         )
         panoptic, _ = get_panoptic_segmentation(
             classes[None],

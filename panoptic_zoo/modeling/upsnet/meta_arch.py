@@ -11,7 +11,10 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import nms
 
 from ...postprocess import (
+    CLASS_PASS_PIXELS,
+    class_reductions,
     crop_and_resize,
+    exp_flushing_underflow,
     panoptic_segments,
     remove_overlapping_instances,
     resize_panoptic,
@@ -265,17 +268,26 @@ class UPSNet(GeneralizedRCNN):
         )
         boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
         classes = candidates.pred_classes
-        z = panoptic_logits(
-            semantic_logits, self.num_stuff_classes, boxes, classes, pasted, self.with_unknown
-        )
-        winner = z.argmax(dim=0)
+        # The winning channel of Z and of the semantic logits, in row chunks: Z (S + N + 1
+        # channels at full resolution) is never whole.
+        winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
+        semantic_best = torch.empty_like(winner)
+        rows = max(1, CLASS_PASS_PIXELS // width)
+        for start in range(0, height, rows):
+            chunk = slice(start, start + rows)
+            z = panoptic_logits(
+                semantic_logits[:, chunk], self.num_stuff_classes, boxes, classes,
+                pasted[:, chunk], self.with_unknown, first_row=start,
+            )  # fmt: skip
+            torch.argmax(z, dim=0, out=winner[chunk])
+            torch.argmax(semantic_logits[:, chunk], dim=0, out=semantic_best[chunk])
         num_stuff, num_instances = self.num_stuff_classes, len(candidates)
         # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
         stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
         is_instance = (winner >= num_stuff) & (winner < num_stuff + num_instances)
         instance_index = torch.where(is_instance, winner - num_stuff, torch.full_like(winner, -1))
         reassign_by_semantic_majority(
-            semantic_logits.argmax(dim=0), len(semantic_logits), num_instances, num_stuff,
+            semantic_best, len(semantic_logits), num_instances, num_stuff,
             stuff_classes, instance_index,
         )  # fmt: skip
         return panoptic_segments(
@@ -283,10 +295,17 @@ class UPSNet(GeneralizedRCNN):
         )
 
     def _merged_stuff_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """(S + T) logits -> (S + 1) probabilities, channel 0 = any thing, 1..S = stuff."""
-        probs = logits.softmax(dim=0)
-        stuff, things = probs[: self.num_stuff_classes], probs[self.num_stuff_classes :]
-        return torch.cat([things.sum(dim=0, keepdim=True), stuff], dim=0)
+        """
+        (S + T) logits -> (S + 1) probabilities, channel 0 = any thing, 1..S = stuff: the
+        softmax's (denormals flushed to 0), from the log-sum-exps (one pass in chunks, no
+        (S + T) x H x W softmax).
+        """
+        num_stuff = self.num_stuff_classes
+        _, logsumexp_all, logsumexp_things = class_reductions(logits, slice(num_stuff, None))
+        log_scores = logits.new_empty((num_stuff + 1, *logits.shape[1:]))
+        torch.sub(logsumexp_things, logsumexp_all, out=log_scores[0])
+        torch.sub(logits[:num_stuff].detach(), logsumexp_all, out=log_scores[1:])
+        return exp_flushing_underflow(log_scores)
 
 
 def reassign_by_semantic_majority(

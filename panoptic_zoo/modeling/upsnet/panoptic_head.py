@@ -21,9 +21,12 @@ import torch.nn.functional as F
 __all__ = ["box_masks", "paste_mask_logits", "panoptic_logits", "panoptic_target"]
 
 
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, H, W) bool: pixels whose centers lie inside each box (N, 4; XYXY, pixels)."""
-    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+def box_masks(boxes: torch.Tensor, height: int, width: int, first_row: int = 0) -> torch.Tensor:
+    """
+    (N, H, W) bool: pixels whose centers lie inside each box (N, 4; XYXY, pixels), for the
+    ``height`` rows of the image from ``first_row`` on.
+    """
+    ys = torch.arange(first_row, first_row + height, device=boxes.device, dtype=boxes.dtype) + 0.5
     xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
     x0, y0, x1, y1 = (c[:, None] for c in boxes.unbind(dim=1))
     inside_y = (ys[None] >= y0) & (ys[None] <= y1)
@@ -65,16 +68,19 @@ def panoptic_logits(
     classes: torch.Tensor,
     pasted_mask_logits: torch.Tensor,
     with_unknown: bool,
+    first_row: int = 0,
 ) -> torch.Tensor:
     """
     Z (S + N [+ 1], H, W) from semantic logits X (S + T, H, W), instance boxes (N, 4; XYXY in
     X's pixels), thing classes (N,; 0..T-1) and pasted mask logits (N, H, W) from
     :func:`paste_mask_logits`. Channel S + i is instance i; the last is "unknown" when asked.
+    X and the pasted logits may be the rows from ``first_row`` on of the image's (inference in
+    row chunks).
     """
     height, width = semantic_logits.shape[-2:]
     stuff = semantic_logits[:num_stuff_classes]
     things = semantic_logits[num_stuff_classes:]
-    inside = box_masks(boxes, height, width)
+    inside = box_masks(boxes, height, width, first_row)
     semantic_instance = things[classes] * inside  # X_mask
     channels = [stuff, semantic_instance + pasted_mask_logits]
     if with_unknown:

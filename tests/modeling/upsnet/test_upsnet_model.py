@@ -140,3 +140,15 @@ def test_trainer_end_to_end_reports_pq(tiny_shapes, tmp_path):
     _, results = train_and_read_results(cfg)
     assert_valid_evaluation(results, {"panoptic_seg", "bbox", "segm", "sem_seg"})
     assert all(0.0 <= v <= 100.0 for v in results["panoptic_seg"].values())
+
+
+def test_merged_stuff_scores_are_the_softmax_summed_over_things():
+    from types import SimpleNamespace
+
+    from panoptic_zoo.modeling.upsnet.meta_arch import UPSNet
+
+    logits = torch.randn(3 + 5, 13, 9001) * 5  # 3 stuff, 5 thing classes; rows in chunks
+    probs = logits.softmax(dim=0)
+    expected = torch.cat((probs[3:].sum(dim=0, keepdim=True), probs[:3]))
+    merged = UPSNet._merged_stuff_scores(SimpleNamespace(num_stuff_classes=3), logits)
+    torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
