@@ -7,7 +7,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-__all__ = ["class_reductions", "crop_and_resize", "exp_flushing_underflow"]
+__all__ = ["class_logsumexps", "crop_and_resize", "exp_flushing_underflow"]
 
 # Pixels per chunk of the per-pixel passes over class logits: one chunk's classes x pixels floats
 # stay in cache through all the reductions, instead of a pass over ~0.5 GB for each (COCO's 133
@@ -30,24 +30,21 @@ def crop_and_resize(
     return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
-def class_reductions(logits: torch.Tensor, group: slice):
+def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Per pixel of ``[C, H, W]`` logits (any strides): the argmax class (bit for bit
-    ``torch.argmax`` over dim 0), the log-sum-exp over all classes and over the classes
-    ``group`` (``torch.logsumexp``'s, to float rounding: exp's vector paths differ), in one pass
-    of row chunks.
+    Per pixel of ``[C, H, W]`` logits (any strides), the log-sum-exp over all classes and over
+    the classes ``group``: ``torch.logsumexp`` over dim 0, to float rounding (exp's vector paths
+    differ), in one pass of row chunks.
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
     height, width = logits.shape[1:]
-    best = logits.new_empty((height, width), dtype=torch.long)
     everything, in_group = logits.new_empty((height, width)), logits.new_empty((height, width))
     rows = max(1, CLASS_PASS_PIXELS // width)
     for start in range(0, height, rows):
         chunk, out = logits[:, start : start + rows], slice(start, start + rows)
-        torch.argmax(chunk, dim=0, out=best[out])
         everything[out] = _logsumexp_over_dim0(chunk)
         in_group[out] = _logsumexp_over_dim0(chunk[group])
-    return best, everything, in_group
+    return everything, in_group
 
 
 # exp() of float32 below this underflows to a denormal or 0, and PyTorch's CPU exp takes a ~14x

@@ -8,7 +8,7 @@ import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from panoptic_zoo.postprocess import (
-    class_reductions,
+    class_logsumexps,
     crop_and_resize,
     exp_flushing_underflow,
     panoptic_segments,
@@ -70,23 +70,22 @@ def test_crop_and_resize_is_detectron2_sem_seg_postprocess():
         assert torch.equal(crop_and_resize(maps, image_size, height, width), expected)
 
 
-def test_class_reductions_in_chunks_are_torch_reductions():
-    padded = (torch.randn(7, 40, 9001) * 20).round()  # ties for argmax
+def test_class_logsumexps_in_chunks_are_torch_logsumexp():
+    padded = torch.randn(7, 40, 9001) * 20
     logits = padded[:, :37, :8999]  # a crop: strided, rows in chunks and a partial last one
-    best, everything, group = class_reductions(logits, slice(2, 5))
-    assert torch.equal(best, logits.argmax(dim=0))
+    everything, group = class_logsumexps(logits, slice(2, 5))
     # To float rounding: torch's exp takes another code path on the strided whole.
     torch.testing.assert_close(everything, torch.logsumexp(logits, dim=0), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(group, torch.logsumexp(logits[2:5], dim=0), rtol=1e-6, atol=1e-6)
 
 
-def test_class_reductions_on_extreme_logits():
+def test_class_logsumexps_on_extreme_logits():
     logits = torch.randn(6, 5, 7) * 1000  # exp underflows for almost every class
     logits[:, 0, 0] = -math.inf  # no class at all
     logits[2, 0, 1] = math.inf
     logits[:, 0, 2] = -math.inf
     logits[3, 0, 2] = 4.0  # one finite class
-    _, everything, group = class_reductions(logits, slice(0, 3))
+    everything, group = class_logsumexps(logits, slice(0, 3))
     for got, expected in [(everything, logits.logsumexp(0)), (group, logits[:3].logsumexp(0))]:
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert everything[0, 0] == -math.inf and everything[0, 1] == math.inf and everything[0, 2] == 4

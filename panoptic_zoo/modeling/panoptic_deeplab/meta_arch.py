@@ -31,7 +31,7 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils import comm
 from torch import nn
 
-from ...postprocess import class_reductions, crop_and_resize
+from ...postprocess import class_logsumexps, crop_and_resize
 from ..images import normalized_image_batch
 from . import heads  # noqa: F401  (registers the heads)
 from .ids import UnifiedIds
@@ -197,11 +197,11 @@ class PanopticDeepLabModel(nn.Module):
         # Offsets are lengths in input pixels: rescale them with the image.
         scale = offset.new_tensor([height / image_size[0], width / image_size[1]])
         offset = offset * scale[:, None, None]
-        classes, logsumexp_all, logsumexp_things = class_reductions(
+        logsumexp_all, logsumexp_things = class_logsumexps(
             sem_seg, slice(0, self.ids.num_thing_classes)
         )
         panoptic, _ = get_panoptic_segmentation(
-            classes[None],
+            sem_seg.argmax(dim=0, keepdim=True),
             center,
             offset[None],
             thing_ids=self.ids.thing_ids,

@@ -12,7 +12,7 @@ from torchvision.ops import nms
 
 from ...postprocess import (
     CLASS_PASS_PIXELS,
-    class_reductions,
+    class_logsumexps,
     crop_and_resize,
     exp_flushing_underflow,
     panoptic_segments,
@@ -301,7 +301,7 @@ class UPSNet(GeneralizedRCNN):
         (S + T) x H x W softmax).
         """
         num_stuff = self.num_stuff_classes
-        _, logsumexp_all, logsumexp_things = class_reductions(logits, slice(num_stuff, None))
+        logsumexp_all, logsumexp_things = class_logsumexps(logits, slice(num_stuff, None))
         log_scores = logits.new_empty((num_stuff + 1, *logits.shape[1:]))
         torch.sub(logsumexp_things, logsumexp_all, out=log_scores[0])
         torch.sub(logits[:num_stuff].detach(), logsumexp_all, out=log_scores[1:])
