@@ -1,6 +1,12 @@
 """Panoptic post-processing shared by the methods: pure tensor code, run after the network."""
 
-from .maps import CLASS_PASS_PIXELS, class_logsumexps, crop_and_resize, exp_flushing_underflow
+from .maps import (
+    CLASS_PASS_PIXELS,
+    class_argmax,
+    class_logsumexps,
+    crop_and_resize,
+    exp_flushing_underflow,
+)
 from .panoptic import (
     panoptic_segments,
     paste_instances_by_score,
@@ -10,6 +16,7 @@ from .panoptic import (
 
 __all__ = [
     "CLASS_PASS_PIXELS",
+    "class_argmax",
     "class_logsumexps",
     "crop_and_resize",
     "exp_flushing_underflow",

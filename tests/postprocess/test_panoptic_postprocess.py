@@ -8,6 +8,7 @@ import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from panoptic_zoo.postprocess import (
+    class_argmax,
     class_logsumexps,
     crop_and_resize,
     exp_flushing_underflow,
@@ -96,3 +97,16 @@ def test_exp_flushing_underflow():
     expected = x.exp()
     expected[:3] = 0  # denormal or zero
     torch.testing.assert_close(exp_flushing_underflow(x), expected, equal_nan=True)
+
+
+def test_class_argmax_is_torch_argmax():
+    padded = (torch.randn(9, 23, 1100) * 4).round()  # ties: the first maximum wins
+    logits = padded[:, 1:22, :1037]  # strided crop; widths over the kernel's 512-pixel blocks
+    logits[3, 2, 5] = math.nan  # NaN is the largest, its first occurrence wins
+    logits[7, 2, 5] = math.nan
+    logits[0, 3, 3] = math.nan
+    assert torch.equal(class_argmax(logits), logits.argmax(dim=0))
+    single_class = torch.randn(1, 4, 5)
+    assert torch.equal(class_argmax(single_class), torch.zeros(4, 5, dtype=torch.long))
+    as_double = logits.double()  # other dtypes: PyTorch's own
+    assert torch.equal(class_argmax(as_double), as_double.argmax(dim=0))

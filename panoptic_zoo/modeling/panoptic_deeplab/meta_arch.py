@@ -31,7 +31,7 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils import comm
 from torch import nn
 
-from ...postprocess import class_logsumexps, crop_and_resize
+from ...postprocess import class_argmax, class_logsumexps, crop_and_resize
 from ..images import normalized_image_batch
 from . import heads  # noqa: F401  (registers the heads)
 from .ids import UnifiedIds
@@ -201,7 +201,7 @@ class PanopticDeepLabModel(nn.Module):
             sem_seg, slice(0, self.ids.num_thing_classes)
         )
         panoptic, _ = get_panoptic_segmentation(
-            sem_seg.argmax(dim=0, keepdim=True),
+            class_argmax(sem_seg)[None],
             center,
             offset[None],
             thing_ids=self.ids.thing_ids,

@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, Instances
 
-from ...postprocess import crop_and_resize, panoptic_segments, paste_instances_by_score
+from ...postprocess import (
+    class_argmax,
+    crop_and_resize,
+    panoptic_segments,
+    paste_instances_by_score,
+)
 
 __all__ = ["PanopticFCNInference", "fuse_kernels", "select_thing_candidates"]
 
@@ -167,7 +172,7 @@ class PanopticFCNInference:
         )  # fmt: skip
         # The most probable stuff mask per pixel, without a threshold (as the official merge);
         # channel 0 is the "any thing" kernel, so label 0 there means no stuff segment.
-        stuff_classes = stuff_masks.argmax(dim=0)
+        stuff_classes = class_argmax(stuff_masks)
         return panoptic_segments(
             stuff_classes, instance_index, instances.pred_classes, instances.scores,
             self.stuff_area_limit,

@@ -12,6 +12,7 @@ from torchvision.ops import nms
 
 from ...postprocess import (
     CLASS_PASS_PIXELS,
+    class_argmax,
     class_logsumexps,
     crop_and_resize,
     exp_flushing_underflow,
@@ -268,10 +269,9 @@ class UPSNet(GeneralizedRCNN):
         )
         boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
         classes = candidates.pred_classes
-        # The winning channel of Z and of the semantic logits, in row chunks: Z (S + N + 1
-        # channels at full resolution) is never whole.
+        # The winning channel of Z, in row chunks: Z (S + N + 1 channels at full resolution) is
+        # never whole.
         winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
-        semantic_best = torch.empty_like(winner)
         rows = max(1, CLASS_PASS_PIXELS // width)
         for start in range(0, height, rows):
             chunk = slice(start, start + rows)
@@ -279,17 +279,15 @@ class UPSNet(GeneralizedRCNN):
                 semantic_logits[:, chunk], self.num_stuff_classes, boxes, classes,
                 pasted[:, chunk], self.with_unknown, first_row=start,
             )  # fmt: skip
-            torch.argmax(z, dim=0, out=winner[chunk])
-            torch.argmax(semantic_logits[:, chunk], dim=0, out=semantic_best[chunk])
+            winner[chunk] = class_argmax(z)
         num_stuff, num_instances = self.num_stuff_classes, len(candidates)
         # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
         stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
         is_instance = (winner >= num_stuff) & (winner < num_stuff + num_instances)
         instance_index = torch.where(is_instance, winner - num_stuff, torch.full_like(winner, -1))
         reassign_by_semantic_majority(
-            semantic_best, len(semantic_logits), num_instances, num_stuff,
-            stuff_classes, instance_index,
-        )  # fmt: skip
+            semantic_logits, num_instances, num_stuff, stuff_classes, instance_index
+        )
         return panoptic_segments(
             stuff_classes, instance_index, classes, candidates.scores, self.stuff_area_limit
         )
@@ -309,25 +307,27 @@ class UPSNet(GeneralizedRCNN):
 
 
 def reassign_by_semantic_majority(
-    semantic: torch.Tensor,
-    num_classes: int,
+    semantic_logits: torch.Tensor,
     num_instances: int,
     num_stuff_classes: int,
     stuff_classes: torch.Tensor,
     instance_index: torch.Tensor,
 ) -> None:
     """
-    UPSNet's official post-processing rule: an instance whose pixels the semantic head
-    (``semantic``: per-pixel argmax of ``num_classes`` logits, stuff ``0..S-1`` then things)
-    labels at least half as one stuff class becomes that stuff (separated id, ``+ 1``); an
-    instance whose majority is a thing class stays. Ties go to the lowest class. Updates
-    ``stuff_classes`` and ``instance_index`` in place, for all instances at once.
+    UPSNet's official post-processing rule: an instance whose pixels the semantic head labels
+    (argmax of ``semantic_logits``, C x H x W, stuff ``0..S-1`` then things) at least half as one
+    stuff class becomes that stuff (separated id, ``+ 1``); an instance whose majority is a
+    thing class stays. Ties go to the lowest class. Updates ``stuff_classes`` and
+    ``instance_index`` in place, for all instances at once; the argmax is taken on instance
+    pixels only.
     """
     if num_instances == 0:
         return
     inside = instance_index >= 0
+    num_classes = len(semantic_logits)
+    semantic = semantic_logits[:, inside].argmax(dim=0)
     counts = torch.bincount(
-        instance_index[inside] * num_classes + semantic[inside],
+        instance_index[inside] * num_classes + semantic,
         minlength=num_instances * num_classes,
     ).view(num_instances, num_classes)
     largest, majority = counts.max(dim=1)

@@ -85,8 +85,8 @@ def panoptic_logits(
     channels = [stuff, semantic_instance + pasted_mask_logits]
     if with_unknown:
         # Outside every box max_i(X_mask_i) is 0 (X_mask is 0 there), also with no instances.
-        explained = semantic_instance.max(dim=0).values if len(boxes) else things.new_zeros(())
-        channels.append((things.max(dim=0).values - explained)[None])
+        explained = semantic_instance.amax(dim=0) if len(boxes) else things.new_zeros(())
+        channels.append((things.amax(dim=0) - explained)[None])
     return torch.cat(channels, dim=0)
 
 

@@ -75,6 +75,11 @@ def test_panoptic_target_sends_dropped_instances_to_unknown_and_crowd_to_ignore(
     assert torch.equal(target, expected)
 
 
+def _logits(semantic: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
+    """Logits (C x H x W) whose argmax is ``semantic``."""
+    return torch.nn.functional.one_hot(semantic, num_classes).permute(2, 0, 1).float()
+
+
 def test_semantic_majority_turns_instances_into_stuff():
     """Classes: stuff 0, 1; things 2, 3. Instance 0: 3 of 4 pixels stuff 1 -> stuff (id 2).
     Instance 1: 2 of 4 stuff 0 (half, tie with thing 3 broken to the lowest) -> stuff (id 1).
@@ -83,7 +88,7 @@ def test_semantic_majority_turns_instances_into_stuff():
     instance_index = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, -1], [3, 3, 3, -1]])
     stuff_classes = torch.zeros_like(semantic)
     stuff_classes[2:, 3] = 1
-    reassign_by_semantic_majority(semantic, 4, 4, NUM_STUFF, stuff_classes, instance_index)
+    reassign_by_semantic_majority(_logits(semantic), 4, NUM_STUFF, stuff_classes, instance_index)
     assert instance_index.tolist() == [[-1] * 4, [-1] * 4, [2, 2, 2, -1], [3, 3, 3, -1]]
     assert stuff_classes.tolist() == [[2] * 4, [1] * 4, [0, 0, 0, 1], [0, 0, 0, 1]]
 
@@ -92,5 +97,5 @@ def test_semantic_majority_without_instances_changes_nothing():
     semantic = torch.zeros(2, 3, dtype=torch.long)
     instance_index = torch.full((2, 3), -1)
     stuff_classes = torch.ones(2, 3, dtype=torch.long)
-    reassign_by_semantic_majority(semantic, 4, 0, NUM_STUFF, stuff_classes, instance_index)
+    reassign_by_semantic_majority(_logits(semantic), 0, NUM_STUFF, stuff_classes, instance_index)
     assert (instance_index == -1).all() and (stuff_classes == 1).all()
