@@ -5,7 +5,6 @@ from .maps import (
     class_argmax,
     class_logsumexps,
     crop_and_resize,
-    exp_flushing_underflow,
 )
 from .panoptic import (
     panoptic_segments,
@@ -19,7 +18,6 @@ __all__ = [
     "class_argmax",
     "class_logsumexps",
     "crop_and_resize",
-    "exp_flushing_underflow",
     "panoptic_segments",
     "paste_instances_by_score",
     "remove_overlapping_instances",

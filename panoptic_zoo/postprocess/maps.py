@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from . import _class_argmax
 
-__all__ = ["class_argmax", "class_logsumexps", "crop_and_resize", "exp_flushing_underflow"]
+__all__ = ["class_argmax", "class_logsumexps", "crop_and_resize"]
 
 # Pixels per chunk of the per-pixel passes over class logits: one chunk's classes x pixels floats
 # stay in cache through all the reductions, instead of a pass over ~0.5 GB for each (COCO's 133
@@ -84,14 +84,6 @@ def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, 
 # exp() of float32 below this underflows to a denormal or 0, and PyTorch's CPU exp takes a ~14x
 # slower path for such inputs (random-weight logits have them on almost every pixel).
 EXP_UNDERFLOW = -87.0
-
-
-def exp_flushing_underflow(x: torch.Tensor) -> torch.Tensor:
-    """
-    ``torch.exp(x)``, except that results below exp(``EXP_UNDERFLOW``) ~ 1.6e-38, denormal in
-    float32, are 0 (computed at PyTorch's fast speed instead of its underflow path).
-    """
-    return x.clamp(min=EXP_UNDERFLOW).exp_().masked_fill_(x < EXP_UNDERFLOW, 0)
 
 
 def _logsumexp_over_dim0(x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ from panoptic_zoo.postprocess import (
     class_argmax,
     class_logsumexps,
     crop_and_resize,
-    exp_flushing_underflow,
     panoptic_segments,
     paste_instances_by_score,
     remove_overlapping_instances,
@@ -90,13 +89,6 @@ def test_class_logsumexps_on_extreme_logits():
     for got, expected in [(everything, logits.logsumexp(0)), (group, logits[:3].logsumexp(0))]:
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert everything[0, 0] == -math.inf and everything[0, 1] == math.inf and everything[0, 2] == 4
-
-
-def test_exp_flushing_underflow():
-    x = torch.tensor([-1000.0, -100.0, -87.5, -86.0, 0.0, 3.0, math.inf, -math.inf, math.nan])
-    expected = x.exp()
-    expected[:3] = 0  # denormal or zero
-    torch.testing.assert_close(exp_flushing_underflow(x), expected, equal_nan=True)
 
 
 def test_class_argmax_is_torch_argmax():

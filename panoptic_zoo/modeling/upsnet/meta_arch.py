@@ -13,9 +13,7 @@ from torchvision.ops import nms
 from ...postprocess import (
     CLASS_PASS_PIXELS,
     class_argmax,
-    class_logsumexps,
     crop_and_resize,
-    exp_flushing_underflow,
     panoptic_segments,
     remove_overlapping_instances,
     resize_panoptic,
@@ -27,6 +25,10 @@ __all__ = ["UPSNet"]
 
 # Ignored pixels of the panoptic target: every non-negative value can be a channel of Z.
 _PANOPTIC_IGNORE = -1
+
+
+# Floats of Z per row chunk of the panoptic head's inference (16 MiB).
+Z_CHUNK_FLOATS = 4 * 2**20
 
 
 @META_ARCH_REGISTRY.register()
@@ -269,10 +271,11 @@ class UPSNet(GeneralizedRCNN):
         )
         boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
         classes = candidates.pred_classes
-        # The winning channel of Z, in row chunks: Z (S + N + 1 channels at full resolution) is
-        # never whole.
+        # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
+        # full resolution) is never whole.
         winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
-        rows = max(1, CLASS_PASS_PIXELS // width)
+        channels = self.num_stuff_classes + len(candidates) + 1
+        rows = max(1, Z_CHUNK_FLOATS // (channels * width))
         for start in range(0, height, rows):
             chunk = slice(start, start + rows)
             z = panoptic_logits(
@@ -295,15 +298,19 @@ class UPSNet(GeneralizedRCNN):
     def _merged_stuff_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """
         (S + T) logits -> (S + 1) probabilities, channel 0 = any thing, 1..S = stuff: the
-        softmax's (denormals flushed to 0), from the log-sum-exps (one pass in chunks, no
-        (S + T) x H x W softmax).
+        softmax over all classes, the thing probabilities summed; in row chunks that stay in
+        cache (no (S + T) x H x W softmax).
         """
         num_stuff = self.num_stuff_classes
-        logsumexp_all, logsumexp_things = class_logsumexps(logits, slice(num_stuff, None))
-        log_scores = logits.new_empty((num_stuff + 1, *logits.shape[1:]))
-        torch.sub(logsumexp_things, logsumexp_all, out=log_scores[0])
-        torch.sub(logits[:num_stuff].detach(), logsumexp_all, out=log_scores[1:])
-        return exp_flushing_underflow(log_scores)
+        logits = logits.detach()
+        height, width = logits.shape[1:]
+        scores = logits.new_empty((num_stuff + 1, height, width))
+        rows = max(1, CLASS_PASS_PIXELS // width)
+        for start in range(0, height, rows):
+            probs = logits[:, start : start + rows].softmax(dim=0)
+            torch.sum(probs[num_stuff:], dim=0, out=scores[0, start : start + rows])
+            scores[1:, start : start + rows] = probs[:num_stuff]
+        return scores
 
 
 def reassign_by_semantic_majority(
