@@ -5,6 +5,7 @@ from .maps import (
     class_argmax,
     class_logsumexps,
     crop_and_resize,
+    masks_above,
 )
 from .panoptic import (
     panoptic_segments,
@@ -18,6 +19,7 @@ __all__ = [
     "class_argmax",
     "class_logsumexps",
     "crop_and_resize",
+    "masks_above",
     "panoptic_segments",
     "paste_instances_by_score",
     "remove_overlapping_instances",

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from . import _class_argmax
 
-__all__ = ["class_argmax", "class_logsumexps", "crop_and_resize"]
+__all__ = ["class_argmax", "class_logsumexps", "crop_and_resize", "masks_above"]
 
 # Pixels per chunk of the per-pixel passes over class logits: one chunk's classes x pixels floats
 # stay in cache through all the reductions, instead of a pass over ~0.5 GB for each (COCO's 133
@@ -98,3 +98,37 @@ def _logsumexp_over_dim0(x: torch.Tensor) -> torch.Tensor:
     result = terms.sum(dim=0).log_().add_(shift)
     # All -inf: torch's sum of exp(-inf) is 0, the log -inf, which the clamp must not change.
     return result.masked_fill_(maxima == -math.inf, -math.inf)
+
+
+def masks_above(
+    maps: torch.Tensor, threshold: float, chunk_floats: int = 2**20
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    ``maps > threshold`` for ``[N, H, W]`` maps, and the masks' boxes (``[N, 4]`` float32
+    XYXY, exclusive ends, zeros for an empty mask: detectron2's
+    ``BitMasks.get_bounding_boxes``), from one pass of row chunks instead of a thresholding
+    pass and two projection passes over the N x H x W masks.
+    """
+    count, height, width = maps.shape
+    masks = torch.empty(maps.shape, dtype=torch.bool, device=maps.device)
+    rows_hit = torch.empty((count, height), dtype=torch.bool, device=maps.device)
+    columns_hit = torch.zeros((count, width), dtype=torch.bool, device=maps.device)
+    rows = max(1, chunk_floats // max(1, count * width))
+    for start in range(0, height, rows):
+        chunk = slice(start, start + rows)
+        above = torch.gt(maps[:, chunk], threshold, out=masks[:, chunk])
+        torch.any(above, dim=2, out=rows_hit[:, chunk])
+        columns_hit |= above.any(dim=1)
+    x0, x1 = _first_and_last(columns_hit)
+    y0, y1 = _first_and_last(rows_hit)
+    boxes = torch.stack((x0, y0, x1 + 1, y1 + 1), dim=1).float()
+    empty = ~(columns_hit.any(dim=1) & rows_hit.any(dim=1))
+    return masks, boxes.masked_fill_(empty[:, None], 0)
+
+
+def _first_and_last(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the first and the last True of each row of ``hits`` ([N, L] bool)."""
+    length = hits.shape[1]
+    first = hits.to(torch.uint8).argmax(dim=1)
+    last = length - 1 - hits.flip(1).to(torch.uint8).argmax(dim=1)
+    return first, last

@@ -6,11 +6,13 @@ import math
 
 import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import BitMasks
 
 from panoptic_zoo.postprocess import (
     class_argmax,
     class_logsumexps,
     crop_and_resize,
+    masks_above,
     panoptic_segments,
     paste_instances_by_score,
     remove_overlapping_instances,
@@ -102,3 +104,16 @@ def test_class_argmax_is_torch_argmax():
     assert torch.equal(class_argmax(single_class), torch.zeros(4, 5, dtype=torch.long))
     as_double = logits.double()  # other dtypes: PyTorch's own
     assert torch.equal(class_argmax(as_double), as_double.argmax(dim=0))
+
+
+def test_masks_above_with_detectron2_boxes():
+    maps = torch.rand(5, 37, 29)
+    maps[1] = 0  # an empty mask
+    maps[2] = 0
+    maps[2, 36, 28] = 1  # a single pixel in the last corner
+    maps[3] = 0
+    maps[3, 0, :] = 1  # a full first row
+    masks, boxes = masks_above(maps, 0.7, chunk_floats=400)  # several row chunks
+    assert torch.equal(masks, maps > 0.7)
+    assert torch.equal(boxes, BitMasks(maps > 0.7).get_bounding_boxes().tensor)
+    assert boxes[1].tolist() == [0, 0, 0, 0] and boxes[2].tolist() == [28, 36, 29, 37]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from detectron2.structures import BitMasks, Instances
+from detectron2.structures import Boxes, Instances
 
 from ...postprocess import (
     class_argmax,
     crop_and_resize,
+    masks_above,
     panoptic_segments,
     paste_instances_by_score,
 )
@@ -143,12 +144,12 @@ class PanopticFCNInference:
 
         thing_probs = self._resize(thing_probs, image_size, output_size)
         stuff_masks = self._resize(stuff_masks, image_size, output_size)
-        thing_masks = thing_probs > self.mask_thresh
+        thing_masks, thing_boxes = masks_above(thing_probs, self.mask_thresh)
         instances = Instances(output_size)
         instances.scores = scores
         instances.pred_classes = classes
         instances.pred_masks = thing_masks
-        instances.pred_boxes = BitMasks(thing_masks).get_bounding_boxes()
+        instances.pred_boxes = Boxes(thing_boxes)
         panoptic = self._merge(instances, stuff_masks)
         return {"panoptic_seg": panoptic, "sem_seg": stuff_masks, "instances": instances}
 
