@@ -128,8 +128,9 @@ class PanopticStats:
     ) -> None:
         """
         Add one image: segment-id maps (H x W arrays, or :class:`~.panoptic_png.InflatedPng`
-        from :func:`~.panoptic_png.open_segment_ids`) and their ``segments_info`` with dataset category
-        ids (ground truth: ``id, category_id, iscrowd, area``; prediction: ``id, category_id``).
+        from :func:`~.panoptic_png.open_segment_ids`) and their ``segments_info`` with dataset
+        category ids (ground truth: ``id, category_id, iscrowd, area``; prediction: ``id,
+        category_id``).
         A prediction whose ids and ``segments_info`` disagree raises ValueError, as panopticapi.
         """
         where = f"image {image_id!r}"

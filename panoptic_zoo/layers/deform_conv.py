@@ -33,7 +33,7 @@ def sampled_deform_conv3x3(
     in four pixels, which hold all channels contiguously in a channels-last copy of ``x``:
     ``F.embedding_bag`` blends those rows with the bilinear weights (times the modulation),
     with torchvision's rules (corners outside the image read zero), and one GEMM applies the
-    weights, in chunks of output rows. On 2 CPU threads at FPN sizes this is ~7x faster than
+    weights, in chunks of output rows. On 2 CPU threads at FPN sizes this is ~6x faster than
     torchvision's kernel, which samples in one thread; equal to it up to float rounding.
     """
     batch, channels, height, width = x.shape
@@ -52,7 +52,8 @@ def sampled_deform_conv3x3(
     chunk_rows = max(1, _SAMPLED_FLOATS_PER_CHUNK // (_TAPS * channels * width))
     for image in range(batch):
         # Pixels as rows of channels, and a zero row (index height * width) for the outside.
-        pixels = torch.cat((x[image].permute(1, 2, 0).reshape(-1, channels), x.new_zeros(1, channels)))
+        pixels = x[image].permute(1, 2, 0).reshape(-1, channels)
+        pixels = torch.cat((pixels, pixels.new_zeros(1, channels)))
         for start in range(0, height, chunk_rows):
             chunk = slice(start, min(start + chunk_rows, height))
             corners, corner_weights = _bilinear_corners(

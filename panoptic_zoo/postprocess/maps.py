@@ -31,7 +31,10 @@ def crop_and_resize(
     cropped = maps[:, : image_size[0], : image_size[1]]
     if cropped.shape[1:] == (height, width):
         return cropped
-    return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    resized = F.interpolate(
+        cropped[None], size=(height, width), mode="bilinear", align_corners=False
+    )
+    return resized[0]
 
 
 def class_argmax(logits: torch.Tensor) -> torch.Tensor:

@@ -160,8 +160,9 @@ def test_pixel_pairs_from_arrays_and_pngs():
         expected = reference_pairs(gt, pred)
         gt_png = open_segment_ids(filtered_png(gt, 4))
         pred_png = open_segment_ids(png_bytes(id_png(pred)))  # PIL's own filter choice
-        for gt_source, pred_source in [(gt, pred), (gt_png, pred), (gt, pred_png), (gt_png, pred_png)]:
-            assert kernel_pairs(gt_source, pred_source) == expected
+        for gt_source in (gt, gt_png):
+            for pred_source in (pred, pred_png):
+                assert kernel_pairs(gt_source, pred_source) == expected
 
 
 def test_kernel_input_errors():
