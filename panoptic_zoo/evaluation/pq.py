@@ -75,19 +75,11 @@ def _kernel_ids(ids: SegmentIds) -> np.ndarray | tuple[bytes, int]:
         return np.ascontiguousarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"segment ids must be integers, not {ids.dtype}")
-    signed = bool(ids.size) and ids.min() < 0
-    if ids.size and (ids.min() < -(2**31) or ids.max() >= (2**31 if signed else 2**32)):
+    lowest, highest = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    signed = lowest < 0
+    if lowest < -(2**31) or highest >= (2**31 if signed else 2**32):
         raise ValueError("segment ids must fit in 32 bits")
     return ids.astype(np.int32 if signed else np.uint32)
-
-
-def _positions(values: np.ndarray, sorted_ids: np.ndarray, missing: int) -> np.ndarray:
-    """0 for VOID, 1 + index in ``sorted_ids`` for a listed id, ``missing`` for any other."""
-    keys = np.concatenate(([VOID], sorted_ids))  # still sorted: listed ids are positive
-    index = np.searchsorted(keys, values)
-    # A sentinel past the end, which no id equals, catches values above every key.
-    index[np.append(keys, -1)[index] != values] = missing
-    return index
 
 
 class PanopticStats:

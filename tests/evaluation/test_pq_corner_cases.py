@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from panoptic_cases import CATEGORIES, assert_same_pq, panopticapi_pq, write_case
 
-from panoptic_zoo.evaluation.pq import PanopticStats
+from panoptic_zoo.evaluation.pq import PanopticStats, pixel_pairs
 from panoptic_zoo.evaluation.pq_compute import evaluate_panoptic_files
 
 DISC, BOX, SKY, GROUND = (c["id"] for c in CATEGORIES)
@@ -191,3 +191,21 @@ def test_predictions_that_disagree_with_their_segments_info_are_errors(
     stats = PanopticStats(CATEGORIES)
     with pytest.raises(ValueError, match=message):
         stats.add_image(np.array([[1, 1]]), [gt(1, SKY, 2)], np.array(prediction), segments, "x")
+
+
+def test_id_maps_of_any_integer_type():
+    gt_ids = np.array([[1, -1, -1], [2**31 - 1, 1, 1]], np.int64)
+    pred_ids = np.array([[5, 5, 6], [6, 6, 6]], np.uint16)
+    pairs = sorted(zip(*pixel_pairs(gt_ids, pred_ids)))
+    assert pairs == [(-1, 5, 1), (-1, 6, 1), (1, 5, 1), (1, 6, 2), (2**31 - 1, 6, 1)]
+    # Negative predicted ids of an int32 map are named as they are, not as uint32.
+    stats = PanopticStats(CATEGORIES)
+    with pytest.raises(ValueError, match=r"segment ids \[-1\] are in the predicted"):
+        stats.add_image(np.ones((1, 2), np.int32), [gt(1, SKY, 2)],
+                        np.array([[-1, 3]], np.int32), [pred(3, SKY)])  # fmt: skip
+    with pytest.raises(ValueError, match="must fit in 32 bits"):
+        pixel_pairs(np.array([[2**32]]), np.array([[1]]))
+    with pytest.raises(ValueError, match="must fit in 32 bits"):
+        pixel_pairs(np.array([[-1, 2**31]]), np.array([[1, 1]]))
+    with pytest.raises(TypeError, match="must be integers"):
+        pixel_pairs(np.ones((1, 1)), np.ones((1, 1), np.int32))
