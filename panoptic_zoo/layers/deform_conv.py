@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
+from ..utils.chunks import row_chunks
+
 __all__ = ["DeformableConv3x3", "sampled_deform_conv3x3"]
 
 _TAPS = 3 * 3
@@ -49,13 +51,11 @@ def sampled_deform_conv3x3(
     # Weights in (tap, channel) order, as the gathered columns.
     weight = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], _TAPS * channels).t()
     out = x.new_empty(batch, height, width, weight.shape[1])
-    chunk_rows = max(1, _SAMPLED_FLOATS_PER_CHUNK // (_TAPS * channels * width))
     for image in range(batch):
         # Pixels as rows of channels, and a zero row (index height * width) for the outside.
         pixels = x[image].permute(1, 2, 0).reshape(-1, channels)
         pixels = torch.cat((pixels, pixels.new_zeros(1, channels)))
-        for start in range(0, height, chunk_rows):
-            chunk = slice(start, min(start + chunk_rows, height))
+        for chunk in row_chunks(height, _TAPS * channels * width, _SAMPLED_FLOATS_PER_CHUNK):
             corners, corner_weights = _bilinear_corners(
                 sample_y[image, chunk], sample_x[image, chunk], height, width
             )

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.nn import functional as F
 
+from ..utils.chunks import row_chunks
 from . import _class_argmax
 
 __all__ = ["class_argmax", "class_logsumexps", "crop_and_resize", "masks_above"]
@@ -76,11 +77,10 @@ def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, 
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
     height, width = logits.shape[1:]
     everything, in_group = logits.new_empty((height, width)), logits.new_empty((height, width))
-    rows = max(1, CLASS_PASS_PIXELS // width)
-    for start in range(0, height, rows):
-        chunk, out = logits[:, start : start + rows], slice(start, start + rows)
-        everything[out] = _logsumexp_over_dim0(chunk)
-        in_group[out] = _logsumexp_over_dim0(chunk[group])
+    for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
+        chunk = logits[:, rows]
+        everything[rows] = _logsumexp_over_dim0(chunk)
+        in_group[rows] = _logsumexp_over_dim0(chunk[group])
     return everything, in_group
 
 
@@ -116,11 +116,9 @@ def masks_above(
     masks = torch.empty(maps.shape, dtype=torch.bool, device=maps.device)
     rows_hit = torch.empty((count, height), dtype=torch.bool, device=maps.device)
     columns_hit = torch.zeros((count, width), dtype=torch.bool, device=maps.device)
-    rows = max(1, chunk_floats // max(1, count * width))
-    for start in range(0, height, rows):
-        chunk = slice(start, start + rows)
-        above = torch.gt(maps[:, chunk], threshold, out=masks[:, chunk])
-        torch.any(above, dim=2, out=rows_hit[:, chunk])
+    for rows in row_chunks(height, count * width, chunk_floats):
+        above = torch.gt(maps[:, rows], threshold, out=masks[:, rows])
+        torch.any(above, dim=2, out=rows_hit[:, rows])
         columns_hit |= above.any(dim=1)
     x0, x1 = _first_and_last(columns_hit)
     y0, y1 = _first_and_last(rows_hit)

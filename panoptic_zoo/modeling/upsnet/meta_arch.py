@@ -18,6 +18,7 @@ from ...postprocess import (
     remove_overlapping_instances,
     resize_panoptic,
 )
+from ...utils.chunks import row_chunks
 from .panoptic_head import panoptic_logits, panoptic_target, paste_mask_logits
 from .semantic_head import UPSNetSemanticHead, semantic_roi_loss
 
@@ -275,14 +276,12 @@ class UPSNet(GeneralizedRCNN):
         # full resolution) is never whole.
         winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
         channels = self.num_stuff_classes + len(candidates) + 1
-        rows = max(1, Z_CHUNK_FLOATS // (channels * width))
-        for start in range(0, height, rows):
-            chunk = slice(start, start + rows)
+        for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
             z = panoptic_logits(
-                semantic_logits[:, chunk], self.num_stuff_classes, boxes, classes,
-                pasted[:, chunk], self.with_unknown, first_row=start,
+                semantic_logits[:, rows], self.num_stuff_classes, boxes, classes,
+                pasted[:, rows], self.with_unknown, first_row=rows.start,
             )  # fmt: skip
-            winner[chunk] = class_argmax(z)
+            winner[rows] = class_argmax(z)
         num_stuff, num_instances = self.num_stuff_classes, len(candidates)
         # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
         stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
@@ -305,11 +304,10 @@ class UPSNet(GeneralizedRCNN):
         logits = logits.detach()
         height, width = logits.shape[1:]
         scores = logits.new_empty((num_stuff + 1, height, width))
-        rows = max(1, CLASS_PASS_PIXELS // width)
-        for start in range(0, height, rows):
-            probs = logits[:, start : start + rows].softmax(dim=0)
-            torch.sum(probs[num_stuff:], dim=0, out=scores[0, start : start + rows])
-            scores[1:, start : start + rows] = probs[:num_stuff]
+        for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
+            probs = logits[:, rows].softmax(dim=0)
+            torch.sum(probs[num_stuff:], dim=0, out=scores[0, rows])
+            scores[1:, rows] = probs[:num_stuff]
         return scores
 
 
