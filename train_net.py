@@ -11,18 +11,13 @@ Train or evaluate any panoptic_zoo method; the method is chosen by the config fi
 from detectron2.engine import default_argument_parser, launch
 
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
-from panoptic_zoo.checkpoint import build_checkpointer
-from panoptic_zoo.engine import Trainer, setup_cfg
+from panoptic_zoo.engine import Trainer, build_inference_model, setup_cfg
 
 
 def main(args):
     cfg = setup_cfg(args)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        # Evaluating a partly loaded model would report numbers of random weights: exact fit.
-        build_checkpointer(cfg, model, exact_fit=True).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        model = build_inference_model(cfg, cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

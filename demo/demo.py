@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from tqdm import tqdm
 
 import panoptic_zoo  # noqa: F401  (registers datasets, models and metadata)
-from panoptic_zoo.checkpoint import build_checkpointer
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data.mappers import read_image_checked
+from panoptic_zoo.engine import build_inference_model
+from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
 from panoptic_zoo.utils.visualization import draw_panoptic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -57,6 +57,8 @@ def setup_cfg(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    if cfg.MODEL.DEVICE == "cpu":
+        reuse_freed_heap_memory()
     return cfg
 
 
@@ -88,10 +90,7 @@ class PanopticDrawer:
     steps, with this project's weights-only, exact-fit checkpoint loading)."""
 
     def __init__(self, cfg):
-        self.model = build_model(cfg).eval()
-        build_checkpointer(cfg, self.model, exact_fit=True).load(
-            cfg.MODEL.WEIGHTS, checkpointables=[]
-        )
+        self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"

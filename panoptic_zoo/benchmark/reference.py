@@ -2,9 +2,13 @@
 The implementation a user would otherwise run for each method, with the same weights, so the
 benchmark can time both on the same input.
 
-* Panoptic FPN: panoptic_zoo runs detectron2's own ``PanopticFPN``; it is its own reference.
+* Panoptic FPN: panoptic_zoo runs detectron2's own ``PanopticFPN``; the reference is that model
+  as detectron2 runs it, without this project's inference changes (batch norms not folded).
 * Panoptic-DeepLab: detectron2's ``projects/panoptic_deeplab`` model, built from the same config
   and loaded with the same state dict (the heads share layers and parameter names).
+
+Both are built from the weights as loaded, before any folding, and timed in the same process
+(same threads, same heap settings) on the same input.
 * UPSNet and Panoptic FCN: the official code (uber-research/UPSNet, Jia-Research-Lab/PanopticFCN)
   is not installable here (neither is on PyPI; UPSNet builds its own CUDA ops, Panoptic FCN runs
   as a project inside an older detectron2 with its compiled ops), so there is no reference run.
@@ -32,21 +36,26 @@ _REFERENCE_METADATA = "panoptic_zoo_benchmark_reference"
 class Reference:
     name: str
     note: str
-    # Builds the reference model in eval mode with the same weights; None: the method is its
-    # own reference, or no reference can run here.
+    # Builds the reference model in eval mode with the same weights; None: no reference can
+    # run here.
     build: Callable[[], nn.Module] | None = None
 
 
-def reference_for(cfg: CfgNode, model: nn.Module) -> Reference:
-    """The reference implementation of ``cfg``'s method, to be loaded with ``model``'s weights."""
+def reference_for(cfg: CfgNode, build_unfolded: Callable[[], nn.Module]) -> Reference:
+    """The reference implementation of ``cfg``'s method; ``build_unfolded`` builds the method's
+    model with the benchmark's weights and no batch norm folded, whose weights it takes."""
     meta_architecture = cfg.MODEL.META_ARCHITECTURE
     if meta_architecture == "PanopticFPN":
-        return Reference("detectron2 PanopticFPN", "the method is detectron2's PanopticFPN")
+        return Reference(
+            "detectron2 PanopticFPN",
+            "the same detectron2 model, batch norms not folded",
+            build_unfolded,
+        )
     if meta_architecture == "PanopticDeepLabModel":
         return Reference(
             "detectron2 projects/panoptic_deeplab",
             "same config and state dict",
-            lambda: _detectron2_panoptic_deeplab(cfg, model),
+            lambda: _detectron2_panoptic_deeplab(cfg, build_unfolded()),
         )
     if meta_architecture == "UPSNet":
         return Reference("uber-research/UPSNet", "official code not installable here")

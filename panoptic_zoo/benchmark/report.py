@@ -103,6 +103,11 @@ def markdown_report(report: dict) -> str:
         f"{conv['gflop_per_s']['nchw']:.1f} GFLOP/s (NCHW), "
         f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last); floor = network "
         f"GFLOP / {floor['rate_gflop_per_s']:.1f} GFLOP/s",
+        f"* inference as `train_net.py --eval-only` runs it: batch norms folded into their "
+        f"convolutions where TEST.FOLD_BATCH_NORMS (per method: "
+        + ", ".join(f"{m['method']} {m['batch_norms_folded']}" for m in report["methods"])
+        + "); freed CPU memory reused (panoptic_zoo.utils.allocator): "
+        f"{'yes' if environment['cpu_heap_reuse'] else 'no'}",
         "* GFLOP = 2 x fvcore's multiply-adds (convolutions, matrix products, norms, upsampling, "
         "deformable convolution, RoIAlign, NMS; not element-wise ops, reductions or sorting)",
         "",

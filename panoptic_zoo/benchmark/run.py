@@ -16,13 +16,13 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
-from detectron2.modeling import build_model as detectron2_build_model
 from PIL import Image
 from torch import nn
 
-from ..checkpoint import build_checkpointer
 from ..config import get_cfg
-from ..engine import Trainer
+from ..engine import Trainer, build_inference_model
+from ..modeling.norm_folding import fold_batch_norms
+from ..utils.allocator import reuse_freed_heap_memory
 from ..utils.config import shrink_to_test_size
 from .flops import count_multiply_adds
 from .floor import FULL_FLOOR, TINY_FLOOR, measure_floor
@@ -108,14 +108,11 @@ def benchmark_inputs(cfg: CfgNode, settings: BenchmarkSettings, source: str | No
     return [{"image": image, "height": height, "width": width}]
 
 
-def build_model(cfg: CfgNode, weights: str) -> nn.Module:
-    """``cfg``'s model in eval mode with ``weights`` loaded (none: its initialization)."""
-    torch.manual_seed(0)  # the same initialization every run where no weights are given
-    model = detectron2_build_model(cfg).eval()  # what Trainer.build_model builds, without its log
-    if weights:
-        # A partly loaded model would report numbers of random weights: exact fit.
-        build_checkpointer(cfg, model, exact_fit=True).load(weights)
-    return model
+def build_model(cfg: CfgNode, weights: str, *, fold_norms: bool | None = None) -> nn.Module:
+    """``cfg``'s model as ``train_net.py --eval-only`` runs it, with ``weights`` loaded (none:
+    its initialization, the same every time); ``fold_norms`` overrides TEST.FOLD_BATCH_NORMS."""
+    torch.manual_seed(0)
+    return build_inference_model(cfg, weights, fold_norms=fold_norms)
 
 
 def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
@@ -131,8 +128,9 @@ def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
             for key, value in found.items()}  # fmt: skip
 
 
-def _time_reference(cfg, model, inputs, settings) -> dict:
-    reference = reference_for(cfg, model)
+def _time_reference(cfg, weights, inputs, settings) -> dict:
+    # The reference loads the same weights into a model without this project's changes.
+    reference = reference_for(cfg, lambda: build_model(cfg, weights, fold_norms=False))
     result = {"name": reference.name, "note": reference.note, "timings": {}, "error": None}
     if reference.build is None:
         return result
@@ -159,7 +157,9 @@ def benchmark_method(
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
-    model = build_model(cfg, weights)
+    model = build_model(cfg, weights, fold_norms=False)
+    parameters = sum(p.numel() for p in model.parameters())  # the checkpoint's, before folding
+    folded = fold_batch_norms(model) if cfg.TEST.FOLD_BATCH_NORMS else 0
     inputs = benchmark_inputs(cfg, settings, source)
     name = METHOD_NAMES.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE)
     logger.info("%s (%s): counting multiply-adds", name, config_path)
@@ -174,7 +174,7 @@ def benchmark_method(
         )  # fmt: skip
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
-    reference = _time_reference(cfg, model, inputs, settings)
+    reference = _time_reference(cfg, weights, inputs, settings)
     accuracy = None
     if settings.eval_dataset:
         logger.info("%s: evaluating on %s", name, settings.eval_dataset)
@@ -184,7 +184,8 @@ def benchmark_method(
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "config": config_path,
         "weights": weights,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters,
+        "batch_norms_folded": folded,
         "multiply_adds": {
             "network": macs.network,
             "postprocess": macs.postprocess,
@@ -223,6 +224,7 @@ def run_benchmark(
     return the report and the paths of the files written."""
     if len(weights) != len(configs):
         raise ValueError(f"{len(weights)} weights for {len(configs)} configs: give one per config")
+    heap_reused = settings.device == "cpu" and reuse_freed_heap_memory()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -234,6 +236,8 @@ def run_benchmark(
             "detectron2": detectron2.__version__,
             "python": platform.python_version(),
             "load_average_start": _load_average(),
+            # Whether freed CPU memory is reused, as train_net.py does (panoptic_zoo.utils.allocator).
+            "cpu_heap_reuse": heap_reused,
         }
         device = torch.device(settings.device)
         floor = measure_floor(device, TINY_FLOOR if settings.tiny else FULL_FLOOR)

@@ -1,4 +1,5 @@
 from .defaults import setup_cfg
+from .inference import build_inference_model
 from .trainer import Trainer
 
-__all__ = ["Trainer", "setup_cfg"]
+__all__ = ["Trainer", "build_inference_model", "setup_cfg"]

@@ -3,7 +3,8 @@ Stride-1 window pooling with large windows. Panoptic-DeepLab's COCO setting pool
 windows (center NMS, 800x1333) and 40 x 40 ones (ASPP image pooling at 1/16); PyTorch's CPU
 kernels take ~1.5 s and ~0.7 s for them on 2 threads. A window's maximum is taken along rows,
 then columns, each by doubling (max of two shifted maxima: ~log2(k) passes), ~60x faster; its
-mean as the mean of column means (2k operations per output instead of k**2).
+mean as two matrix products with 0/1 band matrices, along rows then columns (~8x faster than
+pooling columns then rows with PyTorch's kernel, ~60x faster than the direct one).
 """
 
 from __future__ import annotations
@@ -49,13 +50,23 @@ def _sliding_max(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
 def window_mean(x: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
     """
     ``F.avg_pool2d(x, kernel_size, stride=1)`` (no padding). Windows of more than
-    ``SEPARABLE_MEAN_AREA`` pixels whose outputs cover more than one position are pooled as the
-    mean of their column means: equal up to float rounding (the sums run in another order).
-    Others (small windows; one window over the whole map, as a training crop gives) directly, bit
-    for bit.
+    ``SEPARABLE_MEAN_AREA`` pixels whose outputs cover more than one position are summed along
+    rows, then columns, by matrix products: equal up to float rounding (the sums run in another
+    order). Others (small windows; one window over the whole map, as a training crop gives)
+    directly, bit for bit.
     """
     kernel_area = kernel_size[0] * kernel_size[1]
     if kernel_area <= SEPARABLE_MEAN_AREA or tuple(kernel_size) == tuple(x.shape[-2:]):
         return F.avg_pool2d(x, kernel_size, stride=1)
-    columns = F.avg_pool2d(x, (kernel_size[0], 1), stride=1)
-    return F.avg_pool2d(columns, (1, kernel_size[1]), stride=1)
+    *batch, height, width = x.shape
+    row_sums = x.reshape(-1, width) @ _window_band(width, kernel_size[1], x).t()
+    sums = _window_band(height, kernel_size[0], x) @ row_sums.view(*batch, height, -1)
+    return sums.div_(kernel_area)
+
+
+def _window_band(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(length - size + 1) x length matrix of ones where column j is in window i (j - i in
+    [0, size)), zeros elsewhere, of ``like``'s dtype and device."""
+    windows = torch.arange(length - size + 1, device=like.device).unsqueeze(1)
+    positions = torch.arange(length, device=like.device).unsqueeze(0)
+    return ((positions >= windows) & (positions < windows + size)).to(like.dtype)

@@ -25,9 +25,9 @@ def test_window_max_needs_an_odd_window():
 @pytest.mark.parametrize("kernel_size", [(1, 1), (3, 5), (40, 40), (11, 53), (41, 53)])
 def test_window_mean_is_avg_pool_to_rounding(kernel_size):
     torch.manual_seed(0)
-    x = torch.randn(2, 5, 41, 53)
-    expected = F.avg_pool2d(x, kernel_size, stride=1)
-    torch.testing.assert_close(window_mean(x, kernel_size), expected, rtol=1e-5, atol=1e-6)
+    for x in [torch.randn(2, 5, 41, 53), torch.randn(3, 41, 53) + 100]:  # batched, unbatched
+        expected = F.avg_pool2d(x, kernel_size, stride=1)
+        torch.testing.assert_close(window_mean(x, kernel_size), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_window_mean_is_exact_for_small_or_whole_map_windows():

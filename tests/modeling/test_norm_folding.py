@@ -1,0 +1,96 @@
+"""Batch norms folded into their convolutions: same features and outputs up to rounding."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from panoptic_testing import CONFIGS
+from torch import nn
+
+from panoptic_zoo.config import get_cfg
+from panoptic_zoo.engine import build_inference_model
+from panoptic_zoo.modeling.norm_folding import fold_batch_norms
+from panoptic_zoo.utils.config import shrink_to_test_size
+
+COCO_CONFIGS = [
+    "panoptic_fpn_R_50_1x.yaml",
+    "upsnet_R_50_1x.yaml",
+    "panoptic_deeplab_R_52_DC5_dsconv_200k.yaml",
+    "panoptic_fcn_R_50_1x.yaml",
+]
+
+
+def _unfolded_model(config_name: str) -> nn.Module:
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "coco" / config_name))
+    shrink_to_test_size(cfg)
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    model = build_inference_model(cfg, "", fold_norms=False)
+    # Statistics far from the identity, so a wrong fold cannot pass unnoticed.
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for norm in model.modules():
+            if isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+                size = norm.running_mean.shape
+                norm.running_mean.copy_(torch.randn(size, generator=generator) * 0.3)
+                norm.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+                norm.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                norm.bias.copy_(torch.randn(size, generator=generator) * 0.1)
+    return model
+
+
+def _assert_close_to_rounding(found: torch.Tensor, expected: torch.Tensor) -> None:
+    # Random weights and statistics let activations grow to ~1e5: errors relative to the scale.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("config_name", COCO_CONFIGS)
+def test_folded_model_computes_the_same(config_name):
+    model = _unfolded_model(config_name)
+    normed = {
+        name: conv
+        for name, conv in model.named_modules()
+        if isinstance(conv, Conv2d) and isinstance(conv.norm, (FrozenBatchNorm2d, nn.BatchNorm2d))
+    }
+    folded = copy.deepcopy(model)
+    assert fold_batch_norms(folded) == len(normed) > 0
+    assert not any(isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d)) for m in folded.modules())
+    # Every folded convolution, fed what its unfolded twin saw in a real forward pass (heads
+    # included), gives what the twin gave (copies: ResNet applies ReLU in place afterwards).
+    seen = {}
+
+    def record(name, args, out):
+        seen[name] = ([a.clone() for a in args], out.clone())
+
+    hooks = [
+        conv.register_forward_hook(lambda m, args, out, name=name: record(name, args, out))
+        for name, conv in normed.items()
+    ]
+    torch.manual_seed(2)
+    images = torch.rand(2, 3, 97, 131) * 255  # odd sizes, batch 2
+    with torch.inference_mode():
+        model([{"image": image} for image in images])
+        for hook in hooks:
+            hook.remove()
+        assert seen.keys() == normed.keys()
+        folded_modules = dict(folded.named_modules())
+        for name, (args, expected) in seen.items():
+            _assert_close_to_rounding(folded_modules[name](*args), expected)
+        # And the backbone as a whole, where 50 folded layers follow one another (on a size
+        # every backbone takes unpadded).
+        normalized = torch.randn(2, 3, 96, 128)
+        expected, found = model.backbone(normalized), folded.backbone(normalized)
+        assert expected.keys() == found.keys()
+        for name in expected:
+            _assert_close_to_rounding(found[name], expected[name])
+
+
+def test_folding_is_refused_in_training_mode():
+    model = nn.Sequential(Conv2d(3, 4, 3, norm=FrozenBatchNorm2d(4)))
+    with pytest.raises(ValueError, match="model.eval"):
+        fold_batch_norms(model)

@@ -1,0 +1,40 @@
+"""Freed CPU tensor memory is reused without page faults once the heap settings are applied."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from panoptic_zoo.utils import allocator
+
+# Writes a 64 MiB tensor, frees it, writes another and prints the page faults of the second.
+_SECOND_TENSOR_FAULTS = """
+import resource, sys, torch
+from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
+if sys.argv[1] == "reuse":
+    assert reuse_freed_heap_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.empty(16 * 2**20).fill_(1.0)
+before = faults()
+torch.empty(16 * 2**20).fill_(2.0)
+print(faults() - before)
+"""
+
+
+def _second_tensor_faults(mode: str) -> int:
+    run = subprocess.run(
+        [sys.executable, "-c", _SECOND_TENSOR_FAULTS, mode],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return int(run.stdout.split()[-1])
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="the settings are glibc's")
+def test_freed_tensor_memory_is_reused_without_page_faults():
+    pages = 64 * 2**20 // 4096
+    # glibc's default: the 64 MiB block is unmapped on free and faulted in again page by page.
+    assert _second_tensor_faults("default") > pages // 2
+    assert _second_tensor_faults("reuse") < pages // 20
