@@ -33,10 +33,15 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
     # COCOPanopticEvaluator, PQ only), the cross-check.
     add_missing_options(cfg.TEST, {"PANOPTIC_EVALUATOR": "panoptic_zoo"})
-    # Read by the inference entry points (train_net.py --eval-only, demo, benchmark): fold
-    # batch norms into their convolutions after loading the weights (same outputs up to float
-    # rounding, faster; see panoptic_zoo.modeling.norm_folding). Never applied while training.
-    add_missing_options(cfg.TEST, {"FOLD_BATCH_NORMS": True})
+    # Read by the inference entry points (train_net.py --eval-only, demo, benchmark) after
+    # loading the weights, never while training: fold batch norms into their convolutions
+    # (panoptic_zoo.modeling.norm_folding); on the CPU, run the backbone channels-last
+    # (panoptic_zoo.modeling.memory_format) and dilated depthwise convolutions by shifted
+    # multiply-adds (panoptic_zoo.layers.depthwise_conv). Same outputs up to float rounding.
+    add_missing_options(
+        cfg.TEST,
+        {"FOLD_BATCH_NORMS": True, "CHANNELS_LAST_BACKBONE": True, "SHIFTED_DEPTHWISE": True},
+    )
     # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
     # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code
     # from the file, so it is an explicit opt-in, for files you trust.

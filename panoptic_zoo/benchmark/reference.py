@@ -3,20 +3,20 @@ The implementation a user would otherwise run for each method, with the same wei
 benchmark can time both on the same input.
 
 * Panoptic FPN: panoptic_zoo runs detectron2's own ``PanopticFPN``; the reference is that model
-  as detectron2 runs it, without this project's inference changes (batch norms not folded).
+  as detectron2 runs it, without this project's inference changes (batch norms not folded,
+  NCHW backbone).
 * Panoptic-DeepLab: detectron2's ``projects/panoptic_deeplab`` model, built from the same config
   and loaded with the same state dict (the heads share layers and parameter names).
-
-Both are built from the weights as loaded, before any folding, and timed in the same process
-(same threads, same heap settings) on the same input.
 * UPSNet and Panoptic FCN: the official code (uber-research/UPSNet, Jia-Research-Lab/PanopticFCN)
   is not installable here (neither is on PyPI; UPSNet builds its own CUDA ops, Panoptic FCN runs
   as a project inside an older detectron2 with its compiled ops), so there is no reference run.
+
+The references take the weights as the checkpoint holds them and run in a fresh process
+(:mod:`.reference_process`), as a user running detectron2 would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from detectron2.config import CfgNode
@@ -26,42 +26,45 @@ from torch import nn
 
 from ..modeling.panoptic_deeplab.meta_arch import with_available_norms
 
-__all__ = ["Reference", "reference_for"]
+__all__ = ["Reference", "build_reference", "reference_for"]
 
 # Metadata entry detectron2's reference Panoptic-DeepLab reads its thing ids from.
 _REFERENCE_METADATA = "panoptic_zoo_benchmark_reference"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reference:
     name: str
     note: str
-    # Builds the reference model in eval mode with the same weights; None: no reference can
-    # run here.
-    build: Callable[[], nn.Module] | None = None
+    runs_here: bool  # False: no reference implementation can run in this environment
 
 
-def reference_for(cfg: CfgNode, build_unfolded: Callable[[], nn.Module]) -> Reference:
-    """The reference implementation of ``cfg``'s method; ``build_unfolded`` builds the method's
-    model with the benchmark's weights and no batch norm folded, whose weights it takes."""
+def reference_for(cfg: CfgNode) -> Reference:
+    """The reference implementation of ``cfg``'s method."""
     meta_architecture = cfg.MODEL.META_ARCHITECTURE
     if meta_architecture == "PanopticFPN":
         return Reference(
-            "detectron2 PanopticFPN",
-            "the same detectron2 model, batch norms not folded",
-            build_unfolded,
+            "detectron2 PanopticFPN", "the same detectron2 model, as detectron2 runs it", True
         )
     if meta_architecture == "PanopticDeepLabModel":
-        return Reference(
-            "detectron2 projects/panoptic_deeplab",
-            "same config and state dict",
-            lambda: _detectron2_panoptic_deeplab(cfg, build_unfolded()),
-        )
+        return Reference("detectron2 projects/panoptic_deeplab", "same config and state dict", True)
+    not_installable = "official code not installable here"
     if meta_architecture == "UPSNet":
-        return Reference("uber-research/UPSNet", "official code not installable here")
+        return Reference("uber-research/UPSNet", not_installable, False)
     if meta_architecture == "PanopticFCN":
-        return Reference("Jia-Research-Lab/PanopticFCN", "official code not installable here")
-    return Reference("none", f"no reference known for {meta_architecture}")
+        return Reference("Jia-Research-Lab/PanopticFCN", not_installable, False)
+    return Reference("none", f"no reference known for {meta_architecture}", False)
+
+
+def build_reference(cfg: CfgNode, model: nn.Module) -> nn.Module:
+    """The reference model of ``cfg``'s method in eval mode, with the weights of ``model``: the
+    method's model as its checkpoint holds it (no inference changes)."""
+    meta_architecture = cfg.MODEL.META_ARCHITECTURE
+    if meta_architecture == "PanopticFPN":
+        return model  # detectron2's own class, built by detectron2's build_model
+    if meta_architecture == "PanopticDeepLabModel":
+        return _detectron2_panoptic_deeplab(cfg, model)
+    raise ValueError(f"no reference implementation of {meta_architecture} runs here")
 
 
 def _detectron2_panoptic_deeplab(cfg: CfgNode, model: nn.Module) -> nn.Module:

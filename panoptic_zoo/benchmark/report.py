@@ -41,6 +41,10 @@ def _table(columns, rows) -> list[str]:
     ]
 
 
+def _changes(changes: dict) -> str:
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in changes.items())
+
+
 def _speed_rows(report: dict):
     for method in report["methods"]:
         reference = method["reference"]
@@ -103,11 +107,12 @@ def markdown_report(report: dict) -> str:
         f"{conv['gflop_per_s']['nchw']:.1f} GFLOP/s (NCHW), "
         f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last); floor = network "
         f"GFLOP / {floor['rate_gflop_per_s']:.1f} GFLOP/s",
-        f"* inference as `train_net.py --eval-only` runs it: batch norms folded into their "
-        f"convolutions where TEST.FOLD_BATCH_NORMS (per method: "
-        + ", ".join(f"{m['method']} {m['batch_norms_folded']}" for m in report["methods"])
-        + "); freed CPU memory reused (panoptic_zoo.utils.allocator): "
-        f"{'yes' if environment['cpu_heap_reuse'] else 'no'}",
+        "* models as `train_net.py --eval-only` runs them; its inference changes (TEST.* "
+        "options, docs/BENCHMARKS.md): "
+        + "; ".join(
+            f"{m['method']} {_changes(m['inference_changes'])}" for m in report["methods"]
+        )
+        + f"; freed CPU memory reused: {'yes' if environment['cpu_heap_reuse'] else 'no'}",
         "* GFLOP = 2 x fvcore's multiply-adds (convolutions, matrix products, norms, upsampling, "
         "deformable convolution, RoIAlign, NMS; not element-wise ops, reductions or sorting)",
         "",

@@ -20,8 +20,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import get_cfg
-from ..engine import Trainer, build_inference_model
-from ..modeling.norm_folding import fold_batch_norms
+from ..engine import Trainer, build_inference_model, without_inference_changes
 from ..utils.allocator import reuse_freed_heap_memory
 from ..utils.config import shrink_to_test_size
 from .flops import count_multiply_adds
@@ -108,11 +107,11 @@ def benchmark_inputs(cfg: CfgNode, settings: BenchmarkSettings, source: str | No
     return [{"image": image, "height": height, "width": width}]
 
 
-def build_model(cfg: CfgNode, weights: str, *, fold_norms: bool | None = None) -> nn.Module:
+def build_model(cfg: CfgNode, weights: str) -> nn.Module:
     """``cfg``'s model as ``train_net.py --eval-only`` runs it, with ``weights`` loaded (none:
-    its initialization, the same every time); ``fold_norms`` overrides TEST.FOLD_BATCH_NORMS."""
+    its initialization, the same every time)."""
     torch.manual_seed(0)
-    return build_inference_model(cfg, weights, fold_norms=fold_norms)
+    return build_inference_model(cfg, weights)
 
 
 def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
@@ -128,26 +127,23 @@ def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
             for key, value in found.items()}  # fmt: skip
 
 
-def _time_reference(cfg, weights, inputs, settings) -> dict:
-    # The reference loads the same weights into a model without this project's changes.
-    reference = reference_for(cfg, lambda: build_model(cfg, weights, fold_norms=False))
+def _time_reference(config_path, cfg, weights, settings, source) -> dict:
+    reference = reference_for(cfg)
     result = {"name": reference.name, "note": reference.note, "timings": {}, "error": None}
-    if reference.build is None:
+    if not reference.runs_here:
         return result
     if settings.skip_reference:
         result["note"] = "not run (--skip-reference)"
         return result
-    try:
-        reference_model = reference.build()
-        for precision in settings.precisions:
-            result["timings"][precision] = time_inference(
-                reference_model, inputs, warmup=settings.warmup, repeats=settings.repeats,
-                autocast_dtype=PRECISIONS[precision],
-            )  # fmt: skip
-    except Exception as e:  # someone else's code rejecting the input is a result, not a crash
-        result["error"] = f"{type(e).__name__}: {e}"
+    from .reference_process import time_reference_in_fresh_process  # it imports this module
+
+    timings = time_reference_in_fresh_process(config_path, weights, settings, source)
+    if "error" in timings:
+        result["error"] = timings["error"]
         result["note"] = "reference failed on this input"
         logger.warning("%s failed: %s", reference.name, result["error"])
+    else:
+        result["timings"] = timings
     return result
 
 
@@ -157,9 +153,11 @@ def benchmark_method(
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
-    model = build_model(cfg, weights, fold_norms=False)
-    parameters = sum(p.numel() for p in model.parameters())  # the checkpoint's, before folding
-    folded = fold_batch_norms(model) if cfg.TEST.FOLD_BATCH_NORMS else 0
+    # Parameters of the checkpoint: folding the norms changes the model's.
+    as_checkpointed = build_model(without_inference_changes(cfg), weights)
+    parameters = sum(p.numel() for p in as_checkpointed.parameters())
+    del as_checkpointed
+    model = build_model(cfg, weights)
     inputs = benchmark_inputs(cfg, settings, source)
     name = METHOD_NAMES.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE)
     logger.info("%s (%s): counting multiply-adds", name, config_path)
@@ -174,7 +172,7 @@ def benchmark_method(
         )  # fmt: skip
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
-    reference = _time_reference(cfg, weights, inputs, settings)
+    reference = _time_reference(config_path, cfg, weights, settings, source)
     accuracy = None
     if settings.eval_dataset:
         logger.info("%s: evaluating on %s", name, settings.eval_dataset)
@@ -185,7 +183,7 @@ def benchmark_method(
         "config": config_path,
         "weights": weights,
         "parameters": parameters,
-        "batch_norms_folded": folded,
+        "inference_changes": model.inference_changes,
         "multiply_adds": {
             "network": macs.network,
             "postprocess": macs.postprocess,
@@ -236,7 +234,7 @@ def run_benchmark(
             "detectron2": detectron2.__version__,
             "python": platform.python_version(),
             "load_average_start": _load_average(),
-            # Whether freed CPU memory is reused, as train_net.py does (panoptic_zoo.utils.allocator).
+            # Whether freed CPU memory is reused, as train_net.py does (utils.allocator).
             "cpu_heap_reuse": heap_reused,
         }
         device = torch.device(settings.device)

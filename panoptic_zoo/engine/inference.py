@@ -9,25 +9,50 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ..checkpoint import build_checkpointer
+from ..layers.depthwise_conv import use_shifted_depthwise
+from ..modeling.memory_format import channels_last_backbone
 from ..modeling.norm_folding import fold_batch_norms
 
-__all__ = ["build_inference_model"]
+__all__ = ["build_inference_model", "without_inference_changes"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_inference_model(
-    cfg: CfgNode, weights: str, *, resume: bool = False, fold_norms: bool | None = None
-) -> nn.Module:
+def build_inference_model(cfg: CfgNode, weights: str, *, resume: bool = False) -> nn.Module:
     """
     ``cfg``'s model in eval mode with ``weights`` loaded, exactly (a partly loaded model would
     report numbers of random weights; "" keeps the initialization); with ``resume``, the last
-    checkpoint of ``cfg.OUTPUT_DIR`` instead where there is one. Batch norms are folded into
-    their convolutions when ``fold_norms`` (default: ``cfg.TEST.FOLD_BATCH_NORMS``), after
-    loading, so the model is for inference only.
+    checkpoint of ``cfg.OUTPUT_DIR`` instead where there is one. Then, after loading, so the
+    model is for inference only: batch norms folded into their convolutions
+    (``TEST.FOLD_BATCH_NORMS``) and, on the CPU, a channels-last backbone
+    (``TEST.CHANNELS_LAST_BACKBONE``) and dilated depthwise convolutions by shifted
+    multiply-adds (``TEST.SHIFTED_DEPTHWISE``). Each changes outputs only by float rounding.
+    What was changed is noted in the model's ``inference_changes`` (a dict).
     """
     model = build_model(cfg).eval()
     build_checkpointer(cfg, model, exact_fit=True).resume_or_load(weights, resume=resume)
-    if cfg.TEST.FOLD_BATCH_NORMS if fold_norms is None else fold_norms:
-        logger.info("Folded %d batch norms into their convolutions", fold_batch_norms(model))
+    on_cpu = cfg.MODEL.DEVICE == "cpu"
+    changes = {
+        "batch_norms_folded": fold_batch_norms(model) if cfg.TEST.FOLD_BATCH_NORMS else 0,
+        "channels_last_backbone": on_cpu and cfg.TEST.CHANNELS_LAST_BACKBONE,
+        "shifted_depthwise_convolutions": (
+            use_shifted_depthwise(model) if on_cpu and cfg.TEST.SHIFTED_DEPTHWISE else 0
+        ),
+    }
+    if changes["channels_last_backbone"]:
+        channels_last_backbone(model)
+    logger.info("Inference changes: %s", changes)
+    model.inference_changes = changes
     return model
+
+
+def without_inference_changes(cfg: CfgNode) -> CfgNode:
+    """``cfg`` with the inference changes of :func:`build_inference_model` turned off: the model
+    as the checkpoint holds it, and as detectron2 would run it."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.FOLD_BATCH_NORMS = False
+    cfg.TEST.CHANNELS_LAST_BACKBONE = False
+    cfg.TEST.SHIFTED_DEPTHWISE = False
+    cfg.freeze()
+    return cfg

@@ -17,22 +17,32 @@ from torch import nn
 __all__ = ["fold_batch_norms"]
 
 
+def _foldable_convolutions(model: nn.Module) -> list[Conv2d]:
+    """The detectron2 ``Conv2d`` layers of ``model`` whose ``norm`` is a frozen batch norm or a
+    batch norm with running statistics."""
+    return [
+        conv
+        for conv in model.modules()
+        if isinstance(conv, Conv2d)
+        and (
+            isinstance(conv.norm, FrozenBatchNorm2d)
+            or (isinstance(conv.norm, nn.BatchNorm2d) and conv.norm.running_var is not None)
+        )
+    ]
+
+
 @torch.no_grad()
 def fold_batch_norms(model: nn.Module) -> int:
     """
-    Fold every frozen or eval-mode batch norm held by a detectron2 ``Conv2d`` (its ``norm``)
-    into that convolution, in place; returns how many were folded. For inference only: the
-    folded model has fewer parameters than its checkpoint, so it is refused in training mode.
+    Fold the norm of every :func:`_foldable_convolutions` layer into its convolution, in place;
+    returns how many were folded. For inference only: the folded model has other parameters
+    than its checkpoint, so it is refused in training mode.
     """
     if model.training:
         raise ValueError("fold_batch_norms is for inference: call model.eval() first")
-    folded = 0
-    for conv in model.modules():
-        norm = getattr(conv, "norm", None) if isinstance(conv, Conv2d) else None
-        if not isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
-            continue
-        if isinstance(norm, nn.BatchNorm2d) and norm.running_var is None:
-            continue  # normalizes with the batch's own statistics, even in eval mode
+    convolutions = _foldable_convolutions(model)
+    for conv in convolutions:
+        norm = conv.norm
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:  # None: a BatchNorm2d without affine parameters
             scale = scale * norm.weight
@@ -44,5 +54,4 @@ def fold_batch_norms(model: nn.Module) -> int:
         conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
         conv.bias = nn.Parameter(shift, requires_grad=False)
         conv.norm = None
-        folded += 1
-    return folded
+    return len(convolutions)

@@ -68,8 +68,14 @@ def test_json_report_is_complete(tiny_run):
         assert _positive(reference[name]["timings"]["fp32"]["total_s"])
     assert all(not reference[name]["timings"] for name in ("UPSNet", "Panoptic FCN"))
     assert report["environment"]["cpu_heap_reuse"] is True  # glibc, as CI runs
-    # The shapes configs train from scratch with group norms: nothing to fold.
-    assert all(method["batch_norms_folded"] == 0 for method in report["methods"])
+    # The shapes configs train from scratch with group norms (nothing to fold); their backbones
+    # run channels-last on the CPU; Panoptic-DeepLab's two ASPPs have two dilated depthwise
+    # convolutions each.
+    for method in report["methods"]:
+        assert method["inference_changes"] == {
+            "batch_norms_folded": 0, "channels_last_backbone": True,
+            "shifted_depthwise_convolutions": 4 if method["method"] == "Panoptic-DeepLab" else 0,
+        }  # fmt: skip
 
 
 def _tables(markdown: str) -> list[list[list[str]]]:

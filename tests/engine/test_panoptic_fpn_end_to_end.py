@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from detectron2.utils.events import EventStorage
 from panoptic_testing import (
@@ -114,4 +115,5 @@ def test_command_line_two_process_training_then_eval_only(tmp_path):
     _run(["--config-file", config, "--eval-only", *shrink, "MODEL.WEIGHTS",
           str(out / "model_final.pth"), "OUTPUT_DIR", str(out)], env)  # fmt: skip
     evaluated = json.loads((out / EVAL_RESULTS_FILE).read_text())
-    assert evaluated["panoptic_seg"] == trained["panoptic_seg"]
+    # --eval-only runs the inference changes (channels-last backbone): equal up to rounding.
+    assert evaluated["panoptic_seg"] == pytest.approx(trained["panoptic_seg"], rel=1e-4, abs=1e-4)

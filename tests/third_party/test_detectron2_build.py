@@ -13,6 +13,8 @@ import importlib
 import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 import tomllib
 import uuid
 import xml.etree.ElementTree as ET
@@ -624,7 +626,12 @@ def test_lr_scheduler_hook_saves_and_restores_torch_scheduler_state():
 
 def _launch_worker(out_dir):
     """Runs in each process that detectron2.engine.launch spawns (so it is module-level)."""
+    import faulthandler
+
     import torch.distributed as dist
+
+    # A process stuck in a collective prints where, and exits, instead of hanging the test.
+    faulthandler.dump_traceback_later(_LAUNCH_HANG_S, exit=True)
     from torch.nn.parallel import DistributedDataParallel
 
     from detectron2.engine.defaults import create_ddp_model
@@ -654,23 +661,31 @@ def _launch_worker(out_dir):
     dist.destroy_process_group()
 
 
-# ~10 s on 2 idle cores; the limits leave room for a heavily loaded machine, where starting two
-# processes that import torch and detectron2 can take minutes.
-@pytest.mark.timeout(280)
-def test_launch_two_cpu_processes(tmp_path, monkeypatch):
-    from detectron2.engine import launch
+# Seconds after which a launched process reports a hang and exits. ~10 s on 2 idle cores; the
+# limits leave room for a loaded machine, where starting the processes can take a minute.
+_LAUNCH_HANG_S = 200
+# launch() runs in a fresh interpreter: the spawned processes must not depend on what earlier
+# tests left in pytest's process (threads, signal handlers, environment), where this test once
+# in a while hung with one child stuck in the first barrier and none of its stacks printed.
+_LAUNCH_SCRIPT = """
+import sys
+from datetime import timedelta
+sys.path.insert(0, sys.argv[1])
+from detectron2.engine import launch
+from test_detectron2_build import _launch_worker
+launch(_launch_worker, num_gpus_per_machine=2, dist_url="file://" + sys.argv[2] + "/dist_init",
+       args=(sys.argv[2],), timeout=timedelta(seconds=150))
+"""
 
-    # The spawned children import this module by name: make sure its folder is on their
-    # sys.path (they inherit the parent's), and keep them off any GPU.
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    launch(
-        _launch_worker,
-        num_gpus_per_machine=2,
-        dist_url=f"file://{tmp_path / 'dist_init'}",
-        args=(str(tmp_path),),
-        timeout=timedelta(seconds=240),
-    )
+
+@pytest.mark.timeout(280)
+def test_launch_two_cpu_processes(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # keep the processes off any GPU
+    run = subprocess.run(
+        [sys.executable, "-c", _LAUNCH_SCRIPT, str(Path(__file__).resolve().parent), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=_LAUNCH_HANG_S + 60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, result in enumerate(results):
         assert result["rank"] == result["local_rank"] == rank

@@ -1,4 +1,5 @@
-"""Batch norms folded into their convolutions: same features and outputs up to rounding."""
+"""The inference changes of build_inference_model (folded batch norms, channels-last backbone):
+the same features and outputs up to float rounding."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from panoptic_testing import CONFIGS
 from torch import nn
 
 from panoptic_zoo.config import get_cfg
-from panoptic_zoo.engine import build_inference_model
+from panoptic_zoo.engine import build_inference_model, without_inference_changes
+from panoptic_zoo.layers.depthwise_conv import use_shifted_depthwise
+from panoptic_zoo.modeling.memory_format import channels_last_backbone
 from panoptic_zoo.modeling.norm_folding import fold_batch_norms
 from panoptic_zoo.utils.config import shrink_to_test_size
 
@@ -29,7 +32,7 @@ def _unfolded_model(config_name: str) -> nn.Module:
     shrink_to_test_size(cfg)
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
-    model = build_inference_model(cfg, "", fold_norms=False)
+    model = build_inference_model(without_inference_changes(cfg), "")
     # Statistics far from the identity, so a wrong fold cannot pass unnoticed.
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -94,3 +97,56 @@ def test_folding_is_refused_in_training_mode():
     model = nn.Sequential(Conv2d(3, 4, 3, norm=FrozenBatchNorm2d(4)))
     with pytest.raises(ValueError, match="model.eval"):
         fold_batch_norms(model)
+
+
+@pytest.mark.parametrize("config_name", COCO_CONFIGS)
+def test_channels_last_backbone_gives_the_same_contiguous_features(config_name):
+    model = _unfolded_model(config_name)
+    changed = copy.deepcopy(model)
+    channels_last_backbone(changed)
+    conv = next(m for m in changed.backbone.modules() if isinstance(m, Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    normalized = torch.randn(2, 3, 96, 128)
+    with torch.inference_mode():
+        expected, found = model.backbone(normalized), changed.backbone(normalized)
+    for name in expected:
+        assert found[name].is_contiguous()  # the heads see NCHW, as before
+        _assert_close_to_rounding(found[name], expected[name])
+
+
+def test_inference_changes_follow_the_config():
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "coco" / COCO_CONFIGS[0]))
+    shrink_to_test_size(cfg)
+    cfg.MODEL.DEVICE = "cpu"
+    changed = build_inference_model(cfg, "")
+    assert not changed.training and not any(
+        isinstance(m, FrozenBatchNorm2d) for m in changed.modules()
+    )
+    assert changed.backbone.bottom_up.stem.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert changed.inference_changes == {
+        "batch_norms_folded": 53, "channels_last_backbone": True,
+        "shifted_depthwise_convolutions": 0,
+    }  # fmt: skip
+    unchanged = build_inference_model(without_inference_changes(cfg), "")
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in unchanged.modules()) == 53
+    assert unchanged.backbone.bottom_up.stem.conv1.weight.is_contiguous()
+    assert unchanged.inference_changes == {
+        "batch_norms_folded": 0, "channels_last_backbone": False,
+        "shifted_depthwise_convolutions": 0,
+    }  # fmt: skip
+
+
+def test_panoptic_deeplab_asspp_depthwise_convolutions_run_by_shifts():
+    model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
+    changed = copy.deepcopy(model)
+    # Two ASPPs (semantic and instance branch), three dilated depthwise convolutions each.
+    assert use_shifted_depthwise(changed) == 6
+    assert changed.state_dict().keys() == model.state_dict().keys()
+    torch.manual_seed(3)
+    inputs = [{"image": torch.rand(3, 97, 131) * 255}]
+    with torch.inference_mode():
+        (expected,), (found,) = model(inputs), changed(inputs)
+    _assert_close_to_rounding(found["sem_seg"], expected["sem_seg"])

@@ -1,0 +1,89 @@
+"""
+Timing a method's reference implementation in a fresh process, as a user would run it:
+detectron2's code with glibc's default heap (the benchmark's own process reuses freed memory,
+which a fresh process running detectron2's tools does not), the weights as the checkpoint holds
+them, the same input, threads and device. :func:`time_reference_in_fresh_process` runs
+
+    python -m panoptic_zoo.benchmark.reference_process REQUEST.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..engine import without_inference_changes
+from ..utils.io import atomic_write_json
+from .reference import build_reference
+from .run import PRECISIONS, BenchmarkSettings, benchmark_inputs, build_model, load_config
+from .timing import time_inference
+
+__all__ = ["time_reference_in_fresh_process"]
+
+
+def time_reference_in_fresh_process(
+    config_path: str, weights: str, settings: BenchmarkSettings, source: str | None
+) -> dict:
+    """Timings per precision of ``config_path``'s reference (:mod:`.reference`), or
+    ``{"error": message}`` where it failed on this input."""
+    request = {
+        "config": config_path,
+        "weights": weights,
+        "source": source,
+        "settings": {**asdict(settings), "output_dir": str(settings.output_dir)},
+    }
+    with tempfile.TemporaryDirectory(prefix="panoptic_zoo_reference_") as folder:
+        request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
+        request_path.write_text(json.dumps(request))
+        run = subprocess.run(
+            [sys.executable, "-m", __name__, str(request_path), str(result_path)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if run.returncode != 0 or not result_path.exists():
+            tail = (run.stderr or run.stdout).strip().splitlines()[-5:]
+            return {"error": f"reference process exited with {run.returncode}: " + " | ".join(tail)}
+        return json.loads(result_path.read_text())
+
+
+def _settings(record: dict) -> BenchmarkSettings:
+    return BenchmarkSettings(**{
+        **record,
+        "size": tuple(record["size"]),
+        "precisions": tuple(record["precisions"]),
+        "opts": tuple(record["opts"]),
+        "output_dir": Path(record["output_dir"]),
+    })  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    request_path, result_path = (Path(a) for a in argv)
+    request = json.loads(request_path.read_text())
+    settings = _settings(request["settings"])
+    torch.set_num_threads(settings.threads)
+    cfg = load_config(request["config"], settings)
+    inputs = benchmark_inputs(cfg, settings, request["source"])
+    try:
+        as_checkpointed = build_model(without_inference_changes(cfg), request["weights"])
+        model = build_reference(cfg, as_checkpointed)
+        result = {
+            precision: time_inference(
+                model, inputs, warmup=settings.warmup, repeats=settings.repeats,
+                autocast_dtype=PRECISIONS[precision],
+            )
+            for precision in settings.precisions
+        }  # fmt: skip
+    except Exception as e:  # someone else's code rejecting the input is a result, not a crash
+        result = {"error": f"{type(e).__name__}: {e}"}
+    atomic_write_json(result_path, result)
+
+
+if __name__ == "__main__":
+    import panoptic_zoo  # noqa: F401  (registers the models and datasets, as train_net.py does)
+
+    main(sys.argv[1:])
