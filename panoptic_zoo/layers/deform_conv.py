@@ -52,9 +52,11 @@ def sampled_deform_conv3x3(
     weight = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], _TAPS * channels).t()
     out = x.new_empty(batch, height, width, weight.shape[1])
     for image in range(batch):
-        # Pixels as rows of channels, and a zero row (index height * width) for the outside.
-        pixels = x[image].permute(1, 2, 0).reshape(-1, channels)
-        pixels = torch.cat((pixels, pixels.new_zeros(1, channels)))
+        # Pixels as rows of channels, and a zero row (index height * width) for the outside:
+        # one copy of the image.
+        pixels = x.new_empty(height * width + 1, channels)
+        pixels[:-1].view(height, width, channels).copy_(x[image].permute(1, 2, 0))
+        pixels[-1] = 0
         for chunk in row_chunks(height, _TAPS * channels * width, _SAMPLED_FLOATS_PER_CHUNK):
             corners, corner_weights = _bilinear_corners(
                 sample_y[image, chunk], sample_x[image, chunk], height, width

@@ -71,16 +71,27 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Per pixel of ``[C, H, W]`` logits (any strides), the log-sum-exp over all classes and over
-    the classes ``group``: ``torch.logsumexp`` over dim 0, to float rounding (exp's vector paths
-    differ), in one pass of row chunks.
+    the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding
+    (exp's vector paths differ), in one pass of row chunks. Each class is exponentiated once:
+    the log-sum-exp over all classes combines the group's with the other classes' (logaddexp).
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
-    height, width = logits.shape[1:]
+    classes, height, width = logits.shape
+    in_group_classes = range(classes)[group]
+    if in_group_classes.step != 1 or not in_group_classes:
+        raise ValueError(f"group must be a non-empty slice of consecutive classes, got {group}")
+    others = [
+        part
+        for part in (slice(0, in_group_classes.start), slice(in_group_classes.stop, classes))
+        if part.stop > part.start
+    ]
     everything, in_group = logits.new_empty((height, width)), logits.new_empty((height, width))
     for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
         chunk = logits[:, rows]
-        everything[rows] = _logsumexp_over_dim0(chunk)
-        in_group[rows] = _logsumexp_over_dim0(chunk[group])
+        total = in_group[rows] = _logsumexp_over_dim0(chunk[group])
+        for part in others:
+            total = torch.logaddexp(total, _logsumexp_over_dim0(chunk[part]))
+        everything[rows] = total
     return everything, in_group
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks
@@ -117,3 +118,9 @@ def test_masks_above_with_detectron2_boxes():
     assert torch.equal(masks, maps > 0.7)
     assert torch.equal(boxes, BitMasks(maps > 0.7).get_bounding_boxes().tensor)
     assert boxes[1].tolist() == [0, 0, 0, 0] and boxes[2].tolist() == [28, 36, 29, 37]
+
+
+def test_class_logsumexps_needs_a_slice_of_consecutive_classes():
+    for group in (slice(0, 0), slice(0, 4, 2)):
+        with pytest.raises(ValueError, match="consecutive classes"):
+            class_logsumexps(torch.zeros(4, 2, 3), group)
