@@ -18,7 +18,6 @@ import sys
 import tomllib
 import uuid
 import xml.etree.ElementTree as ET
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
