@@ -5,9 +5,10 @@ The split needs no method-specific code: the network is every module that holds 
 own (convolutions, norms, linear layers, anywhere in the model), and it ends when the last of
 them returns; everything after that (resizing to the output size, mask pasting, grouping,
 panoptic merging) is post-processing. Forward hooks note when each such module returns, so one
-call gives both times. Measured against Panoptic FCN's own in-code split, the two agree to
-microseconds. A method that ran a weighted module in the middle of its post-processing would
-have that stretch counted as network, never the reverse.
+call gives both times. Measured against an in-code split of Panoptic FCN (timers around its
+network call, since removed), the two agreed to microseconds. A method that ran a weighted
+module in the middle of its post-processing would have that stretch counted as network, never
+the reverse.
 """
 
 from __future__ import annotations

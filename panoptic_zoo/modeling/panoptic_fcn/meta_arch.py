@@ -11,7 +11,6 @@ level sizes depend on the padded batch.
 
 from __future__ import annotations
 
-import time
 
 import torch
 from detectron2.config import configurable
@@ -64,8 +63,6 @@ class PanopticFCN(nn.Module):
         self.position_weight = position_weight
         self.segment_weight = segment_weight
         self.top_k_points = top_k_points
-        # Seconds spent in the network and in post-processing by the last inference call.
-        self.last_timing: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, cfg):
@@ -280,14 +277,10 @@ class PanopticFCN(nn.Module):
 
     @torch.no_grad()
     def _inference(self, batched_inputs):
-        start = time.perf_counter()
         images = self._images(batched_inputs)
         thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
             images.tensor
         )
-        if images.tensor.is_cuda:
-            torch.cuda.synchronize()
-        network_done = time.perf_counter()
         strides = self.target_generator.level_strides
         encoder_stride = self.inference.encoder_stride
         results = []
@@ -306,10 +299,4 @@ class PanopticFCN(nn.Module):
                     output_size,
                 )
             )
-        if images.tensor.is_cuda:
-            torch.cuda.synchronize()
-        self.last_timing = {
-            "network_s": network_done - start,
-            "postprocess_s": time.perf_counter() - network_done,
-        }
         return results

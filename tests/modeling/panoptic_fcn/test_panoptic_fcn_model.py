@@ -42,7 +42,6 @@ def test_batch_of_two_inference(tiny_shapes, tmp_path):
     cfg.MODEL.PANOPTIC_FCN.INFERENCE.INSTANCE_SCORE_THRESH = 0.0
     cfg.MODEL.PANOPTIC_FCN.INFERENCE.STUFF_AREA_LIMIT = 1
     model, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
-    assert set(model.last_timing) == {"network_s", "postprocess_s"}
     num_stuff = cfg.MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES
     for result, x in zip(batched, inputs):
         size = (x["height"], x["width"])
