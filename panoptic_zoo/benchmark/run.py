@@ -20,7 +20,12 @@ from PIL import Image
 from torch import nn
 
 from ..config import get_cfg
-from ..engine import Trainer, build_inference_model, without_inference_changes
+from ..engine import (
+    Trainer,
+    apply_inference_changes,
+    build_inference_model,
+    without_inference_changes,
+)
 from ..utils.allocator import reuse_freed_heap_memory
 from ..utils.config import shrink_to_test_size
 from .flops import count_multiply_adds
@@ -153,11 +158,10 @@ def benchmark_method(
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
-    # Parameters of the checkpoint: folding the norms changes the model's.
-    as_checkpointed = build_model(without_inference_changes(cfg), weights)
-    parameters = sum(p.numel() for p in as_checkpointed.parameters())
-    del as_checkpointed
-    model = build_model(cfg, weights)
+    model = build_model(without_inference_changes(cfg), weights)
+    # Parameters of the checkpoint, counted before folding the norms changes them.
+    parameters = sum(p.numel() for p in model.parameters())
+    apply_inference_changes(cfg, model)
     inputs = benchmark_inputs(cfg, settings, source)
     name = METHOD_NAMES.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE)
     logger.info("%s (%s): counting multiply-adds", name, config_path)

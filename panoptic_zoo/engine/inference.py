@@ -13,7 +13,7 @@ from ..layers.depthwise_conv import use_shifted_depthwise
 from ..modeling.memory_format import channels_last_backbone
 from ..modeling.norm_folding import fold_batch_norms
 
-__all__ = ["build_inference_model", "without_inference_changes"]
+__all__ = ["apply_inference_changes", "build_inference_model", "without_inference_changes"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +22,23 @@ def build_inference_model(cfg: CfgNode, weights: str, *, resume: bool = False) -
     """
     ``cfg``'s model in eval mode with ``weights`` loaded, exactly (a partly loaded model would
     report numbers of random weights; "" keeps the initialization); with ``resume``, the last
-    checkpoint of ``cfg.OUTPUT_DIR`` instead where there is one. Then, after loading, so the
-    model is for inference only: batch norms folded into their convolutions
-    (``TEST.FOLD_BATCH_NORMS``) and, on the CPU, a channels-last backbone
-    (``TEST.CHANNELS_LAST_BACKBONE``) and dilated depthwise convolutions by shifted
-    multiply-adds (``TEST.SHIFTED_DEPTHWISE``). Each changes outputs only by float rounding.
-    What was changed is noted in the model's ``inference_changes`` (a dict).
+    checkpoint of ``cfg.OUTPUT_DIR`` instead where there is one; then, after loading, the
+    config's :func:`apply_inference_changes`.
     """
     model = build_model(cfg).eval()
     build_checkpointer(cfg, model, exact_fit=True).resume_or_load(weights, resume=resume)
+    apply_inference_changes(cfg, model)
+    return model
+
+
+def apply_inference_changes(cfg: CfgNode, model: nn.Module) -> dict:
+    """
+    Change the eval-mode ``model`` for inference only, in place: batch norms folded into their
+    convolutions (``TEST.FOLD_BATCH_NORMS``) and, on the CPU, a channels-last backbone
+    (``TEST.CHANNELS_LAST_BACKBONE``) and dilated depthwise convolutions by shifted
+    multiply-adds (``TEST.SHIFTED_DEPTHWISE``). Each changes outputs only by float rounding.
+    Returns what was changed, also kept as the model's ``inference_changes``.
+    """
     on_cpu = cfg.MODEL.DEVICE == "cpu"
     changes = {
         "batch_norms_folded": fold_batch_norms(model) if cfg.TEST.FOLD_BATCH_NORMS else 0,
@@ -43,7 +51,7 @@ def build_inference_model(cfg: CfgNode, weights: str, *, resume: bool = False) -
         channels_last_backbone(model)
     logger.info("Inference changes: %s", changes)
     model.inference_changes = changes
-    return model
+    return changes
 
 
 def without_inference_changes(cfg: CfgNode) -> CfgNode:

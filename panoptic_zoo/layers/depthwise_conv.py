@@ -3,7 +3,7 @@ Dilated 3x3 depthwise convolutions (Panoptic-DeepLab's depthwise-separable ASPP)
 inference, as nine shifted multiply-adds.
 
 oneDNN runs a dilated depthwise convolution on NCHW input at ~5 GFLOP/s: 2048 channels at 50x84
-(an 800x1333 image at stride 16) took ~35 ms per call, 12 calls per image. Nine ``addcmul_``
+(an 800x1333 image at stride 16) took ~35 ms per call, 6 calls per image. Nine ``addcmul_``
 passes over channel chunks that stay in cache take ~14 ms. Undilated depthwise convolutions
 are left to oneDNN, which is fast for them.
 """

@@ -11,7 +11,6 @@ level sizes depend on the padded batch.
 
 from __future__ import annotations
 
-
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
