@@ -10,7 +10,9 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
 * added here for the torchvision ops fvcore skips: ``deform_conv2d`` (the convolution plus 4
   multiply-adds per bilinear sample of its input), ``roi_align`` (4 multiply-adds per bilinear
   sample; 2x2 samples per bin when the sampling ratio is adaptive, i.e. <= 0, since the real
-  count depends on the box sizes) and ``nms`` (one per pair of boxes);
+  count depends on the box sizes) and ``nms`` (one per pair of boxes); ``embedding_bag`` (one
+  per element of each row it sums: the CPU deformable convolution's bilinear gather) and
+  ``mm`` also when written with ``out=`` (fvcore's handle takes two inputs only);
 * not counted: batch norm (detectron2's analysis skips it: it folds into the convolution at
   inference), element-wise operations, reductions, sorting, indexing and comparisons. Their
   names are listed in the report (``uncounted_ops``).
@@ -60,10 +62,23 @@ def _nms_macs(inputs, outputs) -> int:
     return boxes * (boxes - 1) // 2
 
 
-_TORCHVISION_HANDLES = {
+def _mm_macs(inputs, outputs) -> int:
+    # aten::mm(a, b) or, with out=, aten::mm(a, b, out), which fvcore's handle rejects
+    rows, inner = get_shape(inputs[0])
+    return rows * inner * get_shape(inputs[1])[1]
+
+
+def _embedding_bag_macs(inputs, outputs) -> int:
+    # aten::embedding_bag(weight, indices, ...): one multiply-add per element of each row summed
+    return math.prod(get_shape(inputs[1])) * get_shape(inputs[0])[1]
+
+
+_ADDED_HANDLES = {
     "torchvision::deform_conv2d": _deform_conv2d_macs,
     "torchvision::roi_align": _roi_align_macs,
     "torchvision::nms": _nms_macs,
+    "aten::mm": _mm_macs,
+    "aten::embedding_bag": _embedding_bag_macs,
 }
 
 
@@ -85,7 +100,7 @@ def count_multiply_adds(model: nn.Module, inputs: list[dict]) -> MultiplyAdds:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns about every data-dependent branch
         analysis = FlopCountAnalysis(model, inputs)
-        analysis.set_op_handle(**_TORCHVISION_HANDLES)
+        analysis.set_op_handle(**_ADDED_HANDLES)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")

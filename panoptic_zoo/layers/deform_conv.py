@@ -5,12 +5,12 @@ CPU inference a faster equivalent (:func:`sampled_deform_conv3x3`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
-
-from ..utils.chunks import row_chunks
 
 __all__ = ["DeformableConv3x3", "sampled_deform_conv3x3"]
 
@@ -18,8 +18,9 @@ _TAPS = 3 * 3
 # Tap k of the 3x3 kernel (row-major) looks at (y + dy, x + dx), before its learned offset.
 _TAP_DY = (-1, -1, -1, 0, 0, 0, 1, 1, 1)
 _TAP_DX = (-1, 0, 1, -1, 0, 1, -1, 0, 1)
-# Floats of sampled input (pixels x taps x channels) per chunk of output rows.
-_SAMPLED_FLOATS_PER_CHUNK = 8 * 2**20
+# Floats of the per-tap response table (pixels x taps x output channels) built at once; larger
+# layers build it for a group of taps at a time.
+_TABLE_FLOATS = 64 * 2**20
 
 
 def sampled_deform_conv3x3(
@@ -31,48 +32,72 @@ def sampled_deform_conv3x3(
 ) -> torch.Tensor:
     """
     ``deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)`` for a 3x3 kernel,
-    stride 1, one offset group, as a gather and a matrix product. Each tap's input is bilinear
-    in four pixels, which hold all channels contiguously in a channels-last copy of ``x``:
-    ``F.embedding_bag`` blends those rows with the bilinear weights (times the modulation),
-    with torchvision's rules (corners outside the image read zero), and one GEMM applies the
-    weights, in chunks of output rows. On 2 CPU threads at FPN sizes this is ~6x faster than
-    torchvision's kernel, which samples in one thread; equal to it up to float rounding.
+    stride 1, one offset group, as one matrix product and one gather. Bilinear sampling is
+    linear, so a tap's weights may be applied before sampling: a GEMM turns every pixel into its
+    response to each tap (a pixels x (taps x out channels) table), and ``F.embedding_bag`` sums,
+    for each output pixel, the table rows at the four corners of its nine sampling positions
+    with the bilinear weights (times the modulation), with torchvision's rules (corners outside
+    the image read zero). This has the dense GEMM shape of a plain convolution and never
+    materializes the sampled input (pixels x 9 x in channels). Large layers build the table
+    for a group of taps at a time (``_TABLE_FLOATS``). On 2 CPU threads at FPN sizes this is
+    ~8x faster than torchvision's kernel, which samples in one thread; equal to it up to float
+    rounding.
+
+    The result has shape NCHW but channels-last memory (the gather writes pixels as rows):
+    a following deformable layer then reads its input with no copy; callers that need
+    contiguous NCHW call ``.contiguous()``.
     """
     batch, channels, height, width = x.shape
+    out_channels = weight.shape[0]
+    pixels = height * width
     offset = offset.view(batch, _TAPS, 2, height, width)
     rows = torch.arange(height, dtype=x.dtype, device=x.device).view(1, 1, height, 1)
     columns = torch.arange(width, dtype=x.dtype, device=x.device).view(1, 1, 1, width)
     tap_dy = torch.tensor(_TAP_DY, dtype=x.dtype, device=x.device).view(1, _TAPS, 1, 1)
     tap_dx = torch.tensor(_TAP_DX, dtype=x.dtype, device=x.device).view(1, _TAPS, 1, 1)
-    # Sampling positions, per pixel and tap (channels-last order: pixel, then tap).
+    # Sampling positions, per pixel and tap (pixel-major order, as the gather's bags).
     sample_y = (rows + tap_dy + offset[:, :, 0]).permute(0, 2, 3, 1)
     sample_x = (columns + tap_dx + offset[:, :, 1]).permute(0, 2, 3, 1)
-    modulation = None if mask is None else mask.permute(0, 2, 3, 1)
-    # Weights in (tap, channel) order, as the gathered columns.
-    weight = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], _TAPS * channels).t()
-    out = x.new_empty(batch, height, width, weight.shape[1])
+    # Weights as in channels x (tap, out channel): the table's columns.
+    weight = weight.permute(1, 2, 3, 0).reshape(channels, _TAPS * out_channels)
+    largest_group = max(1, _TABLE_FLOATS // ((pixels + 1) * out_channels))
+    group_size = math.ceil(_TAPS / math.ceil(_TAPS / largest_group))  # groups of equal size
+    results = []
     for image in range(batch):
-        # Pixels as rows of channels, and a zero row (index height * width) for the outside:
-        # one copy of the image.
-        pixels = x.new_empty(height * width + 1, channels)
-        pixels[:-1].view(height, width, channels).copy_(x[image].permute(1, 2, 0))
-        pixels[-1] = 0
-        for chunk in row_chunks(height, _TAPS * channels * width, _SAMPLED_FLOATS_PER_CHUNK):
-            corners, corner_weights = _bilinear_corners(
-                sample_y[image, chunk], sample_x[image, chunk], height, width
+        corners, corner_weights = _bilinear_corners(
+            sample_y[image], sample_x[image], height, width
+        )
+        corners = corners.view(pixels, _TAPS, 4)
+        corner_weights = corner_weights.view(pixels, _TAPS, 4)
+        if mask is not None:
+            corner_weights = corner_weights * mask[image].reshape(_TAPS, pixels).t()[..., None]
+        # Pixels as rows of channels: a view when x is channels-last.
+        inputs = x[image].permute(1, 2, 0).reshape(pixels, channels)
+        result = None
+        for first in range(0, _TAPS, group_size):
+            taps = slice(first, min(first + group_size, _TAPS))
+            num_taps = taps.stop - taps.start
+            # Row p * num_taps + j of the table: pixel p's response to tap first + j; the
+            # rows of "pixel" ``pixels`` (the outside) are zero.
+            table = x.new_empty(pixels + 1, num_taps * out_channels)
+            torch.mm(
+                inputs, weight[:, taps.start * out_channels : taps.stop * out_channels],
+                out=table[:-1],
+            )  # fmt: skip
+            table[-1] = 0
+            tap_rows = torch.arange(num_taps, device=x.device).view(1, num_taps, 1)
+            bags = F.embedding_bag(
+                (corners[:, taps] * num_taps + tap_rows).view(pixels, 4 * num_taps),
+                table.view(-1, out_channels),
+                per_sample_weights=corner_weights[:, taps].reshape(pixels, 4 * num_taps),
+                mode="sum",
             )
-            if modulation is not None:
-                corner_weights = corner_weights * modulation[image, chunk].reshape(-1, 1)
-            sampled = F.embedding_bag(
-                corners, pixels, per_sample_weights=corner_weights, mode="sum"
-            )
-            out[image, chunk] = (sampled.view(-1, _TAPS * channels) @ weight).view(
-                -1, width, weight.shape[1]
-            )
-    if bias is not None:
-        out += bias
-    # NCHW, as torchvision returns: a channels-last result would carry its strides downstream.
-    return out.permute(0, 3, 1, 2).contiguous()
+            result = bags if result is None else result.add_(bags)
+        if bias is not None:
+            result += bias
+        results.append(result)
+    out = results[0][None] if batch == 1 else torch.stack(results)
+    return out.view(batch, height, width, out_channels).permute(0, 3, 1, 2)
 
 
 def _bilinear_corners(y: torch.Tensor, x: torch.Tensor, height: int, width: int):
@@ -100,7 +125,8 @@ class DeformableConv3x3(nn.Module):
     last 9 channels, the layout of detectron2's and mmcv's modulated layers). Runs through
     ``torchvision.ops.deform_conv2d``, which has CPU and CUDA kernels for forward and backward
     (upstream detectron2's compiled deformable convolutions have no CPU kernels); CPU inference
-    (no gradient) through the faster :func:`sampled_deform_conv3x3`.
+    (no gradient) through the faster :func:`sampled_deform_conv3x3`, whose result is
+    channels-last in memory.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, modulated=False):

@@ -6,6 +6,7 @@ from .maps import (
     class_logsumexps,
     crop_and_resize,
     masks_above,
+    merged_class_probabilities,
 )
 from .panoptic import (
     panoptic_segments,
@@ -20,6 +21,7 @@ __all__ = [
     "class_logsumexps",
     "crop_and_resize",
     "masks_above",
+    "merged_class_probabilities",
     "panoptic_segments",
     "paste_instances_by_score",
     "remove_overlapping_instances",

@@ -12,7 +12,13 @@ from torch.nn import functional as F
 from ..utils.chunks import row_chunks
 from . import _class_argmax
 
-__all__ = ["class_argmax", "class_logsumexps", "crop_and_resize", "masks_above"]
+__all__ = [
+    "class_argmax",
+    "class_logsumexps",
+    "crop_and_resize",
+    "masks_above",
+    "merged_class_probabilities",
+]
 
 # Pixels per chunk of the per-pixel passes over class logits: one chunk's classes x pixels floats
 # stay in cache through all the reductions, instead of a pass over ~0.5 GB for each (COCO's 133
@@ -77,14 +83,7 @@ def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, 
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
     classes, height, width = logits.shape
-    in_group_classes = range(classes)[group]
-    if in_group_classes.step != 1 or not in_group_classes:
-        raise ValueError(f"group must be a non-empty slice of consecutive classes, got {group}")
-    others = [
-        part
-        for part in (slice(0, in_group_classes.start), slice(in_group_classes.stop, classes))
-        if part.stop > part.start
-    ]
+    others = _other_classes(classes, group, "group")
     everything, in_group = logits.new_empty((height, width)), logits.new_empty((height, width))
     for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
         chunk = logits[:, rows]
@@ -95,23 +94,64 @@ def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, 
     return everything, in_group
 
 
+def _other_classes(classes: int, group: slice, name: str) -> list[slice]:
+    """The classes outside ``group`` (consecutive, non-empty, else an error) as 0-2 slices."""
+    in_group = range(classes)[group]
+    if in_group.step != 1 or not in_group:
+        raise ValueError(f"{name} must be a non-empty slice of consecutive classes, got {group}")
+    return [
+        part
+        for part in (slice(0, in_group.start), slice(in_group.stop, classes))
+        if part.stop > part.start
+    ]
+
+
 # exp() of float32 below this underflows to a denormal or 0, and PyTorch's CPU exp takes a ~14x
 # slower path for such inputs (random-weight logits have them on almost every pixel).
 EXP_UNDERFLOW = -87.0
 
 
 def _logsumexp_over_dim0(x: torch.Tensor) -> torch.Tensor:
-    """
-    ``torch.logsumexp(x, dim=0)``, the same operations, with the differences to the maximum
-    clamped at ``EXP_UNDERFLOW``: the maximum's own term is exp(0) = 1, so terms below
-    exp(-87) ~ 1.6e-38 (at most a few hundred of them) never change the float sum.
-    """
+    """``torch.logsumexp(x, dim=0)``, the same operations, with :func:`_exp_minus`."""
     maxima = x.amax(dim=0)
     shift = maxima.masked_fill(maxima.isinf(), 0)  # as torch: no inf - inf
-    terms = (x - shift).clamp_(min=EXP_UNDERFLOW).exp_()
-    result = terms.sum(dim=0).log_().add_(shift)
+    result = _exp_minus(x, shift).sum(dim=0).log_().add_(shift)
     # All -inf: torch's sum of exp(-inf) is 0, the log -inf, which the clamp must not change.
     return result.masked_fill_(maxima == -math.inf, -math.inf)
+
+
+def _exp_minus(x: torch.Tensor, maxima: torch.Tensor) -> torch.Tensor:
+    """
+    ``exp(x - maxima)``, the differences clamped at ``EXP_UNDERFLOW``: with ``maxima`` the
+    maximum over dim 0, its own term is exp(0) = 1, so terms below exp(-87) ~ 1.6e-38 (at most a
+    few hundred of them) never change a sum over dim 0.
+    """
+    return (x - maxima).clamp_(min=EXP_UNDERFLOW).exp_()
+
+
+def merged_class_probabilities(logits: torch.Tensor, merged: slice) -> torch.Tensor:
+    """
+    The softmax over dim 0 of ``[C, H, W]`` logits (any strides) with the classes ``merged``
+    (a non-empty slice of consecutive classes) summed into one channel: ``[1 + C - len(merged),
+    H, W]``, channel 0 the merged classes, then the others in order. One pass of row chunks,
+    each class exponentiated once (to float rounding of ``softmax``; see :func:`_exp_minus`).
+    """
+    logits = logits.detach()
+    classes, height, width = logits.shape
+    kept = _other_classes(classes, merged, "merged")
+    kept_classes = sum(part.stop - part.start for part in kept)
+    probabilities = logits.new_empty((1 + kept_classes, height, width))
+    for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
+        chunk = logits[:, rows]
+        terms = _exp_minus(chunk, chunk.amax(dim=0))
+        total = terms.sum(dim=0)
+        torch.div(terms[merged].sum(dim=0), total, out=probabilities[0, rows])
+        channel = 1
+        for part in kept:
+            count = part.stop - part.start
+            torch.div(terms[part], total, out=probabilities[channel : channel + count, rows])
+            channel += count
+    return probabilities
 
 
 def masks_above(

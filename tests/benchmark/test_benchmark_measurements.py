@@ -56,3 +56,22 @@ def test_multiply_adds_of_network_and_postprocessing():
     deformable_sampling = 4 * 8 * 9 * pixels  # 4 multiply-adds per bilinear sample
     assert macs.network == convolutions + deformable_sampling
     assert macs.postprocess == 4 * 4 * pixels  # (4 x HW) @ (HW x 4)
+
+
+def test_multiply_adds_of_the_cpu_deformable_convolution():
+    """Its gather path (a GEMM written with out=, then embedding_bag) counts as torchvision's."""
+    from panoptic_zoo.layers import DeformableConv3x3
+
+    class GatherModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.deform = DeformableConv3x3(3, 4)
+
+        def forward(self, batched_inputs):
+            return [{"sem_seg": self.deform(batched_inputs[0]["image"].float()[None])}]
+
+    pixels = SIZE * SIZE
+    with torch.no_grad():
+        macs = count_multiply_adds(GatherModel().eval(), _inputs())
+    offsets, convolution = 3 * 18 * 9 * pixels, 3 * 4 * 9 * pixels
+    assert macs.network == offsets + convolution + 4 * 4 * 9 * pixels  # 4 per sample of 4 channels

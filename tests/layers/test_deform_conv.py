@@ -10,7 +10,10 @@ from panoptic_zoo.layers.deform_conv import sampled_deform_conv3x3
 
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("shape", [(2, 5, 9, 13), (1, 3, 1, 7), (1, 4, 6, 1), (2, 6, 31, 17)])
-def test_gather_path_is_torchvision_deform_conv(shape, modulated):
+@pytest.mark.parametrize("table_floats", [None, 1])
+def test_gather_path_is_torchvision_deform_conv(shape, modulated, table_floats, monkeypatch):
+    if table_floats is not None:  # one tap per table
+        monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", table_floats)
     torch.manual_seed(sum(shape))
     batch, channels, height, width = shape
     x = torch.randn(shape)
@@ -26,6 +29,25 @@ def test_gather_path_is_torchvision_deform_conv(shape, modulated):
         sampled_deform_conv3x3(x, offset, weight, None, mask), expected - bias.view(1, -1, 1, 1),
         rtol=1e-5, atol=1e-5,
     )  # fmt: skip
+    # Channels-last input (what a previous deformable layer returns) reads the same.
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        sampled_deform_conv3x3(channels_last, offset, weight, bias, mask), expected,
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+
+
+def test_table_groups_taps_within_its_budget(monkeypatch):
+    tables = []
+    real_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 3 * 4 * (5 * 7 + 1))
+    monkeypatch.setattr(
+        torch.Tensor, "new_empty",
+        lambda self, *size, **kw: tables.append(size) or real_empty(self, *size, **kw),
+    )  # fmt: skip
+    x, offset = torch.randn(1, 2, 5, 7), torch.randn(1, 18, 5, 7)
+    sampled_deform_conv3x3(x, offset, torch.randn(4, 2, 3, 3), None)
+    assert tables == [(5 * 7 + 1, 3 * 4)] * 3  # three taps per table, three tables
 
 
 def test_module_uses_the_gather_path_only_without_gradients(monkeypatch):

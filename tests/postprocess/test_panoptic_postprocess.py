@@ -12,6 +12,7 @@ from detectron2.structures import BitMasks
 from panoptic_zoo.postprocess import (
     class_argmax,
     class_logsumexps,
+    merged_class_probabilities,
     crop_and_resize,
     masks_above,
     panoptic_segments,
@@ -92,6 +93,33 @@ def test_class_logsumexps_on_extreme_logits():
     for got, expected in [(everything, logits.logsumexp(0)), (group, logits[:3].logsumexp(0))]:
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert everything[0, 0] == -math.inf and everything[0, 1] == math.inf and everything[0, 2] == 4
+
+
+@pytest.mark.parametrize("merged", [slice(5, None), slice(0, 2), slice(2, 5), slice(0, 7)])
+def test_merged_class_probabilities_are_the_softmax_summed_over_a_group(merged):
+    padded = torch.randn(7, 40, 9001) * 5
+    logits = padded[:, :37, :8999]  # a strided crop, rows in chunks and a partial last one
+    probs = logits.softmax(dim=0)
+    kept = [c for c in range(7) if c not in range(7)[merged]]
+    expected = torch.cat((probs[merged].sum(dim=0, keepdim=True), probs[kept]))
+    got = merged_class_probabilities(logits, merged)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_merged_class_probabilities_on_extreme_logits():
+    logits = torch.randn(6, 5, 7) * 1000  # exp underflows for almost every class
+    logits[:, 0, 0] = -math.inf  # no class at all: NaN, as torch
+    logits[2, 0, 1] = math.inf  # NaN, as torch
+    logits[:, 0, 2] = -math.inf
+    logits[3, 0, 2] = 4.0  # one finite class
+    probs = logits.softmax(dim=0)
+    expected = torch.cat((probs[3:].sum(dim=0, keepdim=True), probs[:3]))
+    torch.testing.assert_close(
+        merged_class_probabilities(logits, slice(3, 6)), expected, rtol=1e-6, atol=1e-6,
+        equal_nan=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="consecutive classes"):
+        merged_class_probabilities(logits, slice(0, 6, 2))
 
 
 def test_class_argmax_is_torch_argmax():

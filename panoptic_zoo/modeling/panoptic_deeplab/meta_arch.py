@@ -151,8 +151,10 @@ class PanopticDeepLabModel(nn.Module):
         features = self.backbone(images.tensor)
         if self.training:
             return self.losses(features, batched_inputs)
-        sem_seg, _ = self.sem_seg_head(features)
+        # The semantic head last: its final step, upsampling 133-class logits to the input
+        # resolution, is post-processing (after the last layer, as the other methods' resizing).
         center, offset, _, _ = self.ins_embed_head(features)
+        sem_seg, _ = self.sem_seg_head(features)
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             height, width = x.get("height", image_size[0]), x.get("width", image_size[1])

@@ -11,9 +11,9 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import nms
 
 from ...postprocess import (
-    CLASS_PASS_PIXELS,
     class_argmax,
     crop_and_resize,
+    merged_class_probabilities,
     panoptic_segments,
     remove_overlapping_instances,
     resize_panoptic,
@@ -229,16 +229,25 @@ class UPSNet(GeneralizedRCNN):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
-        detections, _ = self.roi_heads(images, features, proposals, None)
+        # Boxes only: the mask head runs once, below, for the detections' masks (probabilities,
+        # as detectron2's mask_rcnn_inference gives) and the panoptic candidates' logits.
+        detections = self.roi_heads._forward_box(features, proposals)
+        semantic_logits = self.semantic_head(features)
+        detection_mask_logits = self._mask_logits(
+            features, [x.pred_boxes for x in detections], [x.pred_classes for x in detections]
+        )
+        candidates, mask_logits = [], []
+        for instances, logits in zip(detections, detection_mask_logits):
+            instances.pred_masks = logits.sigmoid()[:, None]
+            keep = self._panoptic_candidates(instances)
+            candidates.append(instances[keep])
+            mask_logits.append(logits[keep])
+        # Resizing to the image is post-processing, after the last layer (the mask head).
         semantic_logits = F.interpolate(
-            self.semantic_head(features),
+            semantic_logits,
             scale_factor=self.semantic_head.common_stride,
             mode="bilinear",
             align_corners=False,
-        )
-        candidates = [self._panoptic_candidates(x) for x in detections]
-        mask_logits = self._mask_logits(
-            features, [x.pred_boxes for x in candidates], [x.pred_classes for x in candidates]
         )
         results = []
         for i, image_size in enumerate(images.image_sizes):
@@ -249,19 +258,21 @@ class UPSNet(GeneralizedRCNN):
             results.append(
                 {
                     "panoptic_seg": resize_panoptic(*panoptic, height, width),
-                    "sem_seg": self._merged_stuff_scores(
-                        crop_and_resize(semantic_logits[i], image_size, height, width)
+                    # (S + 1) probabilities: channel 0 any thing, 1..S the stuff classes.
+                    "sem_seg": merged_class_probabilities(
+                        crop_and_resize(semantic_logits[i], image_size, height, width),
+                        merged=slice(self.num_stuff_classes, None),
                     ),
                     "instances": detector_postprocess(detections[i], height, width),
                 }
             )
         return results
 
-    def _panoptic_candidates(self, detections: Instances) -> Instances:
-        """Detections above the score threshold, after class-agnostic NMS."""
-        detections = detections[detections.scores >= self.score_thresh]
-        keep = nms(detections.pred_boxes.tensor, detections.scores, self.nms_thresh)
-        return detections[keep]
+    def _panoptic_candidates(self, detections: Instances) -> torch.Tensor:
+        """Indices of the detections above the score threshold, after class-agnostic NMS."""
+        above = torch.nonzero(detections.scores >= self.score_thresh)[:, 0]
+        keep = nms(detections.pred_boxes.tensor[above], detections.scores[above], self.nms_thresh)
+        return above[keep]
 
     def _panoptic_inference(self, semantic_logits, candidates: Instances, mask_logits):
         height, width = semantic_logits.shape[-2:]
@@ -293,22 +304,6 @@ class UPSNet(GeneralizedRCNN):
         return panoptic_segments(
             stuff_classes, instance_index, classes, candidates.scores, self.stuff_area_limit
         )
-
-    def _merged_stuff_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """
-        (S + T) logits -> (S + 1) probabilities, channel 0 = any thing, 1..S = stuff: the
-        softmax over all classes, the thing probabilities summed; in row chunks that stay in
-        cache (no (S + T) x H x W softmax).
-        """
-        num_stuff = self.num_stuff_classes
-        logits = logits.detach()
-        height, width = logits.shape[1:]
-        scores = logits.new_empty((num_stuff + 1, height, width))
-        for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
-            probs = logits[:, rows].softmax(dim=0)
-            torch.sum(probs[num_stuff:], dim=0, out=scores[0, rows])
-            scores[1:, rows] = probs[:num_stuff]
-        return scores
 
 
 def reassign_by_semantic_majority(

@@ -98,7 +98,9 @@ class UPSNetSemanticHead(nn.Module):
             )
             for f in self.in_features
         ]  # fmt: skip
-        return self.predictor(torch.cat(levels, dim=1))
+        # CPU inference runs the subnetwork channels-last (see DeformableConv3x3); the logits
+        # leave NCHW-contiguous: the panoptic head gathers whole class planes from them.
+        return self.predictor(torch.cat(levels, dim=1)).contiguous()
 
 
 def crop_semantic_target(

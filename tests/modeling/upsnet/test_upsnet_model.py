@@ -8,6 +8,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.events import EventStorage
 from panoptic_testing import (
     assert_valid_evaluation,
@@ -127,6 +128,27 @@ def test_batch_of_two_inference_matches_single_images_and_output_contract(tiny_s
         assert b["instances"].image_size == (x["height"], x["width"])
 
 
+def test_instances_are_detectron2_roi_heads_predictions(tiny_shapes, tmp_path):
+    """The mask head runs once for detections and panoptic candidates: masks as detectron2's."""
+    cfg = _cfg(tiny_shapes, tmp_path)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # an untrained model: keep its detections
+    model = Trainer.build_model(cfg).eval()
+    image = build_dataset_mapper(cfg, is_train=False)(DatasetCatalog.get(tiny_shapes["val"])[0])
+    with torch.no_grad():
+        got = model([image])[0]["instances"]
+        images = model.preprocess_image([image])
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        expected, _ = model.roi_heads(images, features, proposals, None)
+    expected = detector_postprocess(expected[0], image["height"], image["width"])
+    assert len(got) > 0
+    for field in ("pred_boxes", "scores", "pred_classes", "pred_masks"):
+        got_value, expected_value = got.get(field), expected.get(field)
+        if field == "pred_boxes":
+            got_value, expected_value = got_value.tensor, expected_value.tensor
+        assert torch.equal(got_value, expected_value), field
+
+
 def _without_scores(segments_info):
     return [{k: v for k, v in info.items() if k != "score"} for info in segments_info]
 
@@ -140,15 +162,3 @@ def test_trainer_end_to_end_reports_pq(tiny_shapes, tmp_path):
     _, results = train_and_read_results(cfg)
     assert_valid_evaluation(results, {"panoptic_seg", "bbox", "segm", "sem_seg"})
     assert all(0.0 <= v <= 100.0 for v in results["panoptic_seg"].values())
-
-
-def test_merged_stuff_scores_are_the_softmax_summed_over_things():
-    from types import SimpleNamespace
-
-    from panoptic_zoo.modeling.upsnet.meta_arch import UPSNet
-
-    logits = torch.randn(3 + 5, 13, 9001) * 5  # 3 stuff, 5 thing classes; rows in chunks
-    probs = logits.softmax(dim=0)
-    expected = torch.cat((probs[3:].sum(dim=0, keepdim=True), probs[:3]))
-    merged = UPSNet._merged_stuff_scores(SimpleNamespace(num_stuff_classes=3), logits)
-    torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
