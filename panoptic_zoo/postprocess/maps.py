@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from ..utils.chunks import row_chunks
-from . import _class_argmax
+from . import _class_maps
 
 __all__ = [
     "class_argmax",
@@ -51,40 +51,63 @@ def class_argmax(logits: torch.Tensor) -> torch.Tensor:
     ``torch.get_num_threads()`` threads: ~5x faster than PyTorch's (0.35 s for 133 classes at
     800x1333 on 2 threads).
     """
-    if (
-        logits.device.type != "cpu"
-        or logits.dtype != torch.float32
-        or logits.stride(-1) != 1
-        or logits.numel() == 0
-    ):
+    if not _runs_in_c(logits):
         return logits.argmax(dim=0)
     array = logits.detach().numpy()
     best = torch.empty(logits.shape[1:], dtype=torch.long)
-    height = logits.shape[1]
+    _in_row_threads(len(best), lambda *rows: _class_maps.argmax_rows(array, best.numpy(), *rows))
+    return best
+
+
+def _runs_in_c(logits: torch.Tensor) -> bool:
+    """Whether the C kernels (float32 [C, H, W] CPU logits, contiguous columns) take these."""
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.stride(-1) == 1
+        and logits.numel() > 0
+    )
+
+
+def _in_row_threads(height: int, kernel) -> None:
+    """``kernel(first_row, stop_row)`` on ``torch.get_num_threads()`` bands of rows at once."""
     threads = max(1, min(torch.get_num_threads(), height))
     bounds = [height * i // threads for i in range(threads + 1)]
-    rows = zip(bounds, bounds[1:])
-    list(_pool(threads).map(lambda r: _class_argmax.argmax_rows(array, best.numpy(), *r), rows))
-    return best
+    list(_pool(threads).map(lambda rows: kernel(*rows), zip(bounds, bounds[1:])))
 
 
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per thread count, kept: post-processing calls the kernel per row chunk."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="class_argmax")
+    """One pool per thread count, kept: post-processing calls the kernels per row chunk."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="class_maps")
 
 
 def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Per pixel of ``[C, H, W]`` logits (any strides), the log-sum-exp over all classes and over
-    the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding
-    (exp's vector paths differ), in one pass of row chunks. Each class is exponentiated once:
-    the log-sum-exp over all classes combines the group's with the other classes' (logaddexp).
+    the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding.
+    Float32 CPU logits with contiguous columns go through a C kernel (two passes over the
+    logits, its own vectorized exp; 0.19-0.31 s -> ~0.05 s for 133 classes at 800x1333 on 2
+    threads); others through PyTorch in one pass of row chunks. Each class is exponentiated
+    once: the log-sum-exp over all classes combines the group's with the others' (logaddexp).
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
     classes, height, width = logits.shape
     others = _other_classes(classes, group, "group")
-    everything, in_group = logits.new_empty((height, width)), logits.new_empty((height, width))
+    in_group = logits.new_empty((height, width))
+    if _runs_in_c(logits):
+        group_classes = range(classes)[group]
+        outside = logits.new_empty((height, width))
+        array = logits.numpy()
+        _in_row_threads(
+            height,
+            lambda *rows: _class_maps.logsumexp_rows(
+                array, group_classes.start, group_classes.stop, in_group.numpy(),
+                outside.numpy(), *rows,
+            ),
+        )  # fmt: skip
+        return torch.logaddexp(in_group, outside), in_group
+    everything = logits.new_empty((height, width))
     for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
         chunk = logits[:, rows]
         total = in_group[rows] = _logsumexp_over_dim0(chunk[group])

@@ -83,16 +83,26 @@ def test_class_logsumexps_in_chunks_are_torch_logsumexp():
     torch.testing.assert_close(group, torch.logsumexp(logits[2:5], dim=0), rtol=1e-6, atol=1e-6)
 
 
-def test_class_logsumexps_on_extreme_logits():
+@pytest.mark.parametrize("group", [slice(0, 3), slice(3, 6), slice(1, 4), slice(0, 6)])
+@pytest.mark.parametrize("layout", ["float32", "channels_last", "float64"])
+def test_class_logsumexps_on_extreme_logits(layout, group):
+    """The C kernel (float32, contiguous columns) and PyTorch's path (the other layouts)."""
     logits = torch.randn(6, 5, 7) * 1000  # exp underflows for almost every class
     logits[:, 0, 0] = -math.inf  # no class at all
     logits[2, 0, 1] = math.inf
     logits[:, 0, 2] = -math.inf
     logits[3, 0, 2] = 4.0  # one finite class
-    everything, group = class_logsumexps(logits, slice(0, 3))
-    for got, expected in [(everything, logits.logsumexp(0)), (group, logits[:3].logsumexp(0))]:
-        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+    logits[5, 4, 6] = math.nan
+    if layout == "channels_last":
+        logits = logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    elif layout == "float64":
+        logits = logits.double()
+    everything, in_group = class_logsumexps(logits, group)
+    expected = [(everything, logits.logsumexp(0)), (in_group, logits[group].logsumexp(0))]
+    for got, wanted in expected:
+        torch.testing.assert_close(got, wanted, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert everything[0, 0] == -math.inf and everything[0, 1] == math.inf and everything[0, 2] == 4
+    assert everything[4, 6].isnan()
 
 
 @pytest.mark.parametrize("merged", [slice(5, None), slice(0, 2), slice(2, 5), slice(0, 7)])

@@ -279,7 +279,9 @@ class PanopticDeepLabModel(nn.Module):
         center_x = (torch.bincount(flat_ids, xs.flatten(), num_ids) / counts).long()
 
         things = [x for x in segments_info if x["isthing"]]
-        thing_ids = torch.tensor([x["id"] for x in things], device=flat_ids.device, dtype=torch.long)
+        thing_ids = torch.tensor(
+            [x["id"] for x in things], device=flat_ids.device, dtype=torch.long
+        )
         instances = Instances((height, width))
         instances.pred_masks = segment_ids[None] == thing_ids[:, None, None]
         instances.pred_classes = torch.tensor(

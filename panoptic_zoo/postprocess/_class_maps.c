@@ -1,0 +1,236 @@
+/*
+ * Per-pixel passes over the classes of float32 logits [C, H, W], in C, for a block of pixels at a
+ * time whose running values stay in L1 and which the compiler vectorizes:
+ *  - argmax: PyTorch's CPU argmax over dim 0 runs at ~3 ns per logit (0.35 s for COCO's 133
+ *    classes at 800x1333 on 2 threads);
+ *  - log-sum-exps over a group of classes and over the others: PyTorch takes ~10 passes over the
+ *    logits (max, subtract, exp, sum, for each part) and a ~14x slower exp for arguments below
+ *    -87; here two passes, with an exp that vectorizes.
+ * Python side: panoptic_zoo/postprocess/maps.py (class_argmax, class_logsumexps).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Pixels per block: the running values stay in L1. */
+#define BLOCK 512
+
+PyDoc_STRVAR(argmax_rows_doc,
+"argmax_rows(logits, out, first_row, stop_row)\n\n"
+"``out[y, x] = argmax_c logits[c, y, x]`` for rows ``first_row <= y < stop_row``: ``logits`` a\n"
+"float32 buffer [C, H, W] whose columns are contiguous (any channel and row strides), ``out``\n"
+"a writable C-contiguous int64 buffer [H, W]. The first maximum wins; NaN counts as the largest\n"
+"value (PyTorch's rule). Runs without the GIL.");
+
+static PyObject *argmax_rows(PyObject *self, PyObject *args)
+{
+    PyObject *logits_object, *out_object;
+    Py_ssize_t first_row, stop_row;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnn", &logits_object, &out_object, &first_row, &stop_row))
+        return NULL;
+    Py_buffer logits, out;
+    if (PyObject_GetBuffer(logits_object, &logits, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(out_object, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&logits);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (logits.ndim != 3 || logits.itemsize != 4 || logits.format[0] != 'f' ||
+        logits.strides[2] != 4) {
+        PyErr_SetString(PyExc_ValueError,
+                        "logits must be float32 [C, H, W] with contiguous columns");
+    } else if (out.ndim != 2 || out.itemsize != 8 || out.shape[0] != logits.shape[1] ||
+               out.shape[1] != logits.shape[2]) {
+        PyErr_SetString(PyExc_ValueError, "out must be int64 [H, W], H and W those of logits");
+    } else if (logits.shape[0] < 1 || first_row < 0 || stop_row > logits.shape[1] ||
+               first_row > stop_row) {
+        PyErr_SetString(PyExc_ValueError, "need at least one class and rows inside the image");
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        const Py_ssize_t classes = logits.shape[0], width = logits.shape[2];
+        const Py_ssize_t class_stride = logits.strides[0], row_stride = logits.strides[1];
+        int64_t *best_class = (int64_t *)out.buf;
+        float best[BLOCK];
+        int32_t index[BLOCK];
+        for (Py_ssize_t y = first_row; y < stop_row; y++) {
+            const char *row = (const char *)logits.buf + y * row_stride;
+            for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
+                const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
+                const float *first = (const float *)row + x0;
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    best[i] = first[i];
+                    index[i] = 0;
+                }
+                for (Py_ssize_t c = 1; c < classes; c++) {
+                    const float *values = (const float *)(row + c * class_stride) + x0;
+                    for (Py_ssize_t i = 0; i < n; i++) {
+                        /* Larger, or a first NaN: NaN compares unequal to itself. */
+                        const int take = (values[i] > best[i]) |
+                                         ((values[i] != values[i]) & (best[i] == best[i]));
+                        best[i] = take ? values[i] : best[i];
+                        index[i] = take ? (int32_t)c : index[i];
+                    }
+                }
+                int64_t *destination = best_class + y * width + x0;
+                for (Py_ssize_t i = 0; i < n; i++) destination[i] = index[i];
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&logits);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+/*
+ * exp(x) for x <= 0 (a difference to a maximum), as Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
+ * exp(r) by a degree-7 polynomial, 2^n from the exponent bits; ~1 ulp. Below -87.3 the result
+ * is that of -87.3, ~1.2e-38 (never changes a sum that holds the maximum's exp(0) = 1).
+ * Plain arithmetic, so loops over it vectorize.
+ */
+static inline float exp_nonpositive(float x)
+{
+    x = x > -87.3f ? x : -87.3f;  /* a NaN becomes -87.3 too: callers track NaN themselves */
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction needed). */
+    const float shifter = 12582912.0f;
+    const float t = x * 1.44269504088896341f + shifter;
+    const float n = t - shifter;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t bits; float value; } scale;
+    scale.bits = ((int32_t)n + 127) << 23;
+    return p * scale.value;
+}
+
+/* One block of pixels: the log-sum-exp of ``count`` classes from ``first``, shifted by their
+   maximum. As torch: NaN if any logit is NaN, else an infinite maximum is the result. */
+static void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t x0, Py_ssize_t n,
+                            Py_ssize_t first, Py_ssize_t count, float *out)
+{
+    float maximum[BLOCK], sum[BLOCK];
+    int32_t nan_seen[BLOCK];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        maximum[i] = -INFINITY;
+        sum[i] = 0.0f;
+        nan_seen[i] = 0;
+    }
+    for (Py_ssize_t c = first; c < first + count; c++) {
+        const float *values = (const float *)(row + c * class_stride) + x0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            maximum[i] = values[i] > maximum[i] ? values[i] : maximum[i];
+            nan_seen[i] |= values[i] != values[i];
+        }
+    }
+    for (Py_ssize_t c = first; c < first + count; c++) {
+        const float *values = (const float *)(row + c * class_stride) + x0;
+        for (Py_ssize_t i = 0; i < n; i++) sum[i] += exp_nonpositive(values[i] - maximum[i]);
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = nan_seen[i] ? NAN : isinf(maximum[i]) ? maximum[i] : logf(sum[i]) + maximum[i];
+}
+
+PyDoc_STRVAR(logsumexp_rows_doc,
+"logsumexp_rows(logits, first_class, stop_class, group_out, others_out, first_row, stop_row)\n\n"
+"For rows ``first_row <= y < stop_row`` of float32 ``logits`` [C, H, W] with contiguous\n"
+"columns: ``group_out[y, x]`` = the log-sum-exp over classes ``first_class <= c < stop_class``,\n"
+"``others_out[y, x]`` over the other classes (-inf if none). Outputs: writable C-contiguous\n"
+"float32 [H, W]. A NaN logit gives NaN. Runs without the GIL.");
+
+static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
+{
+    PyObject *logits_object, *group_object, *others_object;
+    Py_ssize_t first_class, stop_class, first_row, stop_row;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnnOOnn", &logits_object, &first_class, &stop_class,
+                          &group_object, &others_object, &first_row, &stop_row))
+        return NULL;
+    Py_buffer logits, group, others;
+    if (PyObject_GetBuffer(logits_object, &logits, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(group_object, &group, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&logits);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(others_object, &others, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&logits);
+        PyBuffer_Release(&group);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_buffer *outputs[2] = {&group, &others};
+    int outputs_ok = 1;
+    for (int k = 0; k < 2; k++)
+        outputs_ok &= outputs[k]->ndim == 2 && outputs[k]->itemsize == 4 &&
+                      outputs[k]->format[0] == 'f' && logits.ndim == 3 &&
+                      outputs[k]->shape[0] == logits.shape[1] &&
+                      outputs[k]->shape[1] == logits.shape[2];
+    if (logits.ndim != 3 || logits.itemsize != 4 || logits.format[0] != 'f' ||
+        logits.strides[2] != 4) {
+        PyErr_SetString(PyExc_ValueError,
+                        "logits must be float32 [C, H, W] with contiguous columns");
+    } else if (!outputs_ok) {
+        PyErr_SetString(PyExc_ValueError, "outputs must be float32 [H, W], those of logits");
+    } else if (first_class < 0 || stop_class > logits.shape[0] || first_class >= stop_class ||
+               first_row < 0 || stop_row > logits.shape[1] || first_row > stop_row) {
+        PyErr_SetString(PyExc_ValueError, "need a non-empty class group and rows inside the image");
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        const Py_ssize_t classes = logits.shape[0], width = logits.shape[2];
+        const Py_ssize_t class_stride = logits.strides[0], row_stride = logits.strides[1];
+        float before[BLOCK], after[BLOCK];
+        for (Py_ssize_t y = first_row; y < stop_row; y++) {
+            const char *row = (const char *)logits.buf + y * row_stride;
+            for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
+                const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
+                float *group_sums = (float *)group.buf + y * width + x0;
+                float *other_sums = (float *)others.buf + y * width + x0;
+                logsumexp_block(row, class_stride, x0, n, first_class, stop_class - first_class,
+                                group_sums);
+                for (Py_ssize_t i = 0; i < n; i++) before[i] = after[i] = -INFINITY;
+                if (first_class > 0)
+                    logsumexp_block(row, class_stride, x0, n, 0, first_class, before);
+                if (stop_class < classes)
+                    logsumexp_block(row, class_stride, x0, n, stop_class, classes - stop_class,
+                                    after);
+                /* The two parts outside the group, combined as torch.logaddexp does. */
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    const float high = before[i] > after[i] ? before[i] : after[i];
+                    const float low = before[i] > after[i] ? after[i] : before[i];
+                    other_sums[i] = isinf(low) && low < 0 ? high
+                                                          : high + log1pf(expf(low - high));
+                }
+            }
+        }
+        Py_END_ALLOW_THREADS
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&logits);
+    PyBuffer_Release(&group);
+    PyBuffer_Release(&others);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"argmax_rows", argmax_rows, METH_VARARGS, argmax_rows_doc},
+    {"logsumexp_rows", logsumexp_rows, METH_VARARGS, logsumexp_rows_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_class_maps", "Per-pixel passes over class logits (see maps.py).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__class_maps(void) { return PyModule_Create(&module); }
