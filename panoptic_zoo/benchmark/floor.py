@@ -35,7 +35,7 @@ class FloorProblem:
 # A 2048^3 product and a 256-channel 3x3 convolution on an 800x1333 image's stride-4 map: the
 # shapes that dominate a ResNet-50-FPN at that size. Medians of 30 (~15 s per convolution
 # layout): on the shared 2-core machine medians of 8 consecutive convolutions ranged over
-# 145-172 GFLOP/s within 40 s, so a median of 5 caught bursts, not the sustained rate.
+# 145-172 GFLOP/s within 40 s; a median of 5 moves more from run to run.
 FULL_FLOOR = FloorProblem(gemm_size=2048, conv_channels=256, conv_size=(200, 336), repeats=30)
 TINY_FLOOR = FloorProblem(gemm_size=256, conv_channels=32, conv_size=(32, 48), repeats=2)
 
