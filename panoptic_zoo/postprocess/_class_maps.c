@@ -13,10 +13,19 @@
 
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 /* Pixels per block: the running values stay in L1. */
 #define BLOCK 512
+
+/* Whether ``logits`` is float32 [C, H, W] with contiguous columns; sets the error if not. */
+static int check_logits(const Py_buffer *logits)
+{
+    if (logits->ndim == 3 && logits->itemsize == 4 && logits->format[0] == 'f' &&
+        logits->strides[2] == 4)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "logits must be float32 [C, H, W] with contiguous columns");
+    return 0;
+}
 
 PyDoc_STRVAR(argmax_rows_doc,
 "argmax_rows(logits, out, first_row, stop_row)\n\n"
@@ -40,10 +49,8 @@ static PyObject *argmax_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
-    if (logits.ndim != 3 || logits.itemsize != 4 || logits.format[0] != 'f' ||
-        logits.strides[2] != 4) {
-        PyErr_SetString(PyExc_ValueError,
-                        "logits must be float32 [C, H, W] with contiguous columns");
+    if (!check_logits(&logits)) {
+        /* its error is set */
     } else if (out.ndim != 2 || out.itemsize != 8 || out.shape[0] != logits.shape[1] ||
                out.shape[1] != logits.shape[2]) {
         PyErr_SetString(PyExc_ValueError, "out must be int64 [H, W], H and W those of logits");
@@ -114,10 +121,11 @@ static inline float exp_nonpositive(float x)
     return p * scale.value;
 }
 
-/* One block of pixels: the log-sum-exp of ``count`` classes from ``first``, shifted by their
-   maximum. As torch: NaN if any logit is NaN, else an infinite maximum is the result. */
+/* One block of pixels: the log-sum-exp over the classes of ``parts`` (each [first, stop)),
+   shifted by their maximum. As torch: NaN if any logit is NaN, else an infinite maximum (-inf
+   also for no class at all) is the result. */
 static void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t x0, Py_ssize_t n,
-                            Py_ssize_t first, Py_ssize_t count, float *out)
+                            const Py_ssize_t parts[][2], int num_parts, float *out)
 {
     float maximum[BLOCK], sum[BLOCK];
     int32_t nan_seen[BLOCK];
@@ -126,17 +134,19 @@ static void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t
         sum[i] = 0.0f;
         nan_seen[i] = 0;
     }
-    for (Py_ssize_t c = first; c < first + count; c++) {
-        const float *values = (const float *)(row + c * class_stride) + x0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            maximum[i] = values[i] > maximum[i] ? values[i] : maximum[i];
-            nan_seen[i] |= values[i] != values[i];
+    for (int part = 0; part < num_parts; part++)
+        for (Py_ssize_t c = parts[part][0]; c < parts[part][1]; c++) {
+            const float *values = (const float *)(row + c * class_stride) + x0;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                maximum[i] = values[i] > maximum[i] ? values[i] : maximum[i];
+                nan_seen[i] |= values[i] != values[i];
+            }
         }
-    }
-    for (Py_ssize_t c = first; c < first + count; c++) {
-        const float *values = (const float *)(row + c * class_stride) + x0;
-        for (Py_ssize_t i = 0; i < n; i++) sum[i] += exp_nonpositive(values[i] - maximum[i]);
-    }
+    for (int part = 0; part < num_parts; part++)
+        for (Py_ssize_t c = parts[part][0]; c < parts[part][1]; c++) {
+            const float *values = (const float *)(row + c * class_stride) + x0;
+            for (Py_ssize_t i = 0; i < n; i++) sum[i] += exp_nonpositive(values[i] - maximum[i]);
+        }
     for (Py_ssize_t i = 0; i < n; i++)
         out[i] = nan_seen[i] ? NAN : isinf(maximum[i]) ? maximum[i] : logf(sum[i]) + maximum[i];
 }
@@ -176,10 +186,8 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
                       outputs[k]->format[0] == 'f' && logits.ndim == 3 &&
                       outputs[k]->shape[0] == logits.shape[1] &&
                       outputs[k]->shape[1] == logits.shape[2];
-    if (logits.ndim != 3 || logits.itemsize != 4 || logits.format[0] != 'f' ||
-        logits.strides[2] != 4) {
-        PyErr_SetString(PyExc_ValueError,
-                        "logits must be float32 [C, H, W] with contiguous columns");
+    if (!check_logits(&logits)) {
+        /* its error is set */
     } else if (!outputs_ok) {
         PyErr_SetString(PyExc_ValueError, "outputs must be float32 [H, W], those of logits");
     } else if (first_class < 0 || stop_class > logits.shape[0] || first_class >= stop_class ||
@@ -189,28 +197,16 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
         Py_BEGIN_ALLOW_THREADS
         const Py_ssize_t classes = logits.shape[0], width = logits.shape[2];
         const Py_ssize_t class_stride = logits.strides[0], row_stride = logits.strides[1];
-        float before[BLOCK], after[BLOCK];
+        const Py_ssize_t group_parts[1][2] = {{first_class, stop_class}};
+        const Py_ssize_t other_parts[2][2] = {{0, first_class}, {stop_class, classes}};
         for (Py_ssize_t y = first_row; y < stop_row; y++) {
             const char *row = (const char *)logits.buf + y * row_stride;
             for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
                 const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
-                float *group_sums = (float *)group.buf + y * width + x0;
-                float *other_sums = (float *)others.buf + y * width + x0;
-                logsumexp_block(row, class_stride, x0, n, first_class, stop_class - first_class,
-                                group_sums);
-                for (Py_ssize_t i = 0; i < n; i++) before[i] = after[i] = -INFINITY;
-                if (first_class > 0)
-                    logsumexp_block(row, class_stride, x0, n, 0, first_class, before);
-                if (stop_class < classes)
-                    logsumexp_block(row, class_stride, x0, n, stop_class, classes - stop_class,
-                                    after);
-                /* The two parts outside the group, combined as torch.logaddexp does. */
-                for (Py_ssize_t i = 0; i < n; i++) {
-                    const float high = before[i] > after[i] ? before[i] : after[i];
-                    const float low = before[i] > after[i] ? after[i] : before[i];
-                    other_sums[i] = isinf(low) && low < 0 ? high
-                                                          : high + log1pf(expf(low - high));
-                }
+                logsumexp_block(row, class_stride, x0, n, group_parts, 1,
+                                (float *)group.buf + y * width + x0);
+                logsumexp_block(row, class_stride, x0, n, other_parts, 2,
+                                (float *)others.buf + y * width + x0);
             }
         }
         Py_END_ALLOW_THREADS

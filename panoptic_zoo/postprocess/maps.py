@@ -87,8 +87,8 @@ def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, 
     Per pixel of ``[C, H, W]`` logits (any strides), the log-sum-exp over all classes and over
     the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding.
     Float32 CPU logits with contiguous columns go through a C kernel (two passes over the
-    logits, its own vectorized exp; 0.19-0.31 s -> ~0.05 s for 133 classes at 800x1333 on 2
-    threads); others through PyTorch in one pass of row chunks. Each class is exponentiated
+    logits, its own vectorized exp; 0.26-0.36 s -> 0.17-0.20 s for 133 classes at 800x1333 on
+    2 threads); others through PyTorch in one pass of row chunks. Each class is exponentiated
     once: the log-sum-exp over all classes combines the group's with the others' (logaddexp).
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
