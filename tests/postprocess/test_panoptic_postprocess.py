@@ -92,6 +92,7 @@ def test_class_logsumexps_on_extreme_logits(layout, group):
     logits[2, 0, 1] = math.inf
     logits[:, 0, 2] = -math.inf
     logits[3, 0, 2] = 4.0  # one finite class
+    logits[0, 1, 3] = logits[5, 1, 3] = math.inf  # +inf on both sides of the middle groups
     logits[5, 4, 6] = math.nan
     if layout == "channels_last":
         logits = logits.permute(1, 2, 0).contiguous().permute(2, 0, 1)
