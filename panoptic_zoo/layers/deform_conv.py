@@ -60,8 +60,7 @@ def sampled_deform_conv3x3(
     sample_x = (columns + tap_dx + offset[:, :, 1]).permute(0, 2, 3, 1)
     # Weights as in channels x (tap, out channel): the table's columns.
     weight = weight.permute(1, 2, 3, 0).reshape(channels, _TAPS * out_channels)
-    largest_group = max(1, _TABLE_FLOATS // ((pixels + 1) * out_channels))
-    group_size = math.ceil(_TAPS / math.ceil(_TAPS / largest_group))  # groups of equal size
+    tap_groups = _tap_groups(pixels + 1, out_channels)
     results = []
     for image in range(batch):
         corners, corner_weights = _bilinear_corners(
@@ -74,8 +73,7 @@ def sampled_deform_conv3x3(
         # Pixels as rows of channels: a view when x is channels-last.
         inputs = x[image].permute(1, 2, 0).reshape(pixels, channels)
         result = None
-        for first in range(0, _TAPS, group_size):
-            taps = slice(first, min(first + group_size, _TAPS))
+        for taps in tap_groups:
             num_taps = taps.stop - taps.start
             # Row p * num_taps + j of the table: pixel p's response to tap first + j; the
             # rows of "pixel" ``pixels`` (the outside) are zero.
@@ -98,6 +96,14 @@ def sampled_deform_conv3x3(
         results.append(result)
     out = results[0][None] if batch == 1 else torch.stack(results)
     return out.view(batch, height, width, out_channels).permute(0, 3, 1, 2)
+
+
+def _tap_groups(rows: int, out_channels: int) -> list[slice]:
+    """The taps in groups of (nearly) equal size whose table (``rows`` x taps x
+    ``out_channels``) stays within ``_TABLE_FLOATS`` (one tap per group at least)."""
+    largest = max(1, _TABLE_FLOATS // (rows * out_channels))
+    size = math.ceil(_TAPS / math.ceil(_TAPS / largest))
+    return [slice(first, min(first + size, _TAPS)) for first in range(0, _TAPS, size)]
 
 
 def _bilinear_corners(y: torch.Tensor, x: torch.Tensor, height: int, width: int):

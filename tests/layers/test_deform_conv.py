@@ -38,16 +38,14 @@ def test_gather_path_is_torchvision_deform_conv(shape, modulated, table_floats, 
 
 
 def test_table_groups_taps_within_its_budget(monkeypatch):
-    tables = []
-    real_empty = torch.Tensor.new_empty
-    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 3 * 4 * (5 * 7 + 1))
-    monkeypatch.setattr(
-        torch.Tensor, "new_empty",
-        lambda self, *size, **kw: tables.append(size) or real_empty(self, *size, **kw),
-    )  # fmt: skip
-    x, offset = torch.randn(1, 2, 5, 7), torch.randn(1, 18, 5, 7)
-    sampled_deform_conv3x3(x, offset, torch.randn(4, 2, 3, 3), None)
-    assert tables == [(5 * 7 + 1, 3 * 4)] * 3  # three taps per table, three tables
+    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 3 * 4 * 36)
+    assert deform_conv._tap_groups(36, 4) == [slice(0, 3), slice(3, 6), slice(6, 9)]
+    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 7 * 4 * 36)  # 7 fit: 2 groups, 5 + 4
+    assert deform_conv._tap_groups(36, 4) == [slice(0, 5), slice(5, 9)]
+    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 1)  # never less than one tap
+    assert deform_conv._tap_groups(36, 4) == [slice(k, k + 1) for k in range(9)]
+    monkeypatch.setattr(deform_conv, "_TABLE_FLOATS", 2**30)
+    assert deform_conv._tap_groups(36, 4) == [slice(0, 9)]
 
 
 def test_module_uses_the_gather_path_only_without_gradients(monkeypatch):
