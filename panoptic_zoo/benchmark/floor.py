@@ -6,7 +6,9 @@ A method's network cannot run faster than its floating-point operations divided 
 convolution rate (its networks are convolutions), so ``network time / floor`` says how far an
 implementation is from what the machine can do. The convolution is timed in both memory layouts
 (NCHW and channels-last) and the faster one is the rate used, so a model switched to
-channels-last cannot beat its floor.
+channels-last cannot beat its floor. The run measures both rates once at its start, and then
+samples the faster convolution again between each method's timed calls
+(:class:`ConvRateProbe`): a method's floor uses the rate of the moments it ran.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FULL_FLOOR", "TINY_FLOOR", "FloorProblem", "measure_floor"]
+__all__ = ["FULL_FLOOR", "TINY_FLOOR", "ConvRateProbe", "FloorProblem", "measure_floor"]
 
 
 @dataclass(frozen=True)
@@ -40,47 +42,66 @@ FULL_FLOOR = FloorProblem(gemm_size=2048, conv_channels=256, conv_size=(200, 336
 TINY_FLOOR = FloorProblem(gemm_size=256, conv_channels=32, conv_size=(32, 48), repeats=2)
 
 
-def _median_seconds(run: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
-    def timed() -> float:
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+class ConvRateProbe:
+    """
+    The floor's 3x3 convolution in one memory layout: each call runs it once and returns its
+    GFLOP/s. Sampled between a method's timed calls, it gives this machine's rate at the moments
+    that method ran (on the shared 2-core machine the rate moves by 10-15 % within a minute).
+    """
 
-    timed()  # warm-up: kernel selection, oneDNN primitive creation, allocator
-    return statistics.median(timed() for _ in range(repeats))
+    def __init__(self, device: torch.device, problem: FloorProblem, channels_last: bool):
+        generator = torch.Generator().manual_seed(0)
+        c, (h, w) = problem.conv_channels, problem.conv_size
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self._x = torch.randn(1, c, h, w, generator=generator).to(device, memory_format=layout)
+        self._weight = torch.randn(c, c, 3, 3, generator=generator).to(
+            device, memory_format=layout
+        )
+        self._device = device
+        self.gflop = 2 * c * c * 9 * h * w / 1e9
+        self()  # warm-up: kernel selection, oneDNN primitive creation, allocator
+
+    def seconds(self) -> float:
+        # float32 also when sampled between autocast (amp) calls
+        with torch.inference_mode(), torch.autocast(self._device.type, enabled=False):
+            return _seconds(lambda: F.conv2d(self._x, self._weight, padding=1), self._device)
+
+    def __call__(self) -> float:
+        return self.gflop / self.seconds()
+
+
+def _seconds(run: Callable[[], torch.Tensor], device: torch.device) -> float:
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def measure_floor(device: torch.device, problem: FloorProblem) -> dict:
-    """GFLOP/s (2 floating-point operations per multiply-add) of each problem, float32."""
+    """GFLOP/s (2 floating-point operations per multiply-add) of each problem, float32: medians
+    of ``problem.repeats`` runs after a warm-up."""
     generator = torch.Generator().manual_seed(0)
-
-    def random(*shape):
-        return torch.randn(*shape, generator=generator).to(device)
-
     n = problem.gemm_size
-    a, b = random(n, n), random(n, n)
-    gemm_gflop = 2 * n**3 / 1e9
-    c, (h, w) = problem.conv_channels, problem.conv_size
-    x, weight = random(1, c, h, w), random(c, c, 3, 3)
-    conv_gflop = 2 * c * c * 9 * h * w / 1e9
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    weight_cl = weight.contiguous(memory_format=torch.channels_last)
+    a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
     with torch.inference_mode():
-        gemm_s = _median_seconds(lambda: a @ b, device, problem.repeats)
-        conv_s = _median_seconds(lambda: F.conv2d(x, weight, padding=1), device, problem.repeats)
-        conv_cl_s = _median_seconds(
-            lambda: F.conv2d(x_cl, weight_cl, padding=1), device, problem.repeats
-        )
-    conv_rates = {"nchw": conv_gflop / conv_s, "channels_last": conv_gflop / conv_cl_s}
+        _seconds(lambda: a @ b, device)  # warm-up
+        gemm_s = statistics.median(_seconds(lambda: a @ b, device) for _ in range(problem.repeats))
+    conv_rates = {}
+    for layout in ("nchw", "channels_last"):
+        probe = ConvRateProbe(device, problem, channels_last=layout == "channels_last")
+        conv_s = statistics.median(probe.seconds() for _ in range(problem.repeats))
+        conv_rates[layout] = probe.gflop / conv_s
+    c, (h, w) = problem.conv_channels, problem.conv_size
+    fastest = max(conv_rates, key=conv_rates.get)
     return {
-        "gemm": {"shape": [n, n, n], "gflop_per_s": gemm_gflop / gemm_s},
+        "gemm": {"shape": [n, n, n], "gflop_per_s": 2 * n**3 / 1e9 / gemm_s},
         "conv3x3": {
             "shape": {"batch": 1, "channels": c, "height": h, "width": w},
             "gflop_per_s": conv_rates,
         },
         "repeats": problem.repeats,
         # The floor's rate: the faster convolution layout.
-        "rate_gflop_per_s": max(conv_rates.values()),
+        "layout": fastest,
+        "rate_gflop_per_s": conv_rates[fastest],
     }

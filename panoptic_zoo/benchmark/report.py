@@ -18,8 +18,9 @@ __all__ = [
 
 SPEED_COLUMNS = (
     "method", "config", "precision", "params (M)", "network GFLOP", "post-proc. GFLOP",
-    "network ms", "post-proc. ms", "total ms", "FPS", "post-proc. / network", "floor ms",
-    "network / floor", "peak memory MiB (rise)", "reference", "reference ms", "speed-up",
+    "network ms", "post-proc. ms", "total ms", "FPS", "post-proc. / network", "floor GFLOP/s",
+    "floor ms", "network / floor", "peak memory MiB (rise)", "reference", "reference ms",
+    "speed-up",
 )  # fmt: skip
 PQ_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 # Report keys of the accuracy table, in its column order after method, config and weights.
@@ -68,7 +69,7 @@ def _speed_rows(report: dict):
                 _number(1000 * timing["network_s"]), _number(1000 * timing["postprocess_s"]),
                 _number(1000 * timing["total_s"]), _number(1 / timing["total_s"]),
                 _number(timing["postprocess_s"] / timing["network_s"], 3),
-                _number(1000 * method["floor_s"]),
+                _number(method["floor_rate_gflop_per_s"]), _number(1000 * method["floor_s"]),
                 _number(timing["network_s"] / method["floor_s"], 2),
                 memory_cell, reference["name"], reference_ms, speed_up,
             ]  # fmt: skip
@@ -105,8 +106,9 @@ def markdown_report(report: dict) -> str:
         f"{floor['gemm']['gflop_per_s']:.1f} GFLOP/s; 3x3 conv {conv['shape']['channels']}->"
         f"{conv['shape']['channels']} at {conv['shape']['height']}x{conv['shape']['width']}: "
         f"{conv['gflop_per_s']['nchw']:.1f} GFLOP/s (NCHW), "
-        f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last); floor = network "
-        f"GFLOP / {floor['rate_gflop_per_s']:.1f} GFLOP/s",
+        f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last), at the start of "
+        "the run; floor = network GFLOP / the median rate of the faster convolution timed again "
+        "before each timed call of that method (column floor GFLOP/s)",
         "* models as `train_net.py --eval-only` runs them; its inference changes (TEST.* "
         "options, docs/BENCHMARKS.md): "
         + "; ".join(

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..engine import (
 from ..utils.allocator import reuse_freed_heap_memory
 from ..utils.config import shrink_to_test_size
 from .flops import count_multiply_adds
-from .floor import FULL_FLOOR, TINY_FLOOR, measure_floor
+from .floor import FULL_FLOOR, TINY_FLOOR, ConvRateProbe, FloorProblem, measure_floor
 from .reference import reference_for
 from .report import PQ_KEYS, write_report
 from .timing import peak_memory, time_inference
@@ -153,8 +154,8 @@ def _time_reference(config_path, cfg, weights, settings, source) -> dict:
 
 
 def benchmark_method(
-    config_path: str, weights: str, settings: BenchmarkSettings, floor_rate: float,
-    source: str | None,
+    config_path: str, weights: str, settings: BenchmarkSettings, floor: dict,
+    floor_problem: FloorProblem, source: str | None,
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
@@ -167,13 +168,20 @@ def benchmark_method(
     logger.info("%s (%s): counting multiply-adds", name, config_path)
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
+    # The floor's convolution, timed before each timed call: the rate while this method ran.
+    probe = ConvRateProbe(
+        torch.device(settings.device), floor_problem, floor["layout"] == "channels_last"
+    )
+    rates = []
     timings = {}
     for precision in settings.precisions:
         logger.info("%s: timing %s", name, precision)
         timings[precision] = time_inference(
             model, inputs, warmup=settings.warmup, repeats=settings.repeats,
             autocast_dtype=PRECISIONS[precision],
+            before_each_timed_call=lambda: rates.append(probe()),
         )  # fmt: skip
+    floor_rate = statistics.median(rates)
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
     reference = _time_reference(config_path, cfg, weights, settings, source)
@@ -196,7 +204,11 @@ def benchmark_method(
         "gflop": gflop,
         "timings": timings,
         "peak_memory": memory,
+        "floor_rate_gflop_per_s": floor_rate,
+        "floor_rate_samples_gflop_per_s": rates,
         "floor_s": gflop["network"] / floor_rate,
+        # The same with the rate measured at the start of the run.
+        "floor_s_at_start": gflop["network"] / floor["rate_gflop_per_s"],
         "reference": reference,
         "accuracy": accuracy,
     }
@@ -242,10 +254,11 @@ def run_benchmark(
             "cpu_heap_reuse": heap_reused,
         }
         device = torch.device(settings.device)
-        floor = measure_floor(device, TINY_FLOOR if settings.tiny else FULL_FLOOR)
+        floor_problem = TINY_FLOOR if settings.tiny else FULL_FLOOR
+        floor = measure_floor(device, floor_problem)
         source = image_source(settings)
         methods = [
-            benchmark_method(config, config_weights, settings, floor["rate_gflop_per_s"], source)
+            benchmark_method(config, config_weights, settings, floor, floor_problem, source)
             for config, config_weights in zip(configs, weights)
         ]
         environment["load_average_end"] = _load_average()

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -89,11 +90,14 @@ def time_inference(
     warmup: int,
     repeats: int,
     autocast_dtype: torch.dtype | None = None,
+    before_each_timed_call: Callable[[], object] | None = None,
 ) -> dict:
     """
     Run ``model(inputs)`` ``warmup + repeats`` times under ``torch.inference_mode`` (and
     autocast to ``autocast_dtype`` when given); medians over the last ``repeats`` calls of the
-    network, post-processing and total seconds, and every sample.
+    network, post-processing and total seconds, and every sample. ``before_each_timed_call``
+    (untimed) runs before each of the last ``repeats`` calls: the benchmark samples the floor's
+    rate there.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
@@ -107,7 +111,9 @@ def time_inference(
     samples = []
     try:
         with torch.inference_mode(), autocast:
-            for _ in range(warmup + repeats):
+            for call in range(warmup + repeats):
+                if call >= warmup and before_each_timed_call is not None:
+                    before_each_timed_call()
                 clock.start()
                 model(inputs)
                 samples.append(clock.stop())

@@ -15,11 +15,33 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["channels_last_backbone"]
+__all__ = ["channels_last_backbone", "nchw_contiguous"]
+
+
+def nchw_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """
+    ``x.contiguous()`` of a 4-D tensor. A channels-last CPU tensor is copied image by image as
+    a 2-D (pixels x channels) transpose: PyTorch's 2-D transposing copy is 2-4x faster than its
+    4-D permuting one, which suffers most at power-of-two channel counts (256 x 200 x 336
+    floats on 2 threads: 86-116 ms -> 23-27 ms; 2048 x 50 x 84: 28-29 -> 13-18 ms).
+    """
+    if (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or x.is_contiguous()
+        or not x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return x.contiguous()
+    batch, channels, height, width = x.shape
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    for image in range(batch):
+        pixels_by_channels = x[image].permute(1, 2, 0).reshape(height * width, channels)
+        out[image].view(channels, height * width).copy_(pixels_by_channels.t())
+    return out
 
 
 def _contiguous_features(module, args, features: dict[str, torch.Tensor]):
-    return {name: feature.contiguous() for name, feature in features.items()}
+    return {name: nchw_contiguous(feature) for name, feature in features.items()}
 
 
 def channels_last_backbone(model: nn.Module) -> None:

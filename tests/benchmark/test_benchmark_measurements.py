@@ -9,7 +9,8 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from panoptic_zoo.benchmark.flops import count_multiply_adds
-from panoptic_zoo.benchmark.timing import NetworkSplitClock
+from panoptic_zoo.benchmark.floor import TINY_FLOOR, ConvRateProbe
+from panoptic_zoo.benchmark.timing import NetworkSplitClock, time_inference
 
 SIZE = 8  # input height and width
 POSTPROCESS_SLEEP_S = 0.2  # far above the toy network's time, also on a loaded machine
@@ -47,6 +48,51 @@ def test_network_ends_when_the_last_module_with_weights_returns():
     clock.close()
     assert postprocess_s >= POSTPROCESS_SLEEP_S > network_s > 0
     assert not any(m._forward_hooks for m in model.modules())
+
+
+class _EventLog(ToyModel):
+    def __init__(self, events: list[str]):
+        super().__init__()
+        self.events = events
+
+    def forward(self, batched_inputs):
+        self.events.append("call")
+        return super().forward(batched_inputs)
+
+
+def test_floor_samples_run_between_the_timed_calls_and_are_not_timed():
+    events = []
+    hook_sleep_s = 0.5  # the toy call takes POSTPROCESS_SLEEP_S (0.2 s) and a little more
+
+    def between():
+        events.append("floor")
+        time.sleep(hook_sleep_s)
+
+    timing = time_inference(
+        _EventLog(events).eval(), _inputs(), warmup=1, repeats=2, before_each_timed_call=between
+    )
+    assert events == ["call", "floor", "call", "floor", "call"]
+    samples = zip(timing["network_samples_s"], timing["postprocess_samples_s"])
+    assert all(POSTPROCESS_SLEEP_S <= network + post < hook_sleep_s for network, post in samples)
+
+
+def test_conv_rate_probe_times_float32_also_under_autocast(monkeypatch):
+    probe = ConvRateProbe(torch.device("cpu"), TINY_FLOOR, channels_last=True)
+    channels, (height, width) = TINY_FLOOR.conv_channels, TINY_FLOOR.conv_size
+    assert probe.gflop == 2 * channels**2 * 9 * height * width / 1e9
+    output_dtypes = []
+    conv2d = torch.nn.functional.conv2d
+
+    def recording_conv2d(*args, **kwargs):
+        output = conv2d(*args, **kwargs)
+        output_dtypes.append(output.dtype)
+        return output
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", recording_conv2d)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv2d(probe._x, probe._weight).dtype == torch.bfloat16  # autocast is on
+        assert probe() > 0
+    assert output_dtypes == [torch.float32]
 
 
 def test_multiply_adds_of_network_and_postprocessing():

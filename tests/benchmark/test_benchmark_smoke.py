@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 from panoptic_testing import CONFIGS
@@ -55,6 +56,14 @@ def test_json_report_is_complete(tiny_run):
     for method in report["methods"]:
         assert _positive(method["parameters"]) and _positive(method["gflop"]["network"])
         assert method["gflop"]["postprocess"] >= 0 and _positive(method["floor_s"])
+        # the floor's rate sampled before each timed call, and the floor at the run's start
+        rates = method["floor_rate_samples_gflop_per_s"]
+        assert len(rates) == report["settings"]["repeats"] and all(map(_positive, rates))
+        assert method["floor_rate_gflop_per_s"] == statistics.median(rates)
+        assert math.isclose(
+            method["floor_s"] * method["floor_rate_gflop_per_s"],
+            method["floor_s_at_start"] * floor["rate_gflop_per_s"],
+        )
         timing = method["timings"]["fp32"]
         assert all(_positive(timing[key]) for key in ("network_s", "postprocess_s", "total_s"))
         assert len(timing["network_samples_s"]) == report["settings"]["repeats"] == 2

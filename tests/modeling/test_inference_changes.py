@@ -14,7 +14,7 @@ from torch import nn
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.engine import build_inference_model, without_inference_changes
 from panoptic_zoo.layers.depthwise_conv import use_shifted_depthwise
-from panoptic_zoo.modeling.memory_format import channels_last_backbone
+from panoptic_zoo.modeling.memory_format import channels_last_backbone, nchw_contiguous
 from panoptic_zoo.modeling.norm_folding import fold_batch_norms
 from panoptic_zoo.utils.config import shrink_to_test_size
 
@@ -112,6 +112,28 @@ def test_channels_last_backbone_gives_the_same_contiguous_features(config_name):
     for name in expected:
         assert found[name].is_contiguous()  # the heads see NCHW, as before
         _assert_close_to_rounding(found[name], expected[name])
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["channels_last", "channels_last_batch_2", "one_pixel", "contiguous", "sliced", "float64"],
+)
+def test_nchw_contiguous_equals_contiguous(layout):
+    generator = torch.Generator().manual_seed(0)
+    batch = 2 if layout == "channels_last_batch_2" else 1
+    size = (1, 1) if layout == "one_pixel" else (13, 7)
+    x = torch.randn(batch, 256, *size, generator=generator)
+    if layout == "float64":
+        x = x.double()
+    if layout != "contiguous":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced":  # neither layout is contiguous: the general path
+        x = x[:, ::2]
+    found = nchw_contiguous(x)
+    assert found.is_contiguous() and found.dtype == x.dtype
+    assert torch.equal(found, x.contiguous())
+    # A tensor already contiguous comes back as it is (a 1x1 channels-last one is).
+    assert (found.data_ptr() == x.data_ptr()) == (layout in ("contiguous", "one_pixel"))
 
 
 def test_inference_changes_follow_the_config():

@@ -7,15 +7,20 @@ where the reference breaks:
   and rejects any input not divisible by it; here the window shrinks to the input where the
   input is smaller and any size is accepted (the same result wherever the reference works);
 * the semantic loss accepts per-pixel weights with ``cross_entropy`` too (the reference passes
-  the small-instance weights to ``nn.CrossEntropyLoss``, which fails).
+  the small-instance weights to ``nn.CrossEntropyLoss``, which fails);
+* at inference the decoder upsamples each coarser level straight into its half of the
+  concatenation with the projected finer level, instead of upsampling and then copying it
+  with ``torch.cat``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ASPP, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from detectron2.projects.deeplab import DeepLabV3PlusHead
 from detectron2.projects.deeplab.loss import DeepLabCE
 from detectron2.projects.panoptic_deeplab import (
     INS_EMBED_BRANCHES_REGISTRY,
@@ -53,6 +58,39 @@ def _pool_any_size(aspp: ASPP) -> None:
         aspp.pool_kernel_size = None  # turns off ASPP.forward's divisibility check
 
 
+class _DecoderWithoutCatCopy(DeepLabV3PlusHead):
+    """DeepLabV3+'s decoder (``layers``), the same computation, with the upsampled coarser
+    level written straight into its half of the fused tensor when no gradient is recorded
+    (``out=``, image by image: each image's channel slice is contiguous). The separate
+    ``torch.cat`` copied the decoder's widest tensor once more per level."""
+
+    def layers(self, features):
+        y = None
+        for level in self.in_features[::-1]:  # coarse to fine
+            projected = self.decoder[level]["project_conv"](features[level])
+            if self.decoder[level]["fuse_conv"] is None:  # the coarsest level: ASPP
+                y = projected
+            else:
+                y = self.decoder[level]["fuse_conv"](_concat_upsampled(projected, y))
+        return y if self.decoder_only else self.predictor(y)
+
+
+def _concat_upsampled(projected: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([projected, bilinear upsampling of coarse to projected's size], 1)``."""
+    size = projected.shape[-2:]
+    if torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad):
+        upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        return torch.cat([projected, upsampled], dim=1)
+    split = projected.shape[1]
+    fused = projected.new_empty((projected.shape[0], split + coarse.shape[1], *size))
+    fused[:, :split] = projected
+    for image in range(len(fused)):
+        torch.ops.aten.upsample_bilinear2d.out(
+            coarse[image : image + 1], list(size), False, out=fused[image : image + 1, split:]
+        )
+    return fused
+
+
 def _branch_config(node, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
     """Constructor arguments of a DeepLabV3+ branch (ASPP + decoder) from its config node."""
     missing = [f for f in node.IN_FEATURES if f not in input_shape]
@@ -84,7 +122,7 @@ def _branch_config(node, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead):
+class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead, _DecoderWithoutCatCopy):
     """Semantic branch: dual-ASPP/decoder half predicting the unified classes."""
 
     @configurable
@@ -111,7 +149,7 @@ class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead):
 
 
 @INS_EMBED_BRANCHES_REGISTRY.register()
-class PanopticDeepLabInstanceHead(PanopticDeepLabInsEmbedHead):
+class PanopticDeepLabInstanceHead(PanopticDeepLabInsEmbedHead, _DecoderWithoutCatCopy):
     """Instance branch: class-agnostic center heatmap (MSE) and center offsets (L1)."""
 
     @configurable

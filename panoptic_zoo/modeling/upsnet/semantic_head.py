@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ...layers import DeformableConv3x3
+from ..memory_format import nchw_contiguous
 
 __all__ = ["UPSNetSemanticHead", "crop_semantic_target", "semantic_roi_loss"]
 
@@ -100,7 +101,7 @@ class UPSNetSemanticHead(nn.Module):
         ]  # fmt: skip
         # CPU inference runs the subnetwork channels-last (see DeformableConv3x3); the logits
         # leave NCHW-contiguous: the panoptic head gathers whole class planes from them.
-        return self.predictor(torch.cat(levels, dim=1)).contiguous()
+        return nchw_contiguous(self.predictor(torch.cat(levels, dim=1)))
 
 
 def crop_semantic_target(

@@ -10,12 +10,14 @@ import torch
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
+from detectron2.projects.deeplab import DeepLabV3PlusHead
 from detectron2.projects.panoptic_deeplab import (
     add_panoptic_deeplab_config as add_reference_config,
 )
 
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.modeling.panoptic_deeplab import add_panoptic_deeplab_config
+from panoptic_zoo.modeling.panoptic_deeplab.heads import _DecoderWithoutCatCopy
 
 NUM_THINGS, NUM_STUFF, DIVISOR = 3, 2, 1000
 REFERENCE_DATASET = "panoptic_deeplab_parity_test"
@@ -151,6 +153,21 @@ def test_same_outputs_as_reference(models):
     assert torch.equal(ours.pred_boxes.tensor[match], theirs.pred_boxes.tensor)
     thing_scores = [info["score"] for info in segments_info if info["isthing"]]
     assert thing_scores == ours.scores.tolist()
+
+
+def test_decoder_writes_the_concatenation_in_place_with_the_same_result(models):
+    _, model = models
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 67, 99, generator=generator)  # batch 2, odd sizes
+    with torch.no_grad():
+        features = model.backbone(x)
+        for head in (model.sem_seg_head, model.ins_embed_head):
+            expected = DeepLabV3PlusHead.layers(head, features)  # upsample, then torch.cat
+            assert torch.equal(_DecoderWithoutCatCopy.layers(head, features), expected)
+    # With gradients it concatenates as detectron2 does (out= records no graph).
+    features = {name: feature.requires_grad_() for name, feature in features.items()}
+    found = _DecoderWithoutCatCopy.layers(model.ins_embed_head, features)
+    assert found.requires_grad and torch.equal(found, expected)
 
 
 def test_odd_input_sizes_where_the_reference_fails(models):
