@@ -16,6 +16,7 @@ accuracy, ``speed_vs_pq.png``. docs/BENCHMARKS.md explains the measurements.
 """
 
 from .cli import main
-from .run import BenchmarkSettings, run_benchmark
+from .run import run_benchmark
+from .settings import BenchmarkSettings
 
 __all__ = ["BenchmarkSettings", "main", "run_benchmark"]

@@ -6,7 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .run import PRECISIONS, BenchmarkSettings, run_benchmark
+from .run import run_benchmark
+from .settings import PRECISIONS, BenchmarkSettings
 
 __all__ = ["main", "parse_args"]
 

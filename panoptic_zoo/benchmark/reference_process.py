@@ -3,8 +3,8 @@ Timing a method's reference implementation in a fresh process, as a user would r
 detectron2's code with glibc's default heap (the benchmark's own process reuses freed memory,
 which a fresh process running detectron2's tools does not), the weights as the checkpoint holds
 them, the same input, threads and device. :func:`time_reference_in_fresh_process` runs
-
-    python -m panoptic_zoo.benchmark.reference_process REQUEST.json RESULT.json
+:func:`main` in a new interpreter (``python -c``: ``-m`` would execute this module a second
+time, since importing its package imports it too).
 """
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ import torch
 from ..engine import without_inference_changes
 from ..utils.io import atomic_write_json
 from .reference import build_reference
-from .run import PRECISIONS, BenchmarkSettings, benchmark_inputs, build_model, load_config
+from .settings import PRECISIONS, BenchmarkSettings, benchmark_inputs, build_model, load_config
 from .timing import time_inference
 
 __all__ = ["time_reference_in_fresh_process"]
+
+# panoptic_zoo is imported first: it registers the models and datasets, as train_net.py does.
+_FRESH_PROCESS_CODE = (
+    "import sys, panoptic_zoo; "
+    "from panoptic_zoo.benchmark.reference_process import main; main(sys.argv[1:])"
+)
 
 
 def time_reference_in_fresh_process(
@@ -42,7 +48,7 @@ def time_reference_in_fresh_process(
         request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
         request_path.write_text(json.dumps(request))
         run = subprocess.run(
-            [sys.executable, "-m", __name__, str(request_path), str(result_path)],
+            [sys.executable, "-c", _FRESH_PROCESS_CODE, str(request_path), str(result_path)],
             capture_output=True, text=True,
         )  # fmt: skip
         if run.returncode != 0 or not result_path.exists():
@@ -82,8 +88,3 @@ def main(argv: list[str]) -> None:
         result = {"error": f"{type(e).__name__}: {e}"}
     atomic_write_json(result_path, result)
 
-
-if __name__ == "__main__":
-    import panoptic_zoo  # noqa: F401  (registers the models and datasets, as train_net.py does)
-
-    main(sys.argv[1:])
