@@ -6,6 +6,9 @@
  *  - log-sum-exps over a group of classes and over the others: PyTorch takes ~10 passes over the
  *    logits (max, subtract, exp, sum, for each part) and a ~14x slower exp for arguments below
  *    -87; here two passes, with an exp that vectorizes.
+ * Each kernel is compiled twice, for x86-64's SSE2 baseline and for AVX2 + FMA (chosen at run
+ * time): on 133 x 800 x 1333 logits, 2 threads, the log-sum-exps take 0.17-0.19 s with SSE2 and
+ * 0.09-0.11 s with AVX2, the argmax 55-66 ms and 42-52 ms.
  * Python side: panoptic_zoo/postprocess/maps.py (class_argmax, class_logsumexps).
  */
 #define PY_SSIZE_T_CLEAN
@@ -17,6 +20,34 @@
 /* Pixels per block: the running values stay in L1. */
 #define BLOCK 512
 
+/* Inlined into each instruction-set variant of the kernels below, compiled for that set. */
+#define INLINE static inline __attribute__((always_inline))
+
+/* x86-64's baseline is SSE2 (4 floats per vector): each kernel also gets an AVX2 + FMA
+   variant (8 floats), chosen at run time where the CPU has them. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX2_VARIANT 1
+
+static int cpu_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+/* Set by use_instruction_set (tests run every variant): 1 = the best this CPU has, 0 = the
+   baseline. */
+static int best_variant = 1;
+
+static int avx2_runs(void)
+{
+#ifdef HAVE_AVX2_VARIANT
+    return best_variant && cpu_has_avx2_fma();
+#else
+    return 0;
+#endif
+}
+
 /* Whether ``logits`` is float32 [C, H, W] with contiguous columns; sets the error if not. */
 static int check_logits(const Py_buffer *logits)
 {
@@ -25,6 +56,62 @@ static int check_logits(const Py_buffer *logits)
         return 1;
     PyErr_SetString(PyExc_ValueError, "logits must be float32 [C, H, W] with contiguous columns");
     return 0;
+}
+
+/* Rows [first_row, stop_row) of logits [classes, H, width] (byte strides): the argmax over the
+   classes into best_class [H, width]. */
+#define ARGMAX_RANGE_PARAMETERS                                                                 \
+    const char *logits, Py_ssize_t classes, Py_ssize_t width, Py_ssize_t class_stride,          \
+        Py_ssize_t row_stride, int64_t *best_class, Py_ssize_t first_row, Py_ssize_t stop_row
+#define ARGMAX_RANGE_ARGUMENTS                                                                  \
+    logits, classes, width, class_stride, row_stride, best_class, first_row, stop_row
+
+INLINE void argmax_range(ARGMAX_RANGE_PARAMETERS)
+{
+    float best[BLOCK];
+    int32_t index[BLOCK];
+    for (Py_ssize_t y = first_row; y < stop_row; y++) {
+        const char *row = logits + y * row_stride;
+        for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
+            const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
+            const float *first = (const float *)row + x0;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                best[i] = first[i];
+                index[i] = 0;
+            }
+            for (Py_ssize_t c = 1; c < classes; c++) {
+                const float *values = (const float *)(row + c * class_stride) + x0;
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    /* Larger, or a first NaN: NaN compares unequal to itself. */
+                    const int take = (values[i] > best[i]) |
+                                     ((values[i] != values[i]) & (best[i] == best[i]));
+                    best[i] = take ? values[i] : best[i];
+                    index[i] = take ? (int32_t)c : index[i];
+                }
+            }
+            int64_t *destination = best_class + y * width + x0;
+            for (Py_ssize_t i = 0; i < n; i++) destination[i] = index[i];
+        }
+    }
+}
+
+static void argmax_range_baseline(ARGMAX_RANGE_PARAMETERS) { argmax_range(ARGMAX_RANGE_ARGUMENTS); }
+
+#ifdef HAVE_AVX2_VARIANT
+__attribute__((target("avx2,fma"))) static void argmax_range_avx2(ARGMAX_RANGE_PARAMETERS)
+{
+    argmax_range(ARGMAX_RANGE_ARGUMENTS);
+}
+#endif
+
+/* The variant for this CPU. */
+static void (*select_argmax_range(void))(ARGMAX_RANGE_PARAMETERS)
+{
+#ifdef HAVE_AVX2_VARIANT
+    if (avx2_runs())
+        return argmax_range_avx2;
+#endif
+    return argmax_range_baseline;
 }
 
 PyDoc_STRVAR(argmax_rows_doc,
@@ -59,34 +146,9 @@ static PyObject *argmax_rows(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "need at least one class and rows inside the image");
     } else {
         Py_BEGIN_ALLOW_THREADS
-        const Py_ssize_t classes = logits.shape[0], width = logits.shape[2];
-        const Py_ssize_t class_stride = logits.strides[0], row_stride = logits.strides[1];
-        int64_t *best_class = (int64_t *)out.buf;
-        float best[BLOCK];
-        int32_t index[BLOCK];
-        for (Py_ssize_t y = first_row; y < stop_row; y++) {
-            const char *row = (const char *)logits.buf + y * row_stride;
-            for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
-                const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
-                const float *first = (const float *)row + x0;
-                for (Py_ssize_t i = 0; i < n; i++) {
-                    best[i] = first[i];
-                    index[i] = 0;
-                }
-                for (Py_ssize_t c = 1; c < classes; c++) {
-                    const float *values = (const float *)(row + c * class_stride) + x0;
-                    for (Py_ssize_t i = 0; i < n; i++) {
-                        /* Larger, or a first NaN: NaN compares unequal to itself. */
-                        const int take = (values[i] > best[i]) |
-                                         ((values[i] != values[i]) & (best[i] == best[i]));
-                        best[i] = take ? values[i] : best[i];
-                        index[i] = take ? (int32_t)c : index[i];
-                    }
-                }
-                int64_t *destination = best_class + y * width + x0;
-                for (Py_ssize_t i = 0; i < n; i++) destination[i] = index[i];
-            }
-        }
+        select_argmax_range()((const char *)logits.buf, logits.shape[0], logits.shape[2],
+                              logits.strides[0], logits.strides[1], (int64_t *)out.buf, first_row,
+                              stop_row);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -101,7 +163,7 @@ static PyObject *argmax_rows(PyObject *self, PyObject *args)
  * is that of -87.3, ~1.2e-38 (never changes a sum that holds the maximum's exp(0) = 1).
  * Plain arithmetic, so loops over it vectorize.
  */
-static inline float exp_nonpositive(float x)
+INLINE float exp_nonpositive(float x)
 {
     x = x > -87.3f ? x : -87.3f;  /* a NaN becomes -87.3 too: callers track NaN themselves */
     /* n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction needed). */
@@ -124,7 +186,7 @@ static inline float exp_nonpositive(float x)
 /* One block of pixels: the log-sum-exp over the classes of ``parts`` (each [first, stop)),
    shifted by their maximum. As torch: NaN if any logit is NaN, else an infinite maximum (-inf
    also for no class at all) is the result. */
-static void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t x0, Py_ssize_t n,
+INLINE void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t x0, Py_ssize_t n,
                             const Py_ssize_t parts[][2], int num_parts, float *out)
 {
     float maximum[BLOCK], sum[BLOCK];
@@ -149,6 +211,52 @@ static void logsumexp_block(const char *row, Py_ssize_t class_stride, Py_ssize_t
         }
     for (Py_ssize_t i = 0; i < n; i++)
         out[i] = nan_seen[i] ? NAN : isinf(maximum[i]) ? maximum[i] : logf(sum[i]) + maximum[i];
+}
+
+/* Rows [first_row, stop_row) of logits [classes, H, width] (byte strides): the log-sum-exps over
+   [first_class, stop_class) into group and over the other classes into others. */
+#define LOGSUMEXP_RANGE_PARAMETERS                                                              \
+    const char *logits, Py_ssize_t classes, Py_ssize_t width, Py_ssize_t class_stride,          \
+        Py_ssize_t row_stride, Py_ssize_t first_class, Py_ssize_t stop_class, float *group,     \
+        float *others, Py_ssize_t first_row, Py_ssize_t stop_row
+#define LOGSUMEXP_RANGE_ARGUMENTS                                                               \
+    logits, classes, width, class_stride, row_stride, first_class, stop_class, group, others,   \
+        first_row, stop_row
+
+INLINE void logsumexp_range(LOGSUMEXP_RANGE_PARAMETERS)
+{
+    const Py_ssize_t group_parts[1][2] = {{first_class, stop_class}};
+    const Py_ssize_t other_parts[2][2] = {{0, first_class}, {stop_class, classes}};
+    for (Py_ssize_t y = first_row; y < stop_row; y++) {
+        const char *row = logits + y * row_stride;
+        for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
+            const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
+            logsumexp_block(row, class_stride, x0, n, group_parts, 1, group + y * width + x0);
+            logsumexp_block(row, class_stride, x0, n, other_parts, 2, others + y * width + x0);
+        }
+    }
+}
+
+static void logsumexp_range_baseline(LOGSUMEXP_RANGE_PARAMETERS)
+{
+    logsumexp_range(LOGSUMEXP_RANGE_ARGUMENTS);
+}
+
+#ifdef HAVE_AVX2_VARIANT
+__attribute__((target("avx2,fma"))) static void logsumexp_range_avx2(LOGSUMEXP_RANGE_PARAMETERS)
+{
+    logsumexp_range(LOGSUMEXP_RANGE_ARGUMENTS);
+}
+#endif
+
+/* The variant for this CPU. */
+static void (*select_logsumexp_range(void))(LOGSUMEXP_RANGE_PARAMETERS)
+{
+#ifdef HAVE_AVX2_VARIANT
+    if (avx2_runs())
+        return logsumexp_range_avx2;
+#endif
+    return logsumexp_range_baseline;
 }
 
 PyDoc_STRVAR(logsumexp_rows_doc,
@@ -195,20 +303,9 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "need a non-empty class group and rows inside the image");
     } else {
         Py_BEGIN_ALLOW_THREADS
-        const Py_ssize_t classes = logits.shape[0], width = logits.shape[2];
-        const Py_ssize_t class_stride = logits.strides[0], row_stride = logits.strides[1];
-        const Py_ssize_t group_parts[1][2] = {{first_class, stop_class}};
-        const Py_ssize_t other_parts[2][2] = {{0, first_class}, {stop_class, classes}};
-        for (Py_ssize_t y = first_row; y < stop_row; y++) {
-            const char *row = (const char *)logits.buf + y * row_stride;
-            for (Py_ssize_t x0 = 0; x0 < width; x0 += BLOCK) {
-                const Py_ssize_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
-                logsumexp_block(row, class_stride, x0, n, group_parts, 1,
-                                (float *)group.buf + y * width + x0);
-                logsumexp_block(row, class_stride, x0, n, other_parts, 2,
-                                (float *)others.buf + y * width + x0);
-            }
-        }
+        select_logsumexp_range()((const char *)logits.buf, logits.shape[0], logits.shape[2],
+                                 logits.strides[0], logits.strides[1], first_class, stop_class,
+                                 (float *)group.buf, (float *)others.buf, first_row, stop_row);
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -218,7 +315,24 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
     return result;
 }
 
+PyDoc_STRVAR(use_instruction_set_doc,
+"use_instruction_set(best)\n\n"
+"Which compiled variant of the kernels runs: the best this CPU has (True, the default; AVX2 +\n"
+"FMA where available) or the SSE2 baseline (False). Returns the name of the variant now in\n"
+"use, 'avx2' or 'baseline'. For tests, which run both.");
+
+static PyObject *use_instruction_set(PyObject *self, PyObject *args)
+{
+    int best;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "p", &best))
+        return NULL;
+    best_variant = best;
+    return PyUnicode_FromString(avx2_runs() ? "avx2" : "baseline");
+}
+
 static PyMethodDef methods[] = {
+    {"use_instruction_set", use_instruction_set, METH_VARARGS, use_instruction_set_doc},
     {"argmax_rows", argmax_rows, METH_VARARGS, argmax_rows_doc},
     {"logsumexp_rows", logsumexp_rows, METH_VARARGS, logsumexp_rows_doc},
     {NULL, NULL, 0, NULL},

@@ -20,6 +20,15 @@ from panoptic_zoo.postprocess import (
     remove_overlapping_instances,
     resize_panoptic,
 )
+from panoptic_zoo.postprocess.maps import _class_maps
+
+
+@pytest.fixture(params=["best", "baseline"])
+def c_kernels(request):
+    """The C kernels' variant for this CPU (AVX2 + FMA where it has them), then the SSE2 one."""
+    name = _class_maps.use_instruction_set(request.param == "best")
+    yield name
+    _class_maps.use_instruction_set(True)
 
 
 def test_overlap_removal_keeps_higher_score_within_a_class():
@@ -74,7 +83,7 @@ def test_crop_and_resize_is_detectron2_sem_seg_postprocess():
         assert torch.equal(crop_and_resize(maps, image_size, height, width), expected)
 
 
-def test_class_logsumexps_in_chunks_are_torch_logsumexp():
+def test_class_logsumexps_in_chunks_are_torch_logsumexp(c_kernels):
     padded = torch.randn(7, 40, 9001) * 20
     logits = padded[:, :37, :8999]  # a crop: strided, rows in chunks and a partial last one
     everything, group = class_logsumexps(logits, slice(2, 5))
@@ -85,7 +94,7 @@ def test_class_logsumexps_in_chunks_are_torch_logsumexp():
 
 @pytest.mark.parametrize("group", [slice(0, 3), slice(3, 6), slice(1, 4), slice(0, 6)])
 @pytest.mark.parametrize("layout", ["float32", "channels_last", "float64"])
-def test_class_logsumexps_on_extreme_logits(layout, group):
+def test_class_logsumexps_on_extreme_logits(layout, group, c_kernels):
     """The C kernel (float32, contiguous columns) and PyTorch's path (the other layouts)."""
     logits = torch.randn(6, 5, 7) * 1000  # exp underflows for almost every class
     logits[:, 0, 0] = -math.inf  # no class at all
@@ -133,7 +142,7 @@ def test_merged_class_probabilities_on_extreme_logits():
         merged_class_probabilities(logits, slice(0, 6, 2))
 
 
-def test_class_argmax_is_torch_argmax():
+def test_class_argmax_is_torch_argmax(c_kernels):
     padded = (torch.randn(9, 23, 1100) * 4).round()  # ties: the first maximum wins
     logits = padded[:, 1:22, :1037]  # strided crop; widths over the kernel's 512-pixel blocks
     logits[3, 2, 5] = math.nan  # NaN is the largest, its first occurrence wins
