@@ -20,6 +20,7 @@ import torch
 
 from ..engine import without_inference_changes
 from ..utils.io import atomic_write_json
+from .floor import ConvRateProbe
 from .reference import build_reference
 from .settings import PRECISIONS, BenchmarkSettings, benchmark_inputs, build_model, load_config
 from .timing import time_inference
@@ -34,14 +35,18 @@ _FRESH_PROCESS_CODE = (
 
 
 def time_reference_in_fresh_process(
-    config_path: str, weights: str, settings: BenchmarkSettings, source: str | None
-) -> dict:
+    config_path: str, weights: str, settings: BenchmarkSettings, source: str | None,
+    floor_layout: str,
+) -> dict:  # fmt: skip
     """Timings per precision of ``config_path``'s reference (:mod:`.reference`), or
-    ``{"error": message}`` where it failed on this input."""
+    ``{"error": message}`` where it failed on this input. As for the method, the floor's
+    convolution (in ``floor_layout``) runs before each timed call: both are timed after the
+    same cache-flushing work."""
     request = {
         "config": config_path,
         "weights": weights,
         "source": source,
+        "floor_layout": floor_layout,
         "settings": {**asdict(settings), "output_dir": str(settings.output_dir)},
     }
     with tempfile.TemporaryDirectory(prefix="panoptic_zoo_reference_") as folder:
@@ -77,10 +82,14 @@ def main(argv: list[str]) -> None:
     try:
         as_checkpointed = build_model(without_inference_changes(cfg), request["weights"])
         model = build_reference(cfg, as_checkpointed)
+        probe = ConvRateProbe(
+            torch.device(settings.device), settings.floor_problem,
+            request["floor_layout"] == "channels_last",
+        )  # fmt: skip
         result = {
             precision: time_inference(
                 model, inputs, warmup=settings.warmup, repeats=settings.repeats,
-                autocast_dtype=PRECISIONS[precision],
+                autocast_dtype=PRECISIONS[precision], before_each_timed_call=probe,
             )
             for precision in settings.precisions
         }  # fmt: skip

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..engine import Trainer, apply_inference_changes, without_inference_changes
 from ..utils.allocator import reuse_freed_heap_memory
-from .floor import FULL_FLOOR, TINY_FLOOR, ConvRateProbe, FloorProblem, measure_floor
+from .floor import ConvRateProbe, measure_floor
 from .flops import count_multiply_adds
 from .reference import reference_for
 from .reference_process import time_reference_in_fresh_process
@@ -58,7 +58,7 @@ def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
             for key, value in found.items()}  # fmt: skip
 
 
-def _time_reference(config_path, cfg, weights, settings, source) -> dict:
+def _time_reference(config_path, cfg, weights, settings, source, floor_layout) -> dict:
     reference = reference_for(cfg)
     result = {"name": reference.name, "note": reference.note, "timings": {}, "error": None}
     if not reference.runs_here:
@@ -66,7 +66,7 @@ def _time_reference(config_path, cfg, weights, settings, source) -> dict:
     if settings.skip_reference:
         result["note"] = "not run (--skip-reference)"
         return result
-    timings = time_reference_in_fresh_process(config_path, weights, settings, source)
+    timings = time_reference_in_fresh_process(config_path, weights, settings, source, floor_layout)
     if "error" in timings:
         result["error"] = timings["error"]
         result["note"] = "reference failed on this input"
@@ -77,8 +77,7 @@ def _time_reference(config_path, cfg, weights, settings, source) -> dict:
 
 
 def benchmark_method(
-    config_path: str, weights: str, settings: BenchmarkSettings, floor: dict,
-    floor_problem: FloorProblem, source: str | None,
+    config_path: str, weights: str, settings: BenchmarkSettings, floor: dict, source: str | None
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
@@ -93,7 +92,7 @@ def benchmark_method(
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
     # The floor's convolution, timed before each timed call: the rate while this method ran.
     probe = ConvRateProbe(
-        torch.device(settings.device), floor_problem, floor["layout"] == "channels_last"
+        torch.device(settings.device), settings.floor_problem, floor["layout"] == "channels_last"
     )
     rates = []
     timings = {}
@@ -107,7 +106,7 @@ def benchmark_method(
     floor_rate = statistics.median(rates)
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
-    reference = _time_reference(config_path, cfg, weights, settings, source)
+    reference = _time_reference(config_path, cfg, weights, settings, source, floor["layout"])
     accuracy = None
     if settings.eval_dataset:
         logger.info("%s: evaluating on %s", name, settings.eval_dataset)
@@ -177,11 +176,10 @@ def run_benchmark(
             "cpu_heap_reuse": heap_reused,
         }
         device = torch.device(settings.device)
-        floor_problem = TINY_FLOOR if settings.tiny else FULL_FLOOR
-        floor = measure_floor(device, floor_problem)
+        floor = measure_floor(device, settings.floor_problem)
         source = image_source(settings)
         methods = [
-            benchmark_method(config, config_weights, settings, floor, floor_problem, source)
+            benchmark_method(config, config_weights, settings, floor, source)
             for config, config_weights in zip(configs, weights)
         ]
         environment["load_average_end"] = _load_average()

@@ -20,6 +20,7 @@ from torch import nn
 from ..config import get_cfg
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
+from .floor import FULL_FLOOR, TINY_FLOOR, FloorProblem
 
 __all__ = [
     "PRECISIONS",
@@ -48,6 +49,10 @@ class BenchmarkSettings:
     tiny: bool = False  # configs shrunk to test size, tiny floor problems
     skip_reference: bool = False
     opts: tuple[str, ...] = ()  # KEY VALUE pairs applied to every config
+
+    @property
+    def floor_problem(self) -> FloorProblem:
+        return TINY_FLOOR if self.tiny else FULL_FLOOR
 
     def __post_init__(self):
         unknown = set(self.precisions) - set(PRECISIONS)
