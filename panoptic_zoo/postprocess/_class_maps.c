@@ -48,6 +48,22 @@ static int avx2_runs(void)
 #endif
 }
 
+/* For an inlined kernel ``name``: name_baseline, name_avx2 (the same code compiled for AVX2 +
+   FMA, where the compiler can target it) and select_name(), which returns the variant to run. */
+#ifdef HAVE_AVX2_VARIANT
+#define DEFINE_VARIANTS(name, parameters, arguments)                                            \
+    static void name##_baseline(parameters) { name(arguments); }                               \
+    __attribute__((target("avx2,fma"))) static void name##_avx2(parameters) { name(arguments); } \
+    static void (*select_##name(void))(parameters)                                              \
+    {                                                                                           \
+        return avx2_runs() ? name##_avx2 : name##_baseline;                                     \
+    }
+#else
+#define DEFINE_VARIANTS(name, parameters, arguments)                                            \
+    static void name##_baseline(parameters) { name(arguments); }                               \
+    static void (*select_##name(void))(parameters) { return name##_baseline; }
+#endif
+
 /* Whether ``logits`` is float32 [C, H, W] with contiguous columns; sets the error if not. */
 static int check_logits(const Py_buffer *logits)
 {
@@ -95,24 +111,7 @@ INLINE void argmax_range(ARGMAX_RANGE_PARAMETERS)
     }
 }
 
-static void argmax_range_baseline(ARGMAX_RANGE_PARAMETERS) { argmax_range(ARGMAX_RANGE_ARGUMENTS); }
-
-#ifdef HAVE_AVX2_VARIANT
-__attribute__((target("avx2,fma"))) static void argmax_range_avx2(ARGMAX_RANGE_PARAMETERS)
-{
-    argmax_range(ARGMAX_RANGE_ARGUMENTS);
-}
-#endif
-
-/* The variant for this CPU. */
-static void (*select_argmax_range(void))(ARGMAX_RANGE_PARAMETERS)
-{
-#ifdef HAVE_AVX2_VARIANT
-    if (avx2_runs())
-        return argmax_range_avx2;
-#endif
-    return argmax_range_baseline;
-}
+DEFINE_VARIANTS(argmax_range, ARGMAX_RANGE_PARAMETERS, ARGMAX_RANGE_ARGUMENTS)
 
 PyDoc_STRVAR(argmax_rows_doc,
 "argmax_rows(logits, out, first_row, stop_row)\n\n"
@@ -237,27 +236,7 @@ INLINE void logsumexp_range(LOGSUMEXP_RANGE_PARAMETERS)
     }
 }
 
-static void logsumexp_range_baseline(LOGSUMEXP_RANGE_PARAMETERS)
-{
-    logsumexp_range(LOGSUMEXP_RANGE_ARGUMENTS);
-}
-
-#ifdef HAVE_AVX2_VARIANT
-__attribute__((target("avx2,fma"))) static void logsumexp_range_avx2(LOGSUMEXP_RANGE_PARAMETERS)
-{
-    logsumexp_range(LOGSUMEXP_RANGE_ARGUMENTS);
-}
-#endif
-
-/* The variant for this CPU. */
-static void (*select_logsumexp_range(void))(LOGSUMEXP_RANGE_PARAMETERS)
-{
-#ifdef HAVE_AVX2_VARIANT
-    if (avx2_runs())
-        return logsumexp_range_avx2;
-#endif
-    return logsumexp_range_baseline;
-}
+DEFINE_VARIANTS(logsumexp_range, LOGSUMEXP_RANGE_PARAMETERS, LOGSUMEXP_RANGE_ARGUMENTS)
 
 PyDoc_STRVAR(logsumexp_rows_doc,
 "logsumexp_rows(logits, first_class, stop_class, group_out, others_out, first_row, stop_row)\n\n"
