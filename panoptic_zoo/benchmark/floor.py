@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FULL_FLOOR", "TINY_FLOOR", "ConvRateProbe", "FloorProblem", "measure_floor"]
+__all__ = [
+    "FULL_FLOOR", "LAYOUTS", "TINY_FLOOR", "ConvRateProbe", "FloorProblem", "measure_floor",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class FloorProblem:
 # 145-172 GFLOP/s within 40 s; a median of 5 moves more from run to run.
 FULL_FLOOR = FloorProblem(gemm_size=2048, conv_channels=256, conv_size=(200, 336), repeats=30)
 TINY_FLOOR = FloorProblem(gemm_size=256, conv_channels=32, conv_size=(32, 48), repeats=2)
+# The convolution's memory layouts, by the names the report uses.
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 class ConvRateProbe:
@@ -49,13 +53,17 @@ class ConvRateProbe:
     that method ran (on the shared 2-core machine the rate moves by 10-15 % within a minute).
     """
 
-    def __init__(self, device: torch.device, problem: FloorProblem, channels_last: bool):
+    def __init__(self, device: torch.device, problem: FloorProblem, layout: str):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown floor layout {layout!r}; choose from {list(LAYOUTS)}")
         generator = torch.Generator().manual_seed(0)
         c, (h, w) = problem.conv_channels, problem.conv_size
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        self._x = torch.randn(1, c, h, w, generator=generator).to(device, memory_format=layout)
+        memory_format = LAYOUTS[layout]
+        self._x = torch.randn(1, c, h, w, generator=generator).to(
+            device, memory_format=memory_format
+        )
         self._weight = torch.randn(c, c, 3, 3, generator=generator).to(
-            device, memory_format=layout
+            device, memory_format=memory_format
         )
         self._device = device
         self.gflop = 2 * c * c * 9 * h * w / 1e9
@@ -88,8 +96,8 @@ def measure_floor(device: torch.device, problem: FloorProblem) -> dict:
         _seconds(lambda: a @ b, device)  # warm-up
         gemm_s = statistics.median(_seconds(lambda: a @ b, device) for _ in range(problem.repeats))
     conv_rates = {}
-    for layout in ("nchw", "channels_last"):
-        probe = ConvRateProbe(device, problem, channels_last=layout == "channels_last")
+    for layout in LAYOUTS:
+        probe = ConvRateProbe(device, problem, layout)
         conv_s = statistics.median(probe.seconds() for _ in range(problem.repeats))
         conv_rates[layout] = probe.gflop / conv_s
     c, (h, w) = problem.conv_channels, problem.conv_size

@@ -83,9 +83,8 @@ def main(argv: list[str]) -> None:
         as_checkpointed = build_model(without_inference_changes(cfg), request["weights"])
         model = build_reference(cfg, as_checkpointed)
         probe = ConvRateProbe(
-            torch.device(settings.device), settings.floor_problem,
-            request["floor_layout"] == "channels_last",
-        )  # fmt: skip
+            torch.device(settings.device), settings.floor_problem, request["floor_layout"]
+        )
         result = {
             precision: time_inference(
                 model, inputs, warmup=settings.warmup, repeats=settings.repeats,

@@ -91,9 +91,7 @@ def benchmark_method(
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
     # The floor's convolution, timed before each timed call: the rate while this method ran.
-    probe = ConvRateProbe(
-        torch.device(settings.device), settings.floor_problem, floor["layout"] == "channels_last"
-    )
+    probe = ConvRateProbe(torch.device(settings.device), settings.floor_problem, floor["layout"])
     rates = []
     timings = {}
     for precision in settings.precisions:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-from panoptic_zoo.benchmark.flops import count_multiply_adds
 from panoptic_zoo.benchmark.floor import TINY_FLOOR, ConvRateProbe
+from panoptic_zoo.benchmark.flops import count_multiply_adds
 from panoptic_zoo.benchmark.timing import NetworkSplitClock, time_inference
 
 SIZE = 8  # input height and width
@@ -77,7 +78,7 @@ def test_floor_samples_run_between_the_timed_calls_and_are_not_timed():
 
 
 def test_conv_rate_probe_times_float32_also_under_autocast(monkeypatch):
-    probe = ConvRateProbe(torch.device("cpu"), TINY_FLOOR, channels_last=True)
+    probe = ConvRateProbe(torch.device("cpu"), TINY_FLOOR, "channels_last")
     channels, (height, width) = TINY_FLOOR.conv_channels, TINY_FLOOR.conv_size
     assert probe.gflop == 2 * channels**2 * 9 * height * width / 1e9
     output_dtypes = []
@@ -93,6 +94,8 @@ def test_conv_rate_probe_times_float32_also_under_autocast(monkeypatch):
         assert conv2d(probe._x, probe._weight).dtype == torch.bfloat16  # autocast is on
         assert probe() > 0
     assert output_dtypes == [torch.float32]
+    with pytest.raises(ValueError, match="unknown floor layout 'nhwc'"):
+        ConvRateProbe(torch.device("cpu"), TINY_FLOOR, "nhwc")
 
 
 def test_multiply_adds_of_network_and_postprocessing():

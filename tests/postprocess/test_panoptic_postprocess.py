@@ -12,9 +12,9 @@ from detectron2.structures import BitMasks
 from panoptic_zoo.postprocess import (
     class_argmax,
     class_logsumexps,
-    merged_class_probabilities,
     crop_and_resize,
     masks_above,
+    merged_class_probabilities,
     panoptic_segments,
     paste_instances_by_score,
     remove_overlapping_instances,
