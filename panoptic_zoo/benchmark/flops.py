@@ -7,12 +7,11 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
 
 * fvcore's own handles: convolutions, matrix products, ``einsum``, linear layers, group/layer/
   instance norms, bilinear and nearest upsampling, adaptive average pooling, ``grid_sample``;
-* added here for the torchvision ops fvcore skips: ``deform_conv2d`` (the convolution plus 4
-  multiply-adds per bilinear sample of its input), ``roi_align`` (4 multiply-adds per bilinear
-  sample; 2x2 samples per bin when the sampling ratio is adaptive, i.e. <= 0, since the real
-  count depends on the box sizes) and ``nms`` (one per pair of boxes); ``embedding_bag`` (one
-  per element of each row it sums: the CPU deformable convolution's bilinear gather) and
-  ``mm`` also when written with ``out=`` (fvcore's handle takes two inputs only);
+* added here for the ops fvcore skips: torchvision's ``deform_conv2d`` and the project's CPU
+  ``panoptic_zoo::sampled_deform_conv3x3`` (the convolution plus 4 multiply-adds per bilinear
+  sample of its input), ``roi_align`` (4 multiply-adds per bilinear sample; 2x2 samples per bin
+  when the sampling ratio is adaptive, i.e. <= 0, since the real count depends on the box sizes)
+  and ``nms`` (one per pair of boxes);
 * not counted: batch norm (detectron2's analysis skips it: it folds into the convolution at
   inference), element-wise operations, reductions, sorting, indexing and comparisons. Their
   names are listed in the report (``uncounted_ops``).
@@ -38,16 +37,24 @@ __all__ = ["MultiplyAdds", "count_multiply_adds"]
 _ADAPTIVE_ROI_ALIGN_SAMPLES = 2 * 2
 
 
-def _deform_conv2d_macs(inputs, outputs) -> int:
-    # torchvision::deform_conv2d(input, weight, offset, mask, bias, stride_h, ...)
-    weight = get_shape(inputs[1])
-    batch, out_channels, *out_size = get_shape(outputs[0])
-    in_channels_per_group, kernel_elements = weight[1], weight[2] * weight[3]
-    in_channels = get_shape(inputs[0])[1]
+def _deformable_macs(input_shape, weight_shape, output_shape) -> int:
+    """A deformable convolution: the convolution plus 4 multiply-adds per bilinear sample."""
+    in_channels_per_group, kernel_elements = weight_shape[1], weight_shape[2] * weight_shape[3]
+    batch, out_channels, *out_size = output_shape
     positions = batch * math.prod(out_size)
     convolution = positions * out_channels * in_channels_per_group * kernel_elements
-    bilinear_sampling = 4 * positions * in_channels * kernel_elements
+    bilinear_sampling = 4 * positions * input_shape[1] * kernel_elements
     return convolution + bilinear_sampling
+
+
+def _deform_conv2d_macs(inputs, outputs) -> int:
+    # torchvision::deform_conv2d(input, weight, offset, mask, bias, stride_h, ...)
+    return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]))
+
+
+def _sampled_deform_conv3x3_macs(inputs, outputs) -> int:
+    # panoptic_zoo::sampled_deform_conv3x3(x, offset, weight, bias, mask)
+    return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[2]), get_shape(outputs[0]))
 
 
 def _roi_align_macs(inputs, outputs) -> int:
@@ -62,23 +69,11 @@ def _nms_macs(inputs, outputs) -> int:
     return boxes * (boxes - 1) // 2
 
 
-def _mm_macs(inputs, outputs) -> int:
-    # aten::mm(a, b) or, with out=, aten::mm(a, b, out), which fvcore's handle rejects
-    rows, inner = get_shape(inputs[0])
-    return rows * inner * get_shape(inputs[1])[1]
-
-
-def _embedding_bag_macs(inputs, outputs) -> int:
-    # aten::embedding_bag(weight, indices, ...): one multiply-add per element of each row summed
-    return math.prod(get_shape(inputs[1])) * get_shape(inputs[0])[1]
-
-
 _ADDED_HANDLES = {
     "torchvision::deform_conv2d": _deform_conv2d_macs,
+    "panoptic_zoo::sampled_deform_conv3x3": _sampled_deform_conv3x3_macs,
     "torchvision::roi_align": _roi_align_macs,
     "torchvision::nms": _nms_macs,
-    "aten::mm": _mm_macs,
-    "aten::embedding_bag": _embedding_bag_macs,
 }
 
 

@@ -33,7 +33,7 @@ from .settings import (
 )
 from .timing import peak_memory, time_inference
 
-__all__ = ["BenchmarkSettings", "run_benchmark"]
+__all__ = ["run_benchmark"]
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,12 @@
  *  - log-sum-exps over a group of classes and over the others: PyTorch takes ~10 passes over the
  *    logits (max, subtract, exp, sum, for each part) and a ~14x slower exp for arguments below
  *    -87; here two passes, with an exp that vectorizes.
- * Each kernel is compiled twice, for x86-64's SSE2 baseline and for AVX2 + FMA (chosen at run
- * time): on 133 x 800 x 1333 logits, 2 threads, the log-sum-exps take 0.17-0.19 s with SSE2 and
- * 0.09-0.11 s with AVX2, the argmax 55-66 ms and 42-52 ms.
+ * Each kernel is compiled twice, for x86-64's SSE2 baseline and for AVX2 + FMA, chosen at run
+ * time (../csrc/instruction_sets.h): on 133 x 800 x 1333 logits, 2 threads, the log-sum-exps
+ * take 0.17-0.19 s with SSE2 and 0.09-0.11 s with AVX2, the argmax 55-66 ms and 42-52 ms; built
+ * without -fwrapv (Python's flags have it; it kept GCC from vectorizing as well), with AVX2
+ * 61-83 ms and 29-39 ms (133 x 800 x 1344, alternating runs; 73-103 and 35-61 ms with it).
+ * The rows are split between PyTorch's OpenMP threads (../csrc/openmp_threads.h).
  * Python side: panoptic_zoo/postprocess/maps.py (class_argmax, class_logsumexps).
  */
 #define PY_SSIZE_T_CLEAN
@@ -17,52 +20,11 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../csrc/instruction_sets.h"
+#include "../csrc/openmp_threads.h"
+
 /* Pixels per block: the running values stay in L1. */
 #define BLOCK 512
-
-/* Inlined into each instruction-set variant of the kernels below, compiled for that set. */
-#define INLINE static inline __attribute__((always_inline))
-
-/* x86-64's baseline is SSE2 (4 floats per vector): each kernel also gets an AVX2 + FMA
-   variant (8 floats), chosen at run time where the CPU has them. */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define HAVE_AVX2_VARIANT 1
-
-static int cpu_has_avx2_fma(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#endif
-
-/* Set by use_instruction_set (tests run every variant): 1 = the best this CPU has, 0 = the
-   baseline. */
-static int best_variant = 1;
-
-static int avx2_runs(void)
-{
-#ifdef HAVE_AVX2_VARIANT
-    return best_variant && cpu_has_avx2_fma();
-#else
-    return 0;
-#endif
-}
-
-/* For an inlined kernel ``name``: name_baseline, name_avx2 (the same code compiled for AVX2 +
-   FMA, where the compiler can target it) and select_name(), which returns the variant to run. */
-#ifdef HAVE_AVX2_VARIANT
-#define DEFINE_VARIANTS(name, parameters, arguments)                                            \
-    static void name##_baseline(parameters) { name(arguments); }                               \
-    __attribute__((target("avx2,fma"))) static void name##_avx2(parameters) { name(arguments); } \
-    static void (*select_##name(void))(parameters)                                              \
-    {                                                                                           \
-        return avx2_runs() ? name##_avx2 : name##_baseline;                                     \
-    }
-#else
-#define DEFINE_VARIANTS(name, parameters, arguments)                                            \
-    static void name##_baseline(parameters) { name(arguments); }                               \
-    static void (*select_##name(void))(parameters) { return name##_baseline; }
-#endif
 
 /* Whether ``logits`` is float32 [C, H, W] with contiguous columns; sets the error if not. */
 static int check_logits(const Py_buffer *logits)
@@ -113,19 +75,20 @@ INLINE void argmax_range(ARGMAX_RANGE_PARAMETERS)
 
 DEFINE_VARIANTS(argmax_range, ARGMAX_RANGE_PARAMETERS, ARGMAX_RANGE_ARGUMENTS)
 
-PyDoc_STRVAR(argmax_rows_doc,
-"argmax_rows(logits, out, first_row, stop_row)\n\n"
-"``out[y, x] = argmax_c logits[c, y, x]`` for rows ``first_row <= y < stop_row``: ``logits`` a\n"
-"float32 buffer [C, H, W] whose columns are contiguous (any channel and row strides), ``out``\n"
-"a writable C-contiguous int64 buffer [H, W]. The first maximum wins; NaN counts as the largest\n"
-"value (PyTorch's rule). Runs without the GIL.");
+PyDoc_STRVAR(argmax_doc,
+"argmax(logits, out, threads)\n\n"
+"``out[y, x] = argmax_c logits[c, y, x]``: ``logits`` a float32 buffer [C, H, W] whose columns\n"
+"are contiguous (any channel and row strides), ``out`` a writable C-contiguous int64 buffer\n"
+"[H, W]. The first maximum wins; NaN counts as the largest value (PyTorch's rule). Runs without\n"
+"the GIL, on ``threads`` OpenMP threads (PyTorch's pool: pass ``torch.get_num_threads()``).");
 
-static PyObject *argmax_rows(PyObject *self, PyObject *args)
+static PyObject *argmax(PyObject *self, PyObject *args)
 {
     PyObject *logits_object, *out_object;
-    Py_ssize_t first_row, stop_row;
+    int threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOnn", &logits_object, &out_object, &first_row, &stop_row))
+    if (!PyArg_ParseTuple(args, "OOi", &logits_object, &out_object, &threads) ||
+        !check_threads(threads))
         return NULL;
     Py_buffer logits, out;
     if (PyObject_GetBuffer(logits_object, &logits, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
@@ -140,14 +103,18 @@ static PyObject *argmax_rows(PyObject *self, PyObject *args)
     } else if (out.ndim != 2 || out.itemsize != 8 || out.shape[0] != logits.shape[1] ||
                out.shape[1] != logits.shape[2]) {
         PyErr_SetString(PyExc_ValueError, "out must be int64 [H, W], H and W those of logits");
-    } else if (logits.shape[0] < 1 || first_row < 0 || stop_row > logits.shape[1] ||
-               first_row > stop_row) {
-        PyErr_SetString(PyExc_ValueError, "need at least one class and rows inside the image");
+    } else if (logits.shape[0] < 1) {
+        PyErr_SetString(PyExc_ValueError, "need at least one class");
     } else {
+        void (*const kernel)(ARGMAX_RANGE_PARAMETERS) = select_argmax_range();
         Py_BEGIN_ALLOW_THREADS
-        select_argmax_range()((const char *)logits.buf, logits.shape[0], logits.shape[2],
-                              logits.strides[0], logits.strides[1], (int64_t *)out.buf, first_row,
-                              stop_row);
+#pragma omp parallel num_threads(threads)
+        {
+            Py_ssize_t first_row, stop_row;
+            thread_share(logits.shape[1], &first_row, &stop_row);
+            kernel((const char *)logits.buf, logits.shape[0], logits.shape[2], logits.strides[0],
+                   logits.strides[1], (int64_t *)out.buf, first_row, stop_row);
+        }
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -238,20 +205,23 @@ INLINE void logsumexp_range(LOGSUMEXP_RANGE_PARAMETERS)
 
 DEFINE_VARIANTS(logsumexp_range, LOGSUMEXP_RANGE_PARAMETERS, LOGSUMEXP_RANGE_ARGUMENTS)
 
-PyDoc_STRVAR(logsumexp_rows_doc,
-"logsumexp_rows(logits, first_class, stop_class, group_out, others_out, first_row, stop_row)\n\n"
-"For rows ``first_row <= y < stop_row`` of float32 ``logits`` [C, H, W] with contiguous\n"
-"columns: ``group_out[y, x]`` = the log-sum-exp over classes ``first_class <= c < stop_class``,\n"
-"``others_out[y, x]`` over the other classes (-inf if none). Outputs: writable C-contiguous\n"
-"float32 [H, W]. A NaN logit gives NaN. Runs without the GIL.");
+PyDoc_STRVAR(logsumexps_doc,
+"logsumexps(logits, first_class, stop_class, group_out, others_out, threads)\n\n"
+"For float32 ``logits`` [C, H, W] with contiguous columns: ``group_out[y, x]`` = the\n"
+"log-sum-exp over classes ``first_class <= c < stop_class``, ``others_out[y, x]`` over the\n"
+"other classes (-inf if none). Outputs: writable C-contiguous float32 [H, W]. A NaN logit gives\n"
+"NaN. Runs without the GIL, on ``threads`` OpenMP threads (PyTorch's pool: pass\n"
+"``torch.get_num_threads()``).");
 
-static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
+static PyObject *logsumexps(PyObject *self, PyObject *args)
 {
     PyObject *logits_object, *group_object, *others_object;
-    Py_ssize_t first_class, stop_class, first_row, stop_row;
+    Py_ssize_t first_class, stop_class;
+    int threads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OnnOOnn", &logits_object, &first_class, &stop_class,
-                          &group_object, &others_object, &first_row, &stop_row))
+    if (!PyArg_ParseTuple(args, "OnnOOi", &logits_object, &first_class, &stop_class,
+                          &group_object, &others_object, &threads) ||
+        !check_threads(threads))
         return NULL;
     Py_buffer logits, group, others;
     if (PyObject_GetBuffer(logits_object, &logits, PyBUF_STRIDED_RO | PyBUF_FORMAT) < 0)
@@ -277,14 +247,19 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
         /* its error is set */
     } else if (!outputs_ok) {
         PyErr_SetString(PyExc_ValueError, "outputs must be float32 [H, W], those of logits");
-    } else if (first_class < 0 || stop_class > logits.shape[0] || first_class >= stop_class ||
-               first_row < 0 || stop_row > logits.shape[1] || first_row > stop_row) {
-        PyErr_SetString(PyExc_ValueError, "need a non-empty class group and rows inside the image");
+    } else if (first_class < 0 || stop_class > logits.shape[0] || first_class >= stop_class) {
+        PyErr_SetString(PyExc_ValueError, "need a non-empty class group");
     } else {
+        void (*const kernel)(LOGSUMEXP_RANGE_PARAMETERS) = select_logsumexp_range();
         Py_BEGIN_ALLOW_THREADS
-        select_logsumexp_range()((const char *)logits.buf, logits.shape[0], logits.shape[2],
-                                 logits.strides[0], logits.strides[1], first_class, stop_class,
-                                 (float *)group.buf, (float *)others.buf, first_row, stop_row);
+#pragma omp parallel num_threads(threads)
+        {
+            Py_ssize_t first_row, stop_row;
+            thread_share(logits.shape[1], &first_row, &stop_row);
+            kernel((const char *)logits.buf, logits.shape[0], logits.shape[2], logits.strides[0],
+                   logits.strides[1], first_class, stop_class, (float *)group.buf,
+                   (float *)others.buf, first_row, stop_row);
+        }
         Py_END_ALLOW_THREADS
         result = Py_NewRef(Py_None);
     }
@@ -294,26 +269,10 @@ static PyObject *logsumexp_rows(PyObject *self, PyObject *args)
     return result;
 }
 
-PyDoc_STRVAR(use_instruction_set_doc,
-"use_instruction_set(best)\n\n"
-"Which compiled variant of the kernels runs: the best this CPU has (True, the default; AVX2 +\n"
-"FMA where available) or the SSE2 baseline (False). Returns the name of the variant now in\n"
-"use, 'avx2' or 'baseline'. For tests, which run both.");
-
-static PyObject *use_instruction_set(PyObject *self, PyObject *args)
-{
-    int best;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "p", &best))
-        return NULL;
-    best_variant = best;
-    return PyUnicode_FromString(avx2_runs() ? "avx2" : "baseline");
-}
-
 static PyMethodDef methods[] = {
-    {"use_instruction_set", use_instruction_set, METH_VARARGS, use_instruction_set_doc},
-    {"argmax_rows", argmax_rows, METH_VARARGS, argmax_rows_doc},
-    {"logsumexp_rows", logsumexp_rows, METH_VARARGS, logsumexp_rows_doc},
+    USE_INSTRUCTION_SET_METHOD,
+    {"argmax", argmax, METH_VARARGS, argmax_doc},
+    {"logsumexps", logsumexps, METH_VARARGS, logsumexps_doc},
     {NULL, NULL, 0, NULL},
 };
 
