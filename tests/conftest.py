@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny shapes dataset, generated and registered once per session."""
+"""Shared fixtures: a tiny shapes dataset, generated and registered once per session; the C
+kernels' instruction-set variants."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ from panoptic_testing import TINY_SHAPES_PREFIX, TINY_SHAPES_SPEC
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data.datasets import register_shapes
 from panoptic_zoo.data.datasets.shapes import ensure_shapes_dataset
+from panoptic_zoo.layers import _deform_sampling
+from panoptic_zoo.postprocess import _class_maps
 
 torch.set_num_threads(2)
+
+# The C modules built in an SSE2 and an AVX2 + FMA variant (panoptic_zoo/csrc/instruction_sets.h)
+_C_KERNEL_MODULES = (_class_maps, _deform_sampling)
+
+
+@pytest.fixture(params=["best", "baseline"])
+def c_kernels(request):
+    """The test runs with the C kernels' best variant for this CPU (AVX2 + FMA where it has
+    them), then with their SSE2 baseline."""
+    for module in _C_KERNEL_MODULES:
+        module.use_instruction_set(request.param == "best")
+    yield request.param
+    for module in _C_KERNEL_MODULES:
+        module.use_instruction_set(True)
 
 
 @pytest.fixture(scope="session")

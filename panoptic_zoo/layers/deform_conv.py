@@ -46,7 +46,7 @@ def sampled_deform_conv3x3(
     """
     tensors = {"x": x, "offset": offset, "weight": weight, "bias": bias, "mask": mask}
     for name, tensor in tensors.items():
-        if tensor is not None and (tensor.device.type != "cpu" or tensor.dtype != torch.float32):
+        if not _sampled_path_takes(tensor):
             raise ValueError(
                 f"sampled_deform_conv3x3 takes float32 CPU tensors; {name} is {tensor.dtype} on "
                 f"{tensor.device} (use torchvision.ops.deform_conv2d)"
@@ -82,6 +82,11 @@ def sampled_deform_conv3x3(
     return out.permute(0, 3, 1, 2)
 
 
+def _sampled_path_takes(tensor: torch.Tensor | None) -> bool:
+    """Whether :func:`sampled_deform_conv3x3` takes this argument (absent, or float32 on CPU)."""
+    return tensor is None or (tensor.device.type == "cpu" and tensor.dtype == torch.float32)
+
+
 class DeformableConv3x3(nn.Module):
     """
     3x3 deformable convolution: a plain 3x3 convolution (``offset``) predicts the sampling
@@ -109,11 +114,7 @@ class DeformableConv3x3(nn.Module):
         mask = None
         if self.modulated:
             offset, mask = offset[:, : 2 * _TAPS], offset[:, 2 * _TAPS :].sigmoid()
-        if (
-            x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and offset.dtype == torch.float32
-            and not torch.is_grad_enabled()
-        ):
-            return sampled_deform_conv3x3(x, offset, self.weight, self.bias, mask)
+        arguments = (x, offset, self.weight, self.bias, mask)
+        if not torch.is_grad_enabled() and all(map(_sampled_path_takes, arguments)):
+            return sampled_deform_conv3x3(*arguments)
         return deform_conv2d(x, offset, self.weight, self.bias, padding=(1, 1), mask=mask)

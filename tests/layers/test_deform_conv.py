@@ -11,20 +11,11 @@ from panoptic_zoo.layers import DeformableConv3x3, _deform_sampling, deform_conv
 from panoptic_zoo.layers.deform_conv import sampled_deform_conv3x3
 
 
-@pytest.fixture(params=["best", "baseline"])
-def c_kernel(request):
-    """Each test runs with the C kernel's best variant (AVX2 + FMA where the CPU has them) and
-    with its SSE2 baseline."""
-    name = _deform_sampling.use_instruction_set(request.param == "best")
-    yield name
-    _deform_sampling.use_instruction_set(True)
-
-
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("shape", [(2, 5, 9, 13), (1, 3, 1, 7), (1, 4, 6, 1), (2, 6, 31, 17)])
 @pytest.mark.parametrize("chunk_pixels", [None, 1, 7])
 def test_sampled_path_is_torchvision_deform_conv(
-    shape, modulated, chunk_pixels, c_kernel, monkeypatch
+    shape, modulated, chunk_pixels, c_kernels, monkeypatch
 ):
     batch, channels, height, width = shape
     if chunk_pixels is not None:  # chunks that end inside image rows, and 1-pixel chunks
@@ -52,7 +43,7 @@ def test_sampled_path_is_torchvision_deform_conv(
     )  # fmt: skip
 
 
-def test_sampled_columns_by_hand(c_kernel):
+def test_sampled_columns_by_hand(c_kernels):
     """Channel values 10 * y + x + 100 * channel on a 2 x 3 image; the columns of pixel (0, 1)."""
     ys, xs = np.mgrid[0:2, 0:3].astype(np.float32)
     image = np.stack([10 * ys + xs, 10 * ys + xs + 100], axis=-1)  # [H, W, C=2]

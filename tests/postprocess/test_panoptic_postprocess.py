@@ -20,15 +20,6 @@ from panoptic_zoo.postprocess import (
     remove_overlapping_instances,
     resize_panoptic,
 )
-from panoptic_zoo.postprocess.maps import _class_maps
-
-
-@pytest.fixture(params=["best", "baseline"])
-def c_kernels(request):
-    """The C kernels' variant for this CPU (AVX2 + FMA where it has them), then the SSE2 one."""
-    name = _class_maps.use_instruction_set(request.param == "best")
-    yield name
-    _class_maps.use_instruction_set(True)
 
 
 def test_overlap_removal_keeps_higher_score_within_a_class():
