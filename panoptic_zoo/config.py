@@ -36,11 +36,11 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     # Read by the inference entry points (train_net.py --eval-only, demo, benchmark) after
     # loading the weights, never while training: fold batch norms into their convolutions
     # (panoptic_zoo.modeling.norm_folding); on the CPU, run the backbone channels-last
-    # (panoptic_zoo.modeling.memory_format) and dilated depthwise convolutions by shifted
-    # multiply-adds (panoptic_zoo.layers.depthwise_conv). Same outputs up to float rounding.
+    # (panoptic_zoo.modeling.memory_format) and stride-1 depthwise convolutions by the project's
+    # C kernel (panoptic_zoo.layers.depthwise_conv). Same outputs up to float rounding.
     add_missing_options(
         cfg.TEST,
-        {"FOLD_BATCH_NORMS": True, "CHANNELS_LAST_BACKBONE": True, "SHIFTED_DEPTHWISE": True},
+        {"FOLD_BATCH_NORMS": True, "CHANNELS_LAST_BACKBONE": True, "DEPTHWISE_KERNEL": True},
     )
     # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
     # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code

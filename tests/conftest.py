@@ -10,13 +10,13 @@ from panoptic_testing import TINY_SHAPES_PREFIX, TINY_SHAPES_SPEC
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data.datasets import register_shapes
 from panoptic_zoo.data.datasets.shapes import ensure_shapes_dataset
-from panoptic_zoo.layers import _deform_sampling
+from panoptic_zoo.layers import _deform_sampling, _depthwise_conv
 from panoptic_zoo.postprocess import _class_maps
 
 torch.set_num_threads(2)
 
 # The C modules built in an SSE2 and an AVX2 + FMA variant (panoptic_zoo/csrc/instruction_sets.h)
-_C_KERNEL_MODULES = (_class_maps, _deform_sampling)
+_C_KERNEL_MODULES = (_class_maps, _deform_sampling, _depthwise_conv)
 
 
 @pytest.fixture(params=["best", "baseline"])

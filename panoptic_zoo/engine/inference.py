@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from ..checkpoint import build_checkpointer
-from ..layers.depthwise_conv import use_shifted_depthwise
+from ..layers.depthwise_conv import use_depthwise_kernel
 from ..modeling.memory_format import channels_last_backbone
 from ..modeling.norm_folding import fold_batch_norms
 
@@ -35,16 +35,16 @@ def apply_inference_changes(cfg: CfgNode, model: nn.Module) -> dict:
     """
     Change the eval-mode ``model`` for inference only, in place: batch norms folded into their
     convolutions (``TEST.FOLD_BATCH_NORMS``) and, on the CPU, a channels-last backbone
-    (``TEST.CHANNELS_LAST_BACKBONE``) and dilated depthwise convolutions by shifted
-    multiply-adds (``TEST.SHIFTED_DEPTHWISE``). Each changes outputs only by float rounding.
+    (``TEST.CHANNELS_LAST_BACKBONE``) and stride-1 depthwise convolutions by the project's C
+    kernel (``TEST.DEPTHWISE_KERNEL``). Each changes outputs only by float rounding.
     Returns what was changed, also kept as the model's ``inference_changes``.
     """
     on_cpu = cfg.MODEL.DEVICE == "cpu"
     changes = {
         "batch_norms_folded": fold_batch_norms(model) if cfg.TEST.FOLD_BATCH_NORMS else 0,
         "channels_last_backbone": on_cpu and cfg.TEST.CHANNELS_LAST_BACKBONE,
-        "shifted_depthwise_convolutions": (
-            use_shifted_depthwise(model) if on_cpu and cfg.TEST.SHIFTED_DEPTHWISE else 0
+        "depthwise_kernel_convolutions": (
+            use_depthwise_kernel(model) if on_cpu and cfg.TEST.DEPTHWISE_KERNEL else 0
         ),
     }
     if changes["channels_last_backbone"]:
@@ -61,6 +61,6 @@ def without_inference_changes(cfg: CfgNode) -> CfgNode:
     cfg.defrost()
     cfg.TEST.FOLD_BATCH_NORMS = False
     cfg.TEST.CHANNELS_LAST_BACKBONE = False
-    cfg.TEST.SHIFTED_DEPTHWISE = False
+    cfg.TEST.DEPTHWISE_KERNEL = False
     cfg.freeze()
     return cfg

@@ -1,11 +1,13 @@
 """
-Dilated 3x3 depthwise convolutions (Panoptic-DeepLab's depthwise-separable ASPP) for CPU
-inference, as nine shifted multiply-adds.
+Depthwise convolutions (stride 1, odd square kernel, "same" zero padding, any dilation) for CPU
+inference, in C (``_depthwise_conv.c``): Panoptic-DeepLab's depthwise-separable ASPP (dilated
+3x3) and decoder and heads (5x5).
 
-oneDNN runs a dilated depthwise convolution on NCHW input at ~5 GFLOP/s: 2048 channels at 50x84
-(an 800x1333 image at stride 16) took ~35 ms per call, 6 calls per image. Nine ``addcmul_``
-passes over channel chunks that stay in cache take ~14 ms. Undilated depthwise convolutions
-are left to oneDNN, which is fast for them.
+oneDNN is slow at these on NCHW input. On 2 threads at an 800x1333 image's sizes, medians of 7
+calls each, with the ReLU that follows: a dilated 3x3 on 2048 channels at 50x84 took oneDNN
+40-43 ms, nine shifted multiply-adds over cache-sized channel chunks (this module's earlier
+path) 17-22 ms, the kernel 6.1-6.3 ms; a 5x5 on 288 channels at 200x336 took oneDNN 33 ms, the
+kernel 17 ms.
 """
 
 from __future__ import annotations
@@ -13,85 +15,95 @@ from __future__ import annotations
 import torch
 from detectron2.layers import Conv2d
 from torch import nn
+from torch.nn import functional as F
 
-from ..utils.chunks import row_chunks
+from . import _depthwise_conv
 
-__all__ = ["ShiftedDepthwiseConv2d", "dilated_depthwise_conv3x3", "use_shifted_depthwise"]
-
-# Floats of one channel chunk (input and output together stay within ~8 MiB of cache).
-_CHUNK_FLOATS = 2**20
+__all__ = ["KernelDepthwiseConv2d", "depthwise_conv2d", "use_depthwise_kernel"]
 
 
-def dilated_depthwise_conv3x3(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int
+def depthwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dilation: int,
+    relu: bool = False,
 ) -> torch.Tensor:
     """
-    ``F.conv2d(x, weight, bias, padding=dilation, dilation=dilation, groups=C)`` for NCHW ``x``
-    with C channels and a ``[C, 1, 3, 3]`` ``weight``, up to float rounding: each tap adds its
-    shifted input, times its per-channel weight, to the output rows and columns it reaches.
+    ``F.conv2d(x, weight, bias, padding=dilation * (k // 2), dilation=dilation, groups=C)``, then
+    ``F.relu`` when ``relu``, up to float rounding, for float32 CPU tensors: NCHW ``x`` with C
+    channels and a ``[C, 1, k, k]`` ``weight``, k odd. Runs on PyTorch's OpenMP threads.
     """
-    _, channels, height, width = x.shape
+    batch, channels, height, width = x.shape
+    size = weight.shape[-1]
+    if weight.shape != (channels, 1, size, size) or size % 2 != 1:
+        raise ValueError(
+            f"weight must be [{channels}, 1, k, k] with k odd; got {list(weight.shape)}"
+        )
+    reach = dilation * (size // 2)
+    threads = torch.get_num_threads()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    for chunk in row_chunks(channels, height * width, _CHUNK_FLOATS):
-        taps = weight[chunk, 0]  # [c, 3, 3]
-        source, target = x[:, chunk], out[:, chunk]
-        center = taps[:, 1, 1].view(1, -1, 1, 1)
-        if bias is None:
-            torch.mul(source, center, out=target)
-        else:
-            torch.addcmul(bias[chunk].view(1, -1, 1, 1), source, center, out=target)
-        for row in range(3):
-            for column in range(3):
-                dy, dx = (row - 1) * dilation, (column - 1) * dilation
-                if (dy, dx) == (0, 0) or abs(dy) >= height or abs(dx) >= width:
-                    continue  # the center, or a tap that only ever reads padding
-                # Output pixel (y, x) reads input (y + dy, x + dx) where that is inside.
-                out_rows, in_rows = _overlap(height, dy)
-                out_columns, in_columns = _overlap(width, dx)
-                target[:, :, out_rows, out_columns].addcmul_(
-                    source[:, :, in_rows, in_columns], taps[:, row, column].view(1, -1, 1, 1)
-                )
+    scratch = x.new_empty(threads, (height + 2 * reach) * (width + 2 * reach))
+    _depthwise_conv.convolve(
+        x.contiguous().numpy(),
+        weight.contiguous().numpy(),
+        None if bias is None else bias.contiguous().numpy(),
+        out.numpy(),
+        scratch.numpy(),
+        dilation,
+        relu,
+        threads,
+    )
     return out
 
 
-def _overlap(length: int, shift: int) -> tuple[slice, slice]:
-    """Output and input positions (i, i + shift) that are both in ``[0, length)``."""
-    before, after = max(0, -shift), max(0, shift)
-    return slice(before, length - after), slice(after, length - before)
+def _is_relu(activation) -> bool:
+    return activation is F.relu or type(activation) is nn.ReLU
 
 
-class ShiftedDepthwiseConv2d(Conv2d):
-    """A detectron2 ``Conv2d`` that is a dilated 3x3 depthwise convolution: CPU inference (no
-    gradient) through :func:`dilated_depthwise_conv3x3`, anything else as ``Conv2d``."""
+class KernelDepthwiseConv2d(Conv2d):
+    """A detectron2 ``Conv2d`` that is a stride-1 depthwise convolution with "same" padding: CPU
+    inference (no gradient, float32, NCHW-contiguous input) through :func:`depthwise_conv2d`,
+    with its ReLU in the same pass when it has no norm (norms folded); anything else as
+    ``Conv2d``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or torch.is_grad_enabled():
+        if (
+            x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or self.weight.dtype != torch.float32
+            or torch.is_grad_enabled()
+            or not x.is_contiguous()
+        ):
             return super().forward(x)
-        x = dilated_depthwise_conv3x3(x, self.weight, self.bias, self.dilation[0])
+        fuse_relu = self.norm is None and _is_relu(self.activation)
+        x = depthwise_conv2d(x, self.weight, self.bias, self.dilation[0], relu=fuse_relu)
         if self.norm is not None:
             x = self.norm(x)
-        if self.activation is not None:
+        if self.activation is not None and not fuse_relu:
             x = self.activation(x)
         return x
 
 
-def _is_dilated_depthwise_3x3(conv: nn.Module) -> bool:
+def _is_same_padded_depthwise(conv: nn.Module) -> bool:
+    size = conv.kernel_size[0] if isinstance(conv, Conv2d) else None
     return (
         type(conv) is Conv2d
         and conv.groups == conv.in_channels == conv.out_channels
-        and conv.kernel_size == (3, 3)
+        and conv.kernel_size == (size, size)
+        and size % 2 == 1
         and conv.stride == (1, 1)
-        and conv.dilation[0] == conv.dilation[1] > 1
-        and conv.padding == conv.dilation
+        and conv.dilation[0] == conv.dilation[1]
+        and conv.padding == (conv.dilation[0] * (size // 2),) * 2
         and conv.padding_mode == "zeros"
     )
 
 
-def use_shifted_depthwise(model: nn.Module) -> int:
-    """Make every dilated 3x3 depthwise detectron2 ``Conv2d`` of ``model`` a
-    :class:`ShiftedDepthwiseConv2d` (same parameters and state dict), in place; returns how
+def use_depthwise_kernel(model: nn.Module) -> int:
+    """Make every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model`` a
+    :class:`KernelDepthwiseConv2d` (same parameters and state dict), in place; returns how
     many."""
-    convolutions = [m for m in model.modules() if _is_dilated_depthwise_3x3(m)]
+    convolutions = [m for m in model.modules() if _is_same_padded_depthwise(m)]
     for conv in convolutions:
-        conv.__class__ = ShiftedDepthwiseConv2d
+        conv.__class__ = KernelDepthwiseConv2d
     return len(convolutions)

@@ -78,12 +78,12 @@ def test_json_report_is_complete(tiny_run):
     assert all(not reference[name]["timings"] for name in ("UPSNet", "Panoptic FCN"))
     assert report["environment"]["cpu_heap_reuse"] is True  # glibc, as CI runs
     # The shapes configs train from scratch with group norms (nothing to fold); their backbones
-    # run channels-last on the CPU; Panoptic-DeepLab's two ASPPs have two dilated depthwise
-    # convolutions each.
+    # run channels-last on the CPU; Panoptic-DeepLab's two branches have six depthwise
+    # convolutions each (three 3x3 in ASPP, three 5x5 in the decoder and heads).
     for method in report["methods"]:
         assert method["inference_changes"] == {
             "batch_norms_folded": 0, "channels_last_backbone": True,
-            "shifted_depthwise_convolutions": 4 if method["method"] == "Panoptic-DeepLab" else 0,
+            "depthwise_kernel_convolutions": 12 if method["method"] == "Panoptic-DeepLab" else 0,
         }  # fmt: skip
 
 

@@ -1,48 +1,118 @@
-"""Dilated depthwise convolution by shifted multiply-adds against PyTorch's convolution."""
+"""Depthwise convolutions by the C kernel (_depthwise_conv.c) against PyTorch's convolution and
+by hand, and the layers use_depthwise_kernel switches."""
 
+import numpy as np
 import pytest
 import torch
 from detectron2.layers import Conv2d
+from torch import nn
 from torch.nn import functional as F
 
+from panoptic_zoo.layers import _depthwise_conv
 from panoptic_zoo.layers.depthwise_conv import (
-    ShiftedDepthwiseConv2d,
-    dilated_depthwise_conv3x3,
-    use_shifted_depthwise,
+    KernelDepthwiseConv2d,
+    depthwise_conv2d,
+    use_depthwise_kernel,
 )
 
+# Batch 2 and odd sizes; every column path of the kernel: widths below 8 (scalar), 8-63 (vectors
+# of 8, the last one overlapping), 64 and more (tiles of 64, the last one overlapping, and
+# exactly two tiles); maps smaller than the kernel's reach (taps that only read padding).
+SHAPES = [(2, 5, 13, 17), (1, 3, 5, 4), (2, 4, 9, 71), (1, 6, 7, 128), (1, 2, 3, 8)]
 
-@pytest.mark.parametrize("dilation", [2, 6, 12])
+
+@pytest.mark.parametrize("size, dilation", [(3, 1), (3, 2), (3, 12), (5, 1), (5, 3), (7, 2)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_same_as_conv2d_to_rounding(dilation, with_bias):
-    torch.manual_seed(dilation)
-    # Odd sizes; maps smaller than the dilation (taps that only read padding); many channels
-    # (several chunks); batch 2.
-    for shape in [(2, 5, 13, 17), (1, 3, 5, 4), (2, 600, 41, 53)]:
+@pytest.mark.parametrize("relu", [False, True])
+def test_same_as_conv2d_to_rounding(size, dilation, with_bias, relu, c_kernels):
+    torch.manual_seed(size * 100 + dilation)
+    for shape in SHAPES:
         channels = shape[1]
-        x, weight = torch.randn(shape), torch.randn(channels, 1, 3, 3)
+        x, weight = torch.randn(shape), torch.randn(channels, 1, size, size)
         bias = torch.randn(channels) if with_bias else None
-        expected = F.conv2d(x, weight, bias, padding=dilation, dilation=dilation, groups=channels)
-        found = dilated_depthwise_conv3x3(x, weight, bias, dilation)
+        expected = F.conv2d(
+            x, weight, bias, padding=dilation * (size // 2), dilation=dilation, groups=channels
+        )
+        if relu:
+            expected = F.relu(expected)
+        found = depthwise_conv2d(x, weight, bias, dilation, relu=relu)
+        assert found.is_contiguous()
         torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_only_dilated_depthwise_3x3_layers_are_switched():
-    layers = torch.nn.Sequential(
-        Conv2d(8, 8, 3, padding=6, dilation=6, groups=8, norm=torch.nn.BatchNorm2d(8),
-               activation=F.relu),  # fmt: skip
-        Conv2d(8, 8, 3, padding=1, groups=8),  # not dilated
-        Conv2d(8, 8, 5, padding=4, dilation=2, groups=8),  # 5x5
+def test_by_hand(c_kernels):
+    # One 3x4 plane, a 3x3 filter of ones but -1 at its centre, bias 0.5: each output is the sum
+    # of its in-image neighbours minus itself, plus 0.5.
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, float("nan")]])
+    weight = torch.ones(1, 1, 3, 3)
+    weight[0, 0, 1, 1] = -1.0
+    out = depthwise_conv2d(x.view(1, 1, 3, 4), weight, torch.tensor([0.5]), 1)[0, 0]
+    assert out[0, 0].item() == 2 + 5 + 6 - 1 + 0.5  # corner: three neighbours
+    assert out[0, 1].item() == 1 + 3 + 5 + 6 + 7 - 2 + 0.5
+    assert out[1, 1].item() == 1 + 2 + 3 + 5 + 7 + 9 + 10 + 11 - 6 + 0.5
+    assert out[0, 2].item() == 2 + 4 + 6 + 7 + 8 - 3 + 0.5
+    # The NaN at (2, 3) reaches its neighbours only.
+    assert torch.isnan(out[1:, 2:]).all() and not torch.isnan(out[:, :2]).any()
+    assert not torch.isnan(out[0]).any()
+    # Dilation 2 on the same plane, filter negated: (1, 1) reads itself and (1, 3); (1, 2)
+    # itself and (1, 0); (0, 0) itself, (0, 2), (2, 0) and (2, 2).
+    plane = x.view(1, 1, 3, 4)
+    out = depthwise_conv2d(plane, -weight, None, 2)[0, 0]
+    assert (out[1, 1].item(), out[1, 2].item(), out[0, 0].item()) == (6 - 8, 7 - 5, 1 - 23)
+    # With the ReLU: negatives become 0, NaN (read from (2, 3)) stays NaN.
+    out = depthwise_conv2d(plane, -weight, None, 2, relu=True)[0, 0]
+    assert (out[1, 1].item(), out[1, 2].item(), out[0, 0].item()) == (0, 2, 0)
+    assert torch.isnan(out[0, 1]) and torch.isnan(out[2, 1])
+
+
+def test_bad_arguments_are_rejected():
+    x = torch.randn(1, 4, 6, 7)
+    with pytest.raises(ValueError, match=r"weight must be \[4, 1, k, k\] with k odd"):
+        depthwise_conv2d(x, torch.randn(4, 1, 2, 2), None, 1)
+    out = np.empty((1, 4, 6, 7), np.float32)
+    weight = np.ones((4, 1, 3, 3), np.float32)
+    too_small = np.empty((1, 10), np.float32)
+    with pytest.raises(ValueError, match="scratch must be"):
+        _depthwise_conv.convolve(x.numpy(), weight, None, out, too_small, 1, False, 1)
+    scratch = np.empty((2, 8 * 9), np.float32)
+    with pytest.raises(ValueError, match="output must have input's shape"):
+        _depthwise_conv.convolve(x.numpy(), weight, None, out[:, :3], scratch, 1, False, 1)
+    with pytest.raises(ValueError, match="input must be a C-contiguous float32"):
+        _depthwise_conv.convolve(x.double().numpy(), weight, None, out, scratch, 1, False, 1)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        _depthwise_conv.convolve(x.numpy(), weight, None, out, scratch, 1, False, 0)
+    with pytest.raises(ValueError, match="dilation must be at least 1"):
+        _depthwise_conv.convolve(x.numpy(), weight, None, out, scratch, 0, False, 1)
+
+
+def test_only_same_padded_stride_1_depthwise_layers_are_switched():
+    layers = nn.Sequential(
+        # Dilated 3x3 with a norm (not fused: the ReLU runs after it) and an nn.ReLU.
+        Conv2d(
+            8, 8, 3, padding=6, dilation=6, groups=8, norm=nn.BatchNorm2d(8), activation=nn.ReLU()
+        ),
+        Conv2d(8, 8, 5, padding=2, groups=8, activation=F.relu),  # 5x5, ReLU fused
+        Conv2d(8, 8, 3, padding=1, groups=8, activation=torch.sigmoid),  # other activation
+        Conv2d(8, 8, 3, padding=1, stride=2, groups=8),  # stride 2
+        Conv2d(8, 8, 3, padding=0, groups=8),  # not "same"
+        Conv2d(8, 8, 4, padding=2, groups=8),  # even kernel
         Conv2d(8, 16, 3, padding=2, dilation=2),  # dense
     ).eval()
-    x = torch.randn(2, 8, 11, 9)
+    with torch.no_grad():
+        layers[0].norm.running_mean.uniform_(-1, 1)
+        layers[0].norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 11, 13)
     with torch.no_grad():
         expected = layers(x)
-    assert use_shifted_depthwise(layers) == 1
-    assert [type(m) for m in layers] == [ShiftedDepthwiseConv2d, Conv2d, Conv2d, Conv2d]
+    assert use_depthwise_kernel(layers) == 3
+    assert [type(m) for m in layers] == [KernelDepthwiseConv2d] * 3 + [Conv2d] * 4
     with torch.no_grad():
         torch.testing.assert_close(layers(x), expected, rtol=1e-5, atol=1e-5)
+        # Input oneDNN left channels-last goes to PyTorch's convolution, with the same result.
+        torch.testing.assert_close(
+            layers(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-5, atol=1e-5
+        )
     # Training (gradients) keeps PyTorch's convolution.
     layers.train()
     layers(x).sum().backward()
-    assert layers[0].weight.grad is not None
+    assert layers[1].weight.grad is not None

@@ -13,7 +13,7 @@ from torch import nn
 
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.engine import build_inference_model, without_inference_changes
-from panoptic_zoo.layers.depthwise_conv import use_shifted_depthwise
+from panoptic_zoo.layers.depthwise_conv import use_depthwise_kernel
 from panoptic_zoo.modeling.memory_format import channels_last_backbone, nchw_contiguous
 from panoptic_zoo.modeling.norm_folding import fold_batch_norms
 from panoptic_zoo.utils.config import shrink_to_test_size
@@ -150,25 +150,30 @@ def test_inference_changes_follow_the_config():
     )
     assert changed.inference_changes == {
         "batch_norms_folded": 53, "channels_last_backbone": True,
-        "shifted_depthwise_convolutions": 0,
+        "depthwise_kernel_convolutions": 0,
     }  # fmt: skip
     unchanged = build_inference_model(without_inference_changes(cfg), "")
     assert sum(isinstance(m, FrozenBatchNorm2d) for m in unchanged.modules()) == 53
     assert unchanged.backbone.bottom_up.stem.conv1.weight.is_contiguous()
     assert unchanged.inference_changes == {
         "batch_norms_folded": 0, "channels_last_backbone": False,
-        "shifted_depthwise_convolutions": 0,
+        "depthwise_kernel_convolutions": 0,
     }  # fmt: skip
 
 
-def test_panoptic_deeplab_asspp_depthwise_convolutions_run_by_shifts():
+def test_panoptic_deeplab_depthwise_convolutions_run_by_the_kernel():
     model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
     changed = copy.deepcopy(model)
-    # Two ASPPs (semantic and instance branch), three dilated depthwise convolutions each.
-    assert use_shifted_depthwise(changed) == 6
+    # Per branch (semantic, instance): three dilated 3x3 in ASPP, two 5x5 in the decoder's
+    # fusions and one 5x5 in a head (semantic head; instance offset head).
+    assert use_depthwise_kernel(changed) == 12
     assert changed.state_dict().keys() == model.state_dict().keys()
     torch.manual_seed(3)
     inputs = [{"image": torch.rand(3, 97, 131) * 255}]
     with torch.inference_mode():
         (expected,), (found,) = model(inputs), changed(inputs)
+        features = model.backbone(torch.randn(1, 3, 96, 128))
+        for name in ("sem_seg_head", "ins_embed_head"):
+            outputs = [getattr(m, name)(features)[0] for m in (model, changed)]
+            _assert_close_to_rounding(outputs[1], outputs[0])
     _assert_close_to_rounding(found["sem_seg"], expected["sem_seg"])
