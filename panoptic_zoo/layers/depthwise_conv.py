@@ -22,6 +22,7 @@ from . import _depthwise_conv
 __all__ = ["KernelDepthwiseConv2d", "depthwise_conv2d", "use_depthwise_kernel"]
 
 
+@torch.library.custom_op("panoptic_zoo::depthwise_conv2d", mutates_args=())
 def depthwise_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -33,7 +34,16 @@ def depthwise_conv2d(
     ``F.conv2d(x, weight, bias, padding=dilation * (k // 2), dilation=dilation, groups=C)``, then
     ``F.relu`` when ``relu``, up to float rounding, for float32 CPU tensors: NCHW ``x`` with C
     channels and a ``[C, 1, k, k]`` ``weight``, k odd. Runs on PyTorch's OpenMP threads.
+
+    A custom op (``panoptic_zoo::depthwise_conv2d``), so that traces (fvcore's counts in
+    :mod:`panoptic_zoo.benchmark.flops`) see one convolution.
     """
+    for name, tensor in {"x": x, "weight": weight, "bias": bias}.items():
+        if not _kernel_takes(tensor):
+            raise ValueError(
+                f"depthwise_conv2d takes float32 CPU tensors; {name} is {tensor.dtype} on "
+                f"{tensor.device} (use torch.nn.functional.conv2d)"
+            )
     batch, channels, height, width = x.shape
     size = weight.shape[-1]
     if weight.shape != (channels, 1, size, size) or size % 2 != 1:
@@ -57,6 +67,11 @@ def depthwise_conv2d(
     return out
 
 
+def _kernel_takes(tensor: torch.Tensor | None) -> bool:
+    """Whether :func:`depthwise_conv2d` takes this argument (absent, or float32 on CPU)."""
+    return tensor is None or (tensor.device.type == "cpu" and tensor.dtype == torch.float32)
+
+
 def _is_relu(activation) -> bool:
     return activation is F.relu or type(activation) is nn.ReLU
 
@@ -68,12 +83,11 @@ class KernelDepthwiseConv2d(Conv2d):
     ``Conv2d``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arguments = (x, self.weight, self.bias)
         if (
-            x.device.type != "cpu"
-            or x.dtype != torch.float32
-            or self.weight.dtype != torch.float32
-            or torch.is_grad_enabled()
+            torch.is_grad_enabled()
             or not x.is_contiguous()
+            or not all(map(_kernel_takes, arguments))
         ):
             return super().forward(x)
         fuse_relu = self.norm is None and _is_relu(self.activation)

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.ops import DeformConv2d
 
 from panoptic_zoo.benchmark.floor import TINY_FLOOR, ConvRateProbe
@@ -124,4 +125,25 @@ def test_multiply_adds_of_the_cpu_deformable_convolution():
         macs = count_multiply_adds(SampledModel().eval(), _inputs())
     offsets, convolution = 3 * 18 * 9 * pixels, 3 * 4 * 9 * pixels
     assert macs.network == offsets + convolution + 4 * 3 * 9 * pixels  # 4 per sample of 3 channels
+    assert not macs.uncounted_ops
+
+
+def test_multiply_adds_of_the_cpu_depthwise_convolution():
+    """Its CPU inference op (panoptic_zoo::depthwise_conv2d) counts as a convolution."""
+    from detectron2.layers import Conv2d
+
+    from panoptic_zoo.layers.depthwise_conv import use_depthwise_kernel
+
+    class DepthwiseModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.depthwise = Conv2d(3, 3, 5, padding=4, dilation=2, groups=3, activation=F.relu)
+
+        def forward(self, batched_inputs):
+            return [{"sem_seg": self.depthwise(batched_inputs[0]["image"].float()[None])}]
+
+    model = DepthwiseModel().eval()
+    assert use_depthwise_kernel(model) == 1
+    macs = count_multiply_adds(model, _inputs())
+    assert macs.network == 3 * 25 * SIZE * SIZE
     assert not macs.uncounted_ops

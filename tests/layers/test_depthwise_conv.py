@@ -69,6 +69,8 @@ def test_bad_arguments_are_rejected():
     x = torch.randn(1, 4, 6, 7)
     with pytest.raises(ValueError, match=r"weight must be \[4, 1, k, k\] with k odd"):
         depthwise_conv2d(x, torch.randn(4, 1, 2, 2), None, 1)
+    with pytest.raises(ValueError, match="float32 CPU tensors; x is torch.float64"):
+        depthwise_conv2d(x.double(), torch.randn(4, 1, 3, 3), None, 1)
     out = np.empty((1, 4, 6, 7), np.float32)
     weight = np.ones((4, 1, 3, 3), np.float32)
     too_small = np.empty((1, 10), np.float32)
