@@ -16,6 +16,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../csrc/float32_buffers.h"
 #include "../csrc/instruction_sets.h"
 #include "../csrc/openmp_threads.h"
 
@@ -80,17 +81,6 @@ INLINE void sample_range(SAMPLE_RANGE_PARAMETERS)
 }
 
 DEFINE_VARIANTS(sample_range, SAMPLE_RANGE_PARAMETERS, SAMPLE_RANGE_ARGUMENTS)
-
-/* Whether ``buffer`` is C-contiguous float32 with ``ndim`` dimensions; sets the error if not. */
-static int check_float32(const Py_buffer *buffer, int ndim, const char *name)
-{
-    if (buffer->ndim == ndim && buffer->itemsize == 4 && buffer->format[0] == 'f' &&
-        PyBuffer_IsContiguous(buffer, 'C'))
-        return 1;
-    PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous float32 buffer with %d dimensions",
-                 name, ndim);
-    return 0;
-}
 
 PyDoc_STRVAR(sample_columns_doc,
 "sample_columns(input, offset, mask, columns, first_pixel, threads)\n\n"

@@ -15,6 +15,7 @@
 
 #include <string.h>
 
+#include "../csrc/float32_buffers.h"
 #include "../csrc/instruction_sets.h"
 #include "../csrc/openmp_threads.h"
 
@@ -115,17 +116,6 @@ INLINE void convolve_planes(CONVOLVE_PLANES_PARAMETERS)
 }
 
 DEFINE_VARIANTS(convolve_planes, CONVOLVE_PLANES_PARAMETERS, CONVOLVE_PLANES_ARGUMENTS)
-
-/* Whether ``buffer`` is C-contiguous float32 with ``ndim`` dimensions; sets the error if not. */
-static int check_float32(const Py_buffer *buffer, int ndim, const char *name)
-{
-    if (buffer->ndim == ndim && buffer->itemsize == 4 && buffer->format[0] == 'f' &&
-        PyBuffer_IsContiguous(buffer, 'C'))
-        return 1;
-    PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous float32 buffer with %d dimensions",
-                 name, ndim);
-    return 0;
-}
 
 PyDoc_STRVAR(convolve_doc,
 "convolve(input, weight, bias, output, scratch, dilation, relu, threads)\n\n"

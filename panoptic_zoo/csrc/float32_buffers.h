@@ -1,0 +1,19 @@
+/*
+ * Argument checks shared by the layers' C kernels, which take float32 buffers (numpy views of
+ * torch tensors). Include after Python.h.
+ */
+#ifndef PANOPTIC_ZOO_FLOAT32_BUFFERS_H
+#define PANOPTIC_ZOO_FLOAT32_BUFFERS_H
+
+/* Whether ``buffer`` is C-contiguous float32 with ``ndim`` dimensions; sets the error if not. */
+static int check_float32(const Py_buffer *buffer, int ndim, const char *name)
+{
+    if (buffer->ndim == ndim && buffer->itemsize == 4 && buffer->format[0] == 'f' &&
+        PyBuffer_IsContiguous(buffer, 'C'))
+        return 1;
+    PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous float32 buffer with %d dimensions",
+                 name, ndim);
+    return 0;
+}
+
+#endif
