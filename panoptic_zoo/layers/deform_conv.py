@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 
 from . import _deform_sampling
+from .cpu_kernels import check_float32_cpu, float32_cpu_or_absent
 
 __all__ = ["DeformableConv3x3", "sampled_deform_conv3x3"]
 
@@ -44,13 +45,10 @@ def sampled_deform_conv3x3(
     layer then reads its input with no copy; callers that need contiguous NCHW call
     ``.contiguous()``.
     """
-    tensors = {"x": x, "offset": offset, "weight": weight, "bias": bias, "mask": mask}
-    for name, tensor in tensors.items():
-        if not _sampled_path_takes(tensor):
-            raise ValueError(
-                f"sampled_deform_conv3x3 takes float32 CPU tensors; {name} is {tensor.dtype} on "
-                f"{tensor.device} (use torchvision.ops.deform_conv2d)"
-            )
+    check_float32_cpu(
+        "sampled_deform_conv3x3", "torchvision.ops.deform_conv2d",
+        x=x, offset=offset, weight=weight, bias=bias, mask=mask,
+    )  # fmt: skip
     batch, channels, height, width = x.shape
     out_channels = weight.shape[0]
     pixels = height * width
@@ -76,15 +74,8 @@ def sampled_deform_conv3x3(
             if bias is None:
                 torch.mm(columns[:count], weight_rows, out=out_rows[first : first + count])
             else:
-                torch.addmm(
-                    bias, columns[:count], weight_rows, out=out_rows[first : first + count]
-                )
+                torch.addmm(bias, columns[:count], weight_rows, out=out_rows[first : first + count])
     return out.permute(0, 3, 1, 2)
-
-
-def _sampled_path_takes(tensor: torch.Tensor | None) -> bool:
-    """Whether :func:`sampled_deform_conv3x3` takes this argument (absent, or float32 on CPU)."""
-    return tensor is None or (tensor.device.type == "cpu" and tensor.dtype == torch.float32)
 
 
 class DeformableConv3x3(nn.Module):
@@ -115,6 +106,6 @@ class DeformableConv3x3(nn.Module):
         if self.modulated:
             offset, mask = offset[:, : 2 * _TAPS], offset[:, 2 * _TAPS :].sigmoid()
         arguments = (x, offset, self.weight, self.bias, mask)
-        if not torch.is_grad_enabled() and all(map(_sampled_path_takes, arguments)):
+        if not torch.is_grad_enabled() and all(map(float32_cpu_or_absent, arguments)):
             return sampled_deform_conv3x3(*arguments)
         return deform_conv2d(x, offset, self.weight, self.bias, padding=(1, 1), mask=mask)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import _depthwise_conv
+from .cpu_kernels import check_float32_cpu, float32_cpu_or_absent
 
 __all__ = ["KernelDepthwiseConv2d", "depthwise_conv2d", "use_depthwise_kernel"]
 
@@ -38,12 +39,9 @@ def depthwise_conv2d(
     A custom op (``panoptic_zoo::depthwise_conv2d``), so that traces (fvcore's counts in
     :mod:`panoptic_zoo.benchmark.flops`) see one convolution.
     """
-    for name, tensor in {"x": x, "weight": weight, "bias": bias}.items():
-        if not _kernel_takes(tensor):
-            raise ValueError(
-                f"depthwise_conv2d takes float32 CPU tensors; {name} is {tensor.dtype} on "
-                f"{tensor.device} (use torch.nn.functional.conv2d)"
-            )
+    check_float32_cpu(
+        "depthwise_conv2d", "torch.nn.functional.conv2d", x=x, weight=weight, bias=bias
+    )
     batch, channels, height, width = x.shape
     size = weight.shape[-1]
     if weight.shape != (channels, 1, size, size) or size % 2 != 1:
@@ -67,11 +65,6 @@ def depthwise_conv2d(
     return out
 
 
-def _kernel_takes(tensor: torch.Tensor | None) -> bool:
-    """Whether :func:`depthwise_conv2d` takes this argument (absent, or float32 on CPU)."""
-    return tensor is None or (tensor.device.type == "cpu" and tensor.dtype == torch.float32)
-
-
 def _is_relu(activation) -> bool:
     return activation is F.relu or type(activation) is nn.ReLU
 
@@ -87,7 +80,7 @@ class KernelDepthwiseConv2d(Conv2d):
         if (
             torch.is_grad_enabled()
             or not x.is_contiguous()
-            or not all(map(_kernel_takes, arguments))
+            or not all(map(float32_cpu_or_absent, arguments))
         ):
             return super().forward(x)
         fuse_relu = self.norm is None and _is_relu(self.activation)
