@@ -56,6 +56,23 @@ INLINE void convolve_tile(const float *padded, Py_ssize_t padded_width, Py_ssize
     }
 }
 
+/* Row ``y`` (``width`` >= 8 x ``vectors`` columns) in runs of 8 x ``vectors`` columns; a last
+   run that would pass the row's end ends there instead, overlapping the one before (its shared
+   columns are computed the same way twice), so no column is left to scalar code. */
+INLINE void convolve_row(const float *padded, Py_ssize_t padded_width, Py_ssize_t y,
+                         Py_ssize_t width, const float *taps, float bias, int size, int dilation,
+                         int relu, float *out_row, const int vectors)
+{
+    const Py_ssize_t run = 8 * vectors;
+    Py_ssize_t x = 0;
+    for (; x + run <= width; x += run)
+        convolve_tile(padded, padded_width, y, x, taps, bias, size, dilation, relu, out_row,
+                      vectors);
+    if (x < width)
+        convolve_tile(padded, padded_width, y, width - run, taps, bias, size, dilation, relu,
+                      out_row, vectors);
+}
+
 #define CONVOLVE_PLANES_PARAMETERS                                                              \
     const float *input, float *output, Py_ssize_t channels, Py_ssize_t height, Py_ssize_t width, \
         const float *weight, const float *bias, int size, int dilation, int relu, float *padded, \
@@ -83,25 +100,13 @@ INLINE void convolve_planes(CONVOLVE_PLANES_PARAMETERS)
         const float b = bias ? bias[channel] : 0.0f;
         for (Py_ssize_t y = 0; y < height; y++) {
             float *out_row = out + y * width;
-            /* Whole tiles, then one last tile that ends at the row's end and overlaps the one
-               before (its shared columns are computed the same way twice). */
-            if (width >= TILE) {
-                Py_ssize_t x = 0;
-                for (; x + TILE <= width; x += TILE)
-                    convolve_tile(padded, padded_width, y, x, taps, b, size, dilation, relu,
-                                  out_row, TILE / 8);
-                if (x < width)
-                    convolve_tile(padded, padded_width, y, width - TILE, taps, b, size, dilation,
-                                  relu, out_row, TILE / 8);
-            } else if (width >= 8) {
-                Py_ssize_t x = 0;
-                for (; x + 8 <= width; x += 8)
-                    convolve_tile(padded, padded_width, y, x, taps, b, size, dilation, relu,
-                                  out_row, 1);
-                if (x < width)
-                    convolve_tile(padded, padded_width, y, width - 8, taps, b, size, dilation,
-                                  relu, out_row, 1);
-            } else {
+            if (width >= TILE)
+                convolve_row(padded, padded_width, y, width, taps, b, size, dilation, relu,
+                             out_row, TILE / 8);
+            else if (width >= 8)
+                convolve_row(padded, padded_width, y, width, taps, b, size, dilation, relu,
+                             out_row, 1);
+            else
                 for (Py_ssize_t x = 0; x < width; x++) {
                     float sum = b;
                     for (int i = 0; i < size; i++)
@@ -110,7 +115,6 @@ INLINE void convolve_planes(CONVOLVE_PLANES_PARAMETERS)
                                    padded[(y + i * dilation) * padded_width + x + j * dilation];
                     out_row[x] = relu && sum < 0.0f ? 0.0f : sum;
                 }
-            }
         }
     }
 }
