@@ -7,10 +7,15 @@ reordered to a blocked layout and back around every layer: at 800x1333 on 2 thre
 backbones of all four methods 0.4-0.8 s faster end to end. The heads stay NCHW: depthwise
 convolutions (Panoptic-DeepLab's ASPP) ran ~10x slower channels-last, and the per-pixel
 post-processing expects contiguous class maps. So the backbone's outputs are made contiguous
-again, and everything after it sees what it saw before.
+again, and everything after it sees what it saw before, except the outputs a model names in its
+``channels_last_features``: all their readers take either format (Panoptic-DeepLab's decoder
+projections, 1x1 convolutions that oneDNN runs faster on channels-last input than on NCHW,
+which it reorders first), so they skip the copy.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -40,12 +45,23 @@ def nchw_contiguous(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _contiguous_features(module, args, features: dict[str, torch.Tensor]):
-    return {name: nchw_contiguous(feature) for name, feature in features.items()}
+def _contiguous_features(
+    module, args, features: dict[str, torch.Tensor], *, keep: frozenset[str]
+) -> dict[str, torch.Tensor]:
+    return {
+        name: feature if name in keep else nchw_contiguous(feature)
+        for name, feature in features.items()
+    }
 
 
 def channels_last_backbone(model: nn.Module) -> None:
     """Convert ``model.backbone``'s weights to channels-last, in place, and return its feature
-    maps NCHW-contiguous (a forward hook). Outputs change only by float rounding."""
+    maps NCHW-contiguous (a forward hook), except those named in ``model.channels_last_features``
+    (if the model has that attribute), which stay channels-last. Outputs change only by float
+    rounding."""
+    keep = frozenset(getattr(model, "channels_last_features", ()))
+    unknown = keep - set(model.backbone.output_shape())
+    if unknown:
+        raise ValueError(f"channels_last_features {sorted(unknown)} are not backbone outputs")
     model.backbone.to(memory_format=torch.channels_last)
-    model.backbone.register_forward_hook(_contiguous_features)
+    model.backbone.register_forward_hook(functools.partial(_contiguous_features, keep=keep))

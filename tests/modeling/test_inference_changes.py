@@ -109,9 +109,20 @@ def test_channels_last_backbone_gives_the_same_contiguous_features(config_name):
     normalized = torch.randn(2, 3, 96, 128)
     with torch.inference_mode():
         expected, found = model.backbone(normalized), changed.backbone(normalized)
+    # The heads see NCHW, as before, except where the model says its readers take either.
+    kept = set(getattr(model, "channels_last_features", ()))
+    assert kept == ({"res2", "res3"} if "panoptic_deeplab" in config_name else set())
     for name in expected:
-        assert found[name].is_contiguous()  # the heads see NCHW, as before
+        memory_format = torch.channels_last if name in kept else torch.contiguous_format
+        assert found[name].is_contiguous(memory_format=memory_format)
         _assert_close_to_rounding(found[name], expected[name])
+
+
+def test_channels_last_features_must_be_backbone_outputs():
+    model = _unfolded_model(COCO_CONFIGS[0])
+    model.channels_last_features = ("p2", "res9")
+    with pytest.raises(ValueError, match=r"\['res9'\] are not backbone outputs"):
+        channels_last_backbone(model)
 
 
 @pytest.mark.parametrize(
