@@ -16,4 +16,14 @@ static int check_float32(const Py_buffer *buffer, int ndim, const char *name)
     return 0;
 }
 
+/* ``object``'s buffer into ``buffer`` (C-contiguous; writable when ``writable``), checked by
+   check_float32; 0 with the error set if either step fails. The caller releases ``buffer`` in
+   both cases (PyBuffer_Release ignores one that was never filled: its obj is NULL). */
+static int get_float32_buffer(PyObject *object, Py_buffer *buffer, int ndim, const char *name,
+                              int writable)
+{
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    return PyObject_GetBuffer(object, buffer, flags) == 0 && check_float32(buffer, ndim, name);
+}
+
 #endif

@@ -107,14 +107,10 @@ static PyObject *sample_columns(PyObject *self, PyObject *args)
     Py_buffer input = {0}, offset = {0}, mask = {0}, columns = {0};
     const int has_mask = mask_object != Py_None;
     PyObject *result = NULL;
-    if (PyObject_GetBuffer(input_object, &input, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0 ||
-        PyObject_GetBuffer(offset_object, &offset, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0 ||
-        (has_mask && PyObject_GetBuffer(mask_object, &mask, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) ||
-        PyObject_GetBuffer(columns_object, &columns,
-                           PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
-        goto release;
-    if (!check_float32(&input, 3, "input") || !check_float32(&offset, 3, "offset") ||
-        (has_mask && !check_float32(&mask, 3, "mask")) || !check_float32(&columns, 2, "columns"))
+    if (!get_float32_buffer(input_object, &input, 3, "input", 0) ||
+        !get_float32_buffer(offset_object, &offset, 3, "offset", 0) ||
+        (has_mask && !get_float32_buffer(mask_object, &mask, 3, "mask", 0)) ||
+        !get_float32_buffer(columns_object, &columns, 2, "columns", 1))
         goto release;
     const Py_ssize_t height = input.shape[0], width = input.shape[1], channels = input.shape[2];
     if (offset.shape[0] != 2 * TAPS || offset.shape[1] != height || offset.shape[2] != width ||

@@ -146,17 +146,12 @@ static PyObject *convolve(PyObject *self, PyObject *args)
     }
     Py_buffer input = {0}, weight = {0}, bias = {0}, output = {0}, scratch = {0};
     const int has_bias = bias_object != Py_None;
-    const int writable = PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT;
     PyObject *result = NULL;
-    if (PyObject_GetBuffer(input_object, &input, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0 ||
-        PyObject_GetBuffer(weight_object, &weight, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0 ||
-        (has_bias && PyObject_GetBuffer(bias_object, &bias, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) ||
-        PyObject_GetBuffer(output_object, &output, writable) < 0 ||
-        PyObject_GetBuffer(scratch_object, &scratch, writable) < 0)
-        goto release;
-    if (!check_float32(&input, 4, "input") || !check_float32(&weight, 4, "weight") ||
-        (has_bias && !check_float32(&bias, 1, "bias")) || !check_float32(&output, 4, "output") ||
-        !check_float32(&scratch, 2, "scratch"))
+    if (!get_float32_buffer(input_object, &input, 4, "input", 0) ||
+        !get_float32_buffer(weight_object, &weight, 4, "weight", 0) ||
+        (has_bias && !get_float32_buffer(bias_object, &bias, 1, "bias", 0)) ||
+        !get_float32_buffer(output_object, &output, 4, "output", 1) ||
+        !get_float32_buffer(scratch_object, &scratch, 2, "scratch", 1))
         goto release;
     const Py_ssize_t batch = input.shape[0], channels = input.shape[1];
     const Py_ssize_t height = input.shape[2], width = input.shape[3];
