@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from detectron2.structures import Boxes
+from torchvision.ops import nms
 
-__all__ = ["box_masks", "paste_mask_logits", "panoptic_logits", "panoptic_target"]
+__all__ = [
+    "box_masks",
+    "paste_mask_logits",
+    "panoptic_candidates",
+    "panoptic_logits",
+    "panoptic_target",
+]
 
 
 def box_masks(boxes: torch.Tensor, height: int, width: int, first_row: int = 0) -> torch.Tensor:
@@ -61,6 +69,33 @@ def paste_mask_logits(mask_logits: torch.Tensor, boxes: torch.Tensor, height: in
     return pasted * box_masks(boxes, height, width)
 
 
+def panoptic_candidates(
+    class_boxes: torch.Tensor,
+    class_scores: torch.Tensor,
+    image_size: tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    max_candidates: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    UPSNet's official panoptic candidates of one image: every (proposal, thing class) pair
+    whose class probability exceeds ``score_thresh``, with that class's regressed box clipped
+    to the image, then one class-agnostic NMS at ``nms_thresh`` and the ``max_candidates``
+    best. ``class_boxes`` (R, K * 4 or 4) and ``class_scores`` (R, K + 1; background last) are
+    the box predictor's ``predict_boxes`` and ``predict_probs``. Returns (boxes (N, 4), scores
+    (N,), classes (N,)) by decreasing score.
+    """
+    num_classes = class_scores.shape[1] - 1
+    boxes = Boxes(class_boxes.reshape(-1, 4))
+    boxes.clip(image_size)
+    boxes = boxes.tensor.view(len(class_boxes), -1, 4).expand(-1, num_classes, -1)
+    scores = class_scores[:, :-1]
+    proposal, classes = torch.nonzero(scores > score_thresh, as_tuple=True)
+    boxes, scores = boxes[proposal, classes], scores[proposal, classes]
+    keep = nms(boxes, scores, nms_thresh)[:max_candidates]
+    return boxes[keep], scores[keep], classes[keep]
+
+
 def panoptic_logits(
     semantic_logits: torch.Tensor,
     num_stuff_classes: int,
@@ -94,21 +129,23 @@ def panoptic_target(
     gt_semantic: torch.Tensor,
     num_stuff_classes: int,
     kept_masks: torch.Tensor,
-    dropped_masks: torch.Tensor,
+    with_unknown: bool,
     ignore_value: int,
+    semantic_ignore_value: int = 255,
 ) -> torch.Tensor:
     """
-    The per-pixel channel of Z to predict: the stuff class for stuff pixels (``gt_semantic`` <
-    S), S + i for kept instance i, the unknown channel (S + N_kept) for dropped instances, and
-    ``ignore_value`` elsewhere (void and thing pixels of no instance, e.g. crowd regions).
-    ``ignore_value`` must not be a channel index (e.g. -1: images may hold hundreds of
-    instances).
+    The per-pixel channel of Z to predict, UPSNet's official target: the stuff class for stuff
+    pixels (``gt_semantic`` < S), S + i for the pixels of kept instance i (whatever their
+    semantic label), and for the other thing pixels (dropped instances, crowd and group
+    regions) the unknown channel S + N_kept when there is one, else ``ignore_value``, as for
+    void (``semantic_ignore_value``). ``ignore_value`` must not be a channel index (e.g. -1:
+    images may hold hundreds of instances).
     """
     target = torch.full_like(gt_semantic, ignore_value)
     stuff = gt_semantic < num_stuff_classes
     target[stuff] = gt_semantic[stuff]
+    if with_unknown:
+        target[~stuff & (gt_semantic != semantic_ignore_value)] = num_stuff_classes + len(kept_masks)
     for index, mask in enumerate(kept_masks):
         target[mask] = num_stuff_classes + index
-    if len(dropped_masks):
-        target[dropped_masks.any(dim=0)] = num_stuff_classes + len(kept_masks)
     return target

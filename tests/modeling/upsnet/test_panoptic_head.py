@@ -61,23 +61,32 @@ def test_no_instances_gives_stuff_and_unknown_channels_only():
     assert torch.equal(z[-1], _semantic_logits()[NUM_STUFF:].max(dim=0).values)
 
 
-def test_panoptic_target_sends_dropped_instances_to_unknown_and_crowd_to_ignore():
+def _target_inputs():
     semantic = torch.full((4, 4), 255)
     semantic[0] = 0  # stuff 0
     semantic[1] = 1  # stuff 1
     semantic[2:] = 2  # thing 0: instance 0 left, instance 1 right
     semantic[3, 3] = 3  # a crowd thing-1 pixel, no instance
+    semantic[1, 3] = 255  # void
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
     masks[0, 2:, :2] = True
     masks[1, 2:, 2:3] = True
-    target = panoptic_target(semantic, NUM_STUFF, masks[:1], masks[1:], -1)
-    expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 3, -1], [2, 2, 3, -1]])
+    return semantic, masks
+
+
+def test_panoptic_target_sends_thing_pixels_without_a_kept_instance_to_unknown():
+    """Official: dropped instance 1 and the crowd pixel target unknown (channel S + 1)."""
+    semantic, masks = _target_inputs()
+    target = panoptic_target(semantic, NUM_STUFF, masks[:1], True, -1)
+    expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, -1], [2, 2, 3, 3], [2, 2, 3, 3]])
     assert torch.equal(target, expected)
 
 
-def _logits(semantic: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
-    """Logits (C x H x W) whose argmax is ``semantic``."""
-    return torch.nn.functional.one_hot(semantic, num_classes).permute(2, 0, 1).float()
+def test_panoptic_target_without_unknown_ignores_thing_pixels_without_instance():
+    semantic, masks = _target_inputs()
+    target = panoptic_target(semantic, NUM_STUFF, masks, False, -1)
+    expected = torch.tensor([[0, 0, 0, 0], [1, 1, 1, -1], [2, 2, 3, -1], [2, 2, 3, -1]])
+    assert torch.equal(target, expected)
 
 
 def test_semantic_majority_turns_instances_into_stuff():
@@ -88,7 +97,7 @@ def test_semantic_majority_turns_instances_into_stuff():
     instance_index = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, -1], [3, 3, 3, -1]])
     stuff_classes = torch.zeros_like(semantic)
     stuff_classes[2:, 3] = 1
-    reassign_by_semantic_majority(_logits(semantic), 4, NUM_STUFF, stuff_classes, instance_index)
+    reassign_by_semantic_majority(semantic, 4, 4, NUM_STUFF, stuff_classes, instance_index)
     assert instance_index.tolist() == [[-1] * 4, [-1] * 4, [2, 2, 2, -1], [3, 3, 3, -1]]
     assert stuff_classes.tolist() == [[2] * 4, [1] * 4, [0, 0, 0, 1], [0, 0, 0, 1]]
 
@@ -97,5 +106,5 @@ def test_semantic_majority_without_instances_changes_nothing():
     semantic = torch.zeros(2, 3, dtype=torch.long)
     instance_index = torch.full((2, 3), -1)
     stuff_classes = torch.ones(2, 3, dtype=torch.long)
-    reassign_by_semantic_majority(_logits(semantic), 0, NUM_STUFF, stuff_classes, instance_index)
+    reassign_by_semantic_majority(semantic, 4, 0, NUM_STUFF, stuff_classes, instance_index)
     assert (instance_index == -1).all() and (stuff_classes == 1).all()
