@@ -19,6 +19,7 @@ from ...postprocess import (
 from ...utils.chunks import row_chunks
 from .fpn_global_pooling import add_fpn_global_pooling
 from .panoptic_head import (
+    mean_cross_entropy,
     panoptic_candidates,
     panoptic_logits,
     panoptic_target,
@@ -26,7 +27,12 @@ from .panoptic_head import (
 )
 from .semantic_head import UPSNetSemanticHead, semantic_roi_loss
 
-__all__ = ["UPSNet"]
+__all__ = [
+    "UPSNet",
+    "panoptic_inference",
+    "reassign_by_semantic_majority",
+    "subsample_labels",
+]
 
 # Ignored pixels of the panoptic target: every non-negative value can be a channel of Z.
 _PANOPTIC_IGNORE = -1
@@ -229,10 +235,9 @@ class UPSNet(GeneralizedRCNN):
                 labels, self.num_stuff_classes, masks, self.with_unknown, _PANOPTIC_IGNORE,
                 self.ignore_value,
             )  # fmt: skip
-            total_loss = total_loss + F.cross_entropy(
-                z[None], target[None], ignore_index=_PANOPTIC_IGNORE, reduction="sum"
-            )
-        return total_loss / (len(gt_instances) * height * width)
+            total_loss = total_loss + mean_cross_entropy(z[None], target[None], _PANOPTIC_IGNORE)
+        # Every image has the batch's padded size: the mean over all pixels of the batch.
+        return total_loss / len(gt_instances)
 
     def inference(self, batched_inputs, do_postprocess: bool = True):
         if not do_postprocess:
@@ -283,9 +288,10 @@ class UPSNet(GeneralizedRCNN):
             )
             detections[i].pred_masks = detection_logits.sigmoid()[:, None]
             logits = semantic_logits[i, :, : image_size[0], : image_size[1]]
-            panoptic = self._panoptic_inference(
-                logits, candidates[i], candidate_logits, height, width
-            )
+            panoptic = panoptic_inference(
+                logits, self.num_stuff_classes, candidates[i], candidate_logits,
+                self.overlap_thresh, self.with_unknown, self.stuff_area_limit, (height, width),
+            )  # fmt: skip
             results.append(
                 {
                     "panoptic_seg": panoptic,
@@ -299,70 +305,85 @@ class UPSNet(GeneralizedRCNN):
             )
         return results
 
-    def _panoptic_inference(
-        self, semantic_logits, candidates: Instances, mask_logits, out_height: int, out_width: int
-    ):
-        """
-        The official panoptic result: the argmax of Z at the network's input resolution, then,
-        with the semantic argmax, resized (nearest) to the output size, where the semantic
-        majority rule and the stuff area limit apply.
-        """
-        height, width = semantic_logits.shape[-2:]
-        boxes = candidates.pred_boxes.tensor
-        # Officially, with no candidate one all-zero channel (no box) stays, and with every
-        # candidate's mask empty the first stays with zero mask logits; both can win pixels.
-        placeholder = len(candidates) == 0
-        if placeholder:
-            boxes = boxes.new_zeros((1, 4))
-            candidates = Instances(
-                candidates.image_size, pred_boxes=Boxes(boxes), scores=boxes.new_ones(1),
-                pred_classes=torch.zeros(1, dtype=torch.long, device=boxes.device),
-            )  # fmt: skip
-            pasted = boxes.new_zeros((1, height, width))
-        else:
-            pasted = paste_mask_logits(mask_logits, boxes, height, width)
-            keep = remove_overlapping_instances(
-                pasted > 0, candidates.scores, candidates.pred_classes, self.overlap_thresh
-            )
-            if len(keep) == 0:
-                keep, pasted = keep.new_zeros(1), torch.zeros_like(pasted)
-            boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
-        classes = candidates.pred_classes
-        # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
-        # full resolution) is never whole.
-        winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
-        channels = self.num_stuff_classes + len(candidates) + 1
-        for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
-            z = panoptic_logits(
-                semantic_logits[:, rows], self.num_stuff_classes, boxes, classes,
-                pasted[:, rows], self.with_unknown, first_row=rows.start,
-            )  # fmt: skip
-            winner[rows] = class_argmax(z)
-        semantic = class_argmax(semantic_logits)
-        if (height, width) != (out_height, out_width):
-            winner, semantic = (
-                F.interpolate(x[None, None].float(), size=(out_height, out_width), mode="nearest")
-                .long()[0, 0]
-                for x in (winner, semantic)
-            )
-        num_stuff, num_instances = self.num_stuff_classes, len(candidates)
-        # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
-        stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
-        is_instance = (winner >= num_stuff) & (winner < num_stuff + num_instances)
-        instance_index = torch.where(is_instance, winner - num_stuff, torch.full_like(winner, -1))
-        reassign_by_semantic_majority(
-            semantic, len(semantic_logits), num_instances, num_stuff, stuff_classes, instance_index
-        )
-        if placeholder:
-            # The official result labels the channel's remaining pixels with its class id 0,
-            # which its class numbering reads as the last stuff class.
-            stuff_classes[instance_index == 0] = num_stuff
-            instance_index.fill_(-1)
-            candidates = candidates[:0]
-        return panoptic_segments(
-            stuff_classes, instance_index, candidates.pred_classes, candidates.scores,
-            self.stuff_area_limit,
+
+def panoptic_inference(
+    semantic_logits: torch.Tensor,
+    num_stuff_classes: int,
+    candidates: Instances,
+    mask_logits: torch.Tensor,
+    overlap_thresh: float,
+    with_unknown: bool,
+    stuff_area_limit: int,
+    output_size: tuple[int, int],
+) -> tuple[torch.Tensor, list[dict]]:
+    """
+    UPSNet's official panoptic result of one image from its semantic logits (C, H, W) at the
+    network's input resolution, its panoptic candidates (``pred_boxes``, ``scores``,
+    ``pred_classes``, by decreasing score) and their mask logits (N, M, M): overlap removal,
+    the argmax of Z at input resolution, then, with the semantic argmax, resized (nearest) to
+    ``output_size``, where the semantic majority rule and the stuff area limit apply.
+    """
+    height, width = semantic_logits.shape[-2:]
+    boxes = candidates.pred_boxes.tensor
+    # Officially, with no candidate one all-zero channel (no box) stays, and with every
+    # candidate's mask empty the first stays with zero mask logits; both can win pixels.
+    placeholder = len(candidates) == 0
+    if placeholder:
+        boxes = boxes.new_zeros((1, 4))
+        candidates = Instances(
+            candidates.image_size, pred_boxes=Boxes(boxes), scores=boxes.new_ones(1),
+            pred_classes=torch.zeros(1, dtype=torch.long, device=boxes.device),
         )  # fmt: skip
+        pasted = boxes.new_zeros((1, height, width))
+    else:
+        pasted = paste_mask_logits(mask_logits, boxes, height, width)
+        keep = remove_overlapping_instances(
+            pasted > 0, candidates.scores, candidates.pred_classes, overlap_thresh
+        )
+        if len(keep) == 0:
+            keep, pasted = keep.new_zeros(1), torch.zeros_like(pasted)
+        boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
+    classes = candidates.pred_classes
+    # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
+    # full resolution) is never whole.
+    winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
+    channels = num_stuff_classes + len(candidates) + 1
+    for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
+        z = panoptic_logits(
+            semantic_logits[:, rows], num_stuff_classes, boxes, classes, pasted[:, rows],
+            with_unknown, first_row=rows.start,
+        )  # fmt: skip
+        winner[rows] = class_argmax(z)
+    semantic = class_argmax(semantic_logits)
+    if (height, width) != tuple(output_size):
+        winner, semantic = (_resize_labels(x, output_size) for x in (winner, semantic))
+    num_instances = len(candidates)
+    # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
+    stuff_classes = torch.where(winner < num_stuff_classes, winner + 1, torch.zeros_like(winner))
+    is_instance = (winner >= num_stuff_classes) & (winner < num_stuff_classes + num_instances)
+    instance_index = torch.where(
+        is_instance, winner - num_stuff_classes, torch.full_like(winner, -1)
+    )
+    reassign_by_semantic_majority(
+        semantic, len(semantic_logits), num_instances, num_stuff_classes, stuff_classes,
+        instance_index,
+    )  # fmt: skip
+    if placeholder:
+        # The official result labels the channel's remaining pixels with its class id 0,
+        # which its class numbering reads as the last stuff class.
+        stuff_classes[instance_index == 0] = num_stuff_classes
+        instance_index.fill_(-1)
+        candidates = candidates[:0]
+    return panoptic_segments(
+        stuff_classes, instance_index, candidates.pred_classes, candidates.scores,
+        stuff_area_limit,
+    )  # fmt: skip
+
+
+def _resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Integer labels (H, W) resized (nearest) to ``size``."""
+    resized = F.interpolate(labels[None, None].float(), size=tuple(size), mode="nearest")
+    return resized[0, 0].long()
 
 
 def reassign_by_semantic_majority(

@@ -22,6 +22,7 @@ from torchvision.ops import nms
 
 __all__ = [
     "box_masks",
+    "mean_cross_entropy",
     "paste_mask_logits",
     "panoptic_candidates",
     "panoptic_logits",
@@ -145,7 +146,19 @@ def panoptic_target(
     stuff = gt_semantic < num_stuff_classes
     target[stuff] = gt_semantic[stuff]
     if with_unknown:
-        target[~stuff & (gt_semantic != semantic_ignore_value)] = num_stuff_classes + len(kept_masks)
+        unexplained = ~stuff & (gt_semantic != semantic_ignore_value)
+        target[unexplained] = num_stuff_classes + len(kept_masks)
     for index, mask in enumerate(kept_masks):
         target[mask] = num_stuff_classes + index
     return target
+
+
+def mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int):
+    """
+    Cross-entropy of logits (N, C, ...) against ``target`` (N, ...) averaged over every target
+    element, ignored ones included (they add 0): the official panoptic and RoI losses
+    (``nn.CrossEntropyLoss(reduce=False)`` then ``.mean()``), not PyTorch's mean over the
+    labelled elements.
+    """
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return loss / max(target.numel(), 1)

@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ...layers import DeformableConv3x3
+from .panoptic_head import mean_cross_entropy
 
 __all__ = [
     "LevelSumPredictor",
@@ -169,7 +170,11 @@ def crop_semantic_target(
 
     def source(start, end):
         size = (end - start).double()
-        offsets = (steps[None] * (1.0 / (resolution / size))[:, None]).floor().long()
+        # Tensor / tensor: a Python number over a tensor multiplies by the reciprocal instead,
+        # which rounds differently (and moves some samples by one pixel).
+        inverse_scale = torch.full_like(size, float(resolution)) / size
+        step = torch.ones_like(size) / inverse_scale
+        offsets = (steps[None] * step[:, None]).floor().long()
         return start[:, None] + torch.minimum(offsets, (end - start - 1)[:, None])
 
     return gt_semantic[source(y0, y1)[:, :, None], source(x0, x1)[:, None, :]]
@@ -201,5 +206,4 @@ def semantic_roi_loss(
     targets = torch.cat(
         [crop_semantic_target(gt, b, resolution) for gt, b in zip(gt_semantic, boxes)]
     )
-    loss = F.cross_entropy(crops, targets, ignore_index=ignore_value, reduction="sum")
-    return loss / targets.numel()
+    return mean_cross_entropy(crops, targets, ignore_value)
