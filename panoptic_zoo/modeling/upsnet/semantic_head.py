@@ -110,12 +110,18 @@ class UPSNetSemanticHead(nn.Module):
                 if deformable
                 else Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
             )
+            # The official initialization: He-normal weights, zero biases (offsets start at 0).
+            nn.init.kaiming_normal_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
             layers += [conv, get_norm(norm, out_channels) or nn.Identity(), nn.ReLU(inplace=True)]
             in_channels = out_channels
         self.subnetwork = nn.Sequential(*layers)
         self.predictor = LevelSumPredictor(
             in_channels, len(self.in_features), num_stuff_classes + num_thing_classes
         )
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
