@@ -21,8 +21,9 @@ def _upsnet_defaults() -> CN:
 
     upsnet.SEMANTIC_HEAD = CN()
     upsnet.SEMANTIC_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-    # Output channels of the deformable-conv subnetwork shared by all levels (paper: 256-128-128
-    # on 256-channel FPN features).
+    # Output channels of each layer of the deformable-conv subnetwork shared by all levels, on
+    # 256-channel FPN features: official COCO (and the paper) 256-128-128, official Cityscapes
+    # 128-128 (fcn_num_layers 2).
     upsnet.SEMANTIC_HEAD.CONV_DIMS = [256, 128, 128]
     # False replaces the deformable convolutions by plain 3x3 convolutions (ablation only).
     upsnet.SEMANTIC_HEAD.DEFORMABLE = True
