@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from panoptic_zoo.modeling.upsnet.meta_arch import reassign_by_semantic_majority
+from panoptic_zoo.modeling.upsnet.meta_arch import (
+    reassign_by_semantic_majority,
+    subsample_labels,
+)
 from panoptic_zoo.modeling.upsnet.panoptic_head import (
+    mean_cross_entropy,
+    panoptic_candidates,
     paste_mask_logits,
     panoptic_logits,
     panoptic_target,
@@ -108,3 +115,37 @@ def test_semantic_majority_without_instances_changes_nothing():
     stuff_classes = torch.ones(2, 3, dtype=torch.long)
     reassign_by_semantic_majority(semantic, 4, 0, NUM_STUFF, stuff_classes, instance_index)
     assert (instance_index == -1).all() and (stuff_classes == 1).all()
+
+
+def test_panoptic_candidates_take_every_proposal_class_pair_then_one_agnostic_nms():
+    """3 proposals x 2 classes (background last). Pairs above 0.6: (0, c1) 0.9, (1, c0) 0.7,
+    (1, c1) 0.65, (2, c0) 0.61. Proposals 0 and 1 overlap (IoU 0.9 > 0.5): one NMS across
+    classes keeps (0, c1) and drops both pairs of proposal 1; proposal 2 is apart. The top 2."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0], [20.0, 20.0, 30.0, 34.0]])
+    scores = torch.tensor([[0.05, 0.9, 0.05], [0.7, 0.65, 0.0], [0.61, 0.2, 0.19]])
+    kept_boxes, kept_scores, classes = panoptic_candidates(
+        boxes.repeat(1, 2), scores, (32, 40), 0.6, 0.5, 2
+    )
+    assert classes.tolist() == [1, 0]
+    assert torch.equal(kept_scores, torch.tensor([0.9, 0.61]))
+    # Clipped to the image (32 rows): the far corner of proposal 2 moves from 34 to 32.
+    assert torch.equal(kept_boxes, torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 32.0]]))
+    none = panoptic_candidates(boxes.repeat(1, 2), scores, (32, 40), 0.95, 0.5, 2)
+    assert all(len(x) == 0 for x in none)
+
+
+def test_subsample_labels_keeps_the_top_left_pixel_of_each_cell_and_rounds_the_size():
+    labels = torch.arange(8 * 12).reshape(8, 12)
+    # A 6 x 10 image padded to 8 x 12: round(6 / 4) = 2 rows (half to even: 1.5 -> 2),
+    # round(10 / 4) = 2 columns (2.5 -> 2); the rest is fill.
+    sampled = subsample_labels(labels, (6, 10), 4, -1)
+    assert sampled.tolist() == [[0, 4, -1], [48, 52, -1]]
+    sampled = subsample_labels(labels, (7, 11), 4, -1)  # 1.75 -> 2, 2.75 -> 3
+    assert sampled.tolist() == [[0, 4, 8], [48, 52, 56]]
+
+
+def test_mean_cross_entropy_counts_ignored_pixels():
+    logits = torch.zeros(1, 2, 1, 4)  # log 2 per labelled pixel
+    target = torch.tensor([[[0, 1, -1, -1]]])
+    loss = mean_cross_entropy(logits, target, -1)
+    assert torch.isclose(loss, torch.tensor(2 * math.log(2) / 4))
