@@ -27,14 +27,14 @@ Cases (official piece -> project piece):
   with none (the all-zero channel) and with only empty masks.
 
 Printed only (not in the golden file): the official ResNet-50 ``ResNetBackbone`` against the
-converted bottom-up backbone (its weights are too large to keep), and the measured effect of the
-remaining departure, continuous box corners (``departure:`` lines).
+converted bottom-up backbone (its weights are too large to keep).
 
-Boxes are integer-aligned: the official code rounds box corners to pixels and keeps Detectron's
-inclusive far corner (the last pixel inside), the project uses continuous corners with the far
-corner one past the box, so an official box (x0, y0, x1, y1) is the project's (x0, y0, x1 + 1,
-y1 + 1), at the stride-4 resolution in training. Pass: identical integer outputs and panoptic
-maps, floating outputs within 1e-5 relative (float rounding).
+Boxes: the official code keeps Detectron's inclusive far corner (the last pixel inside),
+detectron2 the corner one past the box, so a project box (x0, y0, x1, y1) is the official
+(x0, y0, x1 - 1, y1 - 1); both then round to pixels alike (``pixel_boxes``), so the panoptic
+cases use real-valued boxes. The candidate case feeds integer proposals with zero deltas (the
+box coders differ: detectron2 drops Detectron's "+1"). Pass: identical integer outputs and
+panoptic maps, floating outputs within 1e-5 relative (float rounding).
 
 Stubbed: only the compiled extensions the official modules import (Cython box overlaps, NMS and
 anchors; the CUDA deformable convolution and RoIAlign). The deformable convolution runs through
@@ -75,6 +75,7 @@ from panoptic_zoo.modeling.upsnet.panoptic_head import (  # noqa: E402
     panoptic_logits,
     panoptic_target,
     paste_mask_logits,
+    pixel_boxes,
 )
 from panoptic_zoo.modeling.upsnet.semantic_head import crop_semantic_target  # noqa: E402
 
@@ -166,10 +167,13 @@ def official_network_in_project_layout(outputs: dict) -> dict:
 
 
 def project_train_logits(inputs: dict) -> torch.Tensor:
-    semantic, boxes = inputs["semantic"][0], inputs["boxes"]
+    """Z at stride 4 from ground-truth boxes at the input resolution (detectron2's corners)."""
+    semantic = inputs["semantic"][0]
     height, width = semantic.shape[-2:]
-    pasted = paste_mask_logits(inputs["mask_logits"], boxes, height, width)
-    return panoptic_logits(semantic, NUM_STUFF, boxes, inputs["classes"], pasted, True)[None]
+    mask_boxes, semantic_boxes = pixel_boxes(inputs["boxes"], 1 / 4)
+    pasted = paste_mask_logits(inputs["mask_logits"], mask_boxes, height, width)
+    classes = inputs["classes"]
+    return panoptic_logits(semantic, NUM_STUFF, semantic_boxes, classes, pasted, True)[None]
 
 
 def project_targets(inputs: dict, with_unknown: bool) -> torch.Tensor:
@@ -221,9 +225,8 @@ def project_candidates(inputs: dict) -> dict:
 def project_panoptic(inputs: dict) -> torch.Tensor:
     """(H, W, 2): semantic channel (stuff 0..S-1, things S.., 255 void) and instance id."""
     height, width = inputs["image_size"]
-    boxes = inputs["boxes"] + torch.tensor([0.0, 0.0, 1.0, 1.0])
     candidates = Instances(
-        (height, width), pred_boxes=Boxes(boxes), scores=inputs["scores"],
+        (height, width), pred_boxes=Boxes(inputs["boxes"]), scores=inputs["scores"],
         pred_classes=inputs["classes"],
     )  # fmt: skip
     segments, infos = panoptic_inference(
@@ -459,13 +462,13 @@ def _semantic_scene(generator: torch.Generator, height: int, width: int) -> torc
 def official_train_logits(official, generator: torch.Generator) -> dict:
     height, width = 20, 28
     semantic = _semantic_scene(generator, height, width)
-    # Stride-4 cells [a0, a1) x [b0, a1): the official box at the input scale is
-    # 4 * (a0, b0, a1 - 1, b1 - 1), its inclusive far corner the last cell's top-left pixel.
-    boxes = torch.tensor([[2, 1, 9, 7], [5, 4, 17, 15], [0, 10, 6, 20], [20, 2, 28, 12],
-                          [12, 12, 13, 13]], dtype=torch.float32)  # fmt: skip
+    # Ground-truth boxes at the input resolution (detectron2's corners), real-valued so that the
+    # official rounding matters; the official box is the same with the far corner 1 less.
+    boxes = torch.tensor([[9.0, 3.5, 37.0, 29.0], [21.3, 17.8, 66.6, 58.1], [0.0, 42.0, 25.0, 80.0],
+                          [81.9, 9.2, 112.0, 47.5], [48.5, 50.5, 53.5, 54.5]])  # fmt: skip
     classes = torch.tensor([0, 2, 3, 1, 2])
     mask_logits = torch.randn(len(boxes), MASK_SIZE, MASK_SIZE, generator=generator) * 3
-    rois = torch.cat([torch.zeros(len(boxes), 1), 4 * (boxes - torch.tensor([0, 0, 1, 1]))], 1)
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes - torch.tensor([0.0, 0.0, 1.0, 1.0])], 1)
     seg_term = official.unary_logits.SegTerm(NUM_STUFF + NUM_THINGS)
     mask_term = official.unary_logits.MaskTerm(NUM_STUFF + NUM_THINGS, box_scale=1 / 4.0)
     seg_logits, seg_inst_logits = seg_term(classes + 1, semantic, rois)
@@ -582,24 +585,15 @@ def official_candidates(official, generator: torch.Generator) -> dict:
     return {"inputs": inputs, "official": official_output}
 
 
-def official_panoptic(official, generator: torch.Generator, kind: str) -> dict:
-    """The official inference from candidates on: resnet_upsnet.py's forward (test branch),
-    upsnet_end2end_test.py's resizing and get_unified_pan_result."""
-    height, width, scale = 52, 70, 0.5  # network input; the original image is twice as large
-    padded = (64, 96)
-    semantic = _semantic_scene(generator, *padded)
-    semantic[0, NUM_STUFF + 1, 30:50, 5:40] += 4.0  # a thing the semantic head sees
-    boxes = torch.tensor([[4, 30, 39, 49], [20, 2, 60, 25], [22, 5, 58, 24], [45, 28, 69, 51],
-                          [0, 0, 15, 12]], dtype=torch.float32)  # fmt: skip
-    scores = torch.tensor([0.95, 0.9, 0.85, 0.8, 0.7])
-    classes = torch.tensor([1, 2, 2, 0, 3])
-    mask_logits = torch.randn(len(boxes), MASK_SIZE, MASK_SIZE, generator=generator) + 1.0
-    if kind == "no_candidates":  # MaskROI's output when nothing passes
-        boxes, scores, classes = torch.zeros(1, 4), torch.ones(1), torch.full((1,), -1)
-        mask_logits = mask_logits[:1]
-    elif kind == "empty_masks":
-        mask_logits = -mask_logits.abs() - 0.1
-    stuff_area_limit = 1500  # at the original size: 4x the input-size pixels
+def _official_panoptic_result(
+    official, semantic, image_size, scale, boxes, scores, classes, mask_logits, stuff_area_limit
+):
+    """
+    The official inference from the panoptic candidates (boxes with the inclusive far corner,
+    classes 0..T-1 or -1 for MaskROI's placeholder) on: resnet_upsnet.py's forward (test
+    branch), upsnet_end2end_test.py's resizing by 1 / ``scale`` and get_unified_pan_result.
+    """
+    height, width = image_size
     with _cpu_only_calls():
         keep, mask_energy = official.mask_removal.MaskRemoval(fraction_threshold=0.3)(
             boxes, scores, mask_logits[:, None], classes + 1, semantic.shape[2:]
@@ -631,116 +625,40 @@ def official_panoptic(official, generator: torch.Generator, kind: str) -> dict:
     # The all-zero channel's pixels keep an instance id with a stuff category officially
     # (a second segment of it); categories compare, stuff carries no instance id.
     result[..., 1][result[..., 0] < NUM_STUFF] = 0
-    inputs = {
-        "semantic": semantic, "image_size": torch.tensor([height, width]),
-        "output_size": torch.tensor(pan.shape), "stuff_area_limit": torch.tensor(stuff_area_limit),
-        "boxes": boxes if kind != "no_candidates" else torch.zeros(0, 4),
-        "scores": scores if kind != "no_candidates" else torch.zeros(0),
-        "classes": classes if kind != "no_candidates" else torch.zeros(0, dtype=torch.long),
-        "mask_logits": mask_logits if kind != "no_candidates" else torch.zeros(0, 28, 28),
-    }  # fmt: skip
-    return {"inputs": inputs, "official": result}
-
-
-def _official_panoptic_result(official, semantic, image_size, boxes, scores, classes,
-                              mask_logits, stuff_area_limit):  # fmt: skip
-    """The official inference from candidates (boxes: inclusive far corner) at input size."""
-    height, width = image_size
-    with _cpu_only_calls():
-        keep, mask_energy = official.mask_removal.MaskRemoval(fraction_threshold=0.3)(
-            boxes, scores, mask_logits[:, None], classes + 1, semantic.shape[2:]
-        )
-    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], dim=1)[keep]
-    kept_classes = (classes + 1)[keep]
-    seg_term = official.unary_logits.SegTerm(NUM_STUFF + NUM_THINGS)
-    seg_logits, seg_inst_logits = seg_term(kept_classes, semantic, rois * 4.0)
-    void = (
-        semantic[:, NUM_STUFF:].max(dim=1, keepdim=True)[0]
-        - seg_inst_logits.max(dim=1, keepdim=True)[0]
-    )
-    z = torch.cat([seg_logits, seg_inst_logits + mask_energy, void], dim=1)
-    panoptic = z.max(dim=1)[1]
-    panoptic[panoptic == z.shape[1] - 1] = IGNORE
-    pan = panoptic.numpy().squeeze(0).astype("uint8")[:height, :width]
-    seg = semantic.max(dim=1)[1].numpy().squeeze(0).astype("uint8")[:height, :width]
-    pan_2ch = official.dataset.get_unified_pan_result(
-        None, [seg], [pan], [kept_classes.numpy()], stuff_area_limit=stuff_area_limit
-    )[0]
-    result = torch.from_numpy(pan_2ch[:, :, :2].astype(np.int64))
-    result[..., 1][result[..., 0] < NUM_STUFF] = 0
     return result
 
 
-def _smooth_masks(generator: torch.Generator, count: int, offset: float) -> torch.Tensor:
-    """Mask logits varying over the box like a mask head's (4 x 4 random, resized to 28)."""
-    coarse = torch.randn(count, 1, 4, 4, generator=generator) * 3 + offset
-    return F.interpolate(coarse, size=MASK_SIZE, mode="bilinear", align_corners=False)[:, 0]
-
-
-def measure_box_rounding(official, generator: torch.Generator, scenes: int = 20) -> None:
-    """
-    The remaining departure of the panoptic head: continuous box corners where the official
-    code rounds them to pixels. Prints, over random scenes with boxes as they occur (training:
-    integer ground-truth boxes of masks, at stride 4; inference: regressed real-valued boxes),
-    the share of pixels whose Z argmax / panoptic category differs from the official.
-    """
-    train_differ = train_inside = test_differ = test_total = 0
-    for _ in range(scenes):
-        height, width = 40, 56  # stride-4 logits of a 160 x 224 image
-        semantic = _semantic_scene(generator, height, width)
-        corners = torch.randint(0, 150, (6, 2), generator=generator)
-        sizes = torch.randint(12, 80, (6, 2), generator=generator)
-        boxes = torch.cat([corners, (corners + sizes).clamp(max=torch.tensor([224, 160]))], 1)
-        boxes = boxes[:, [0, 1, 2, 3]].float()
-        classes = torch.randint(NUM_THINGS, (6,), generator=generator)
-        mask_logits = _smooth_masks(generator, 6, 0.0)
-        rois = torch.cat([torch.zeros(6, 1), boxes - torch.tensor([0, 0, 1, 1])], dim=1)
-        seg_logits, seg_inst = official.unary_logits.SegTerm(NUM_STUFF + NUM_THINGS)(
-            classes + 1, semantic, rois
-        )
-        mask = official.unary_logits.MaskTerm(NUM_STUFF + NUM_THINGS, box_scale=1 / 4.0)(
-            mask_logits[:, None], rois, classes + 1, semantic
-        )
-        void = (
-            semantic[:, NUM_STUFF:].max(dim=1, keepdim=True)[0]
-            - seg_inst.max(dim=1, keepdim=True)[0]
-        )
-        official_z = torch.cat([seg_logits, seg_inst + mask, void], dim=1)
-        inputs = {"semantic": semantic, "boxes": boxes / 4, "classes": classes,
-                  "mask_logits": mask_logits}  # fmt: skip
-        project_z = project_train_logits(inputs)
-        inside = (seg_inst != 0).any(dim=1) | (project_z[:, NUM_STUFF:-1] != 0).any(dim=1)
-        differ = official_z.argmax(dim=1) != project_z.argmax(dim=1)
-        train_differ += int((differ & inside).sum())
-        train_inside += int(inside.sum())
-
-        image_size = (96, 128)
-        semantic = _semantic_scene(generator, *image_size)
-        centers = torch.rand(6, 2, generator=generator) * torch.tensor([128.0, 96.0])
-        halves = 6 + torch.rand(6, 2, generator=generator) * 30
-        boxes = torch.cat([centers - halves, centers + halves], dim=1)
-        boxes = torch.maximum(boxes, torch.zeros(4))
-        boxes = torch.minimum(boxes, torch.tensor([128.0, 96.0, 128.0, 96.0]))
-        scores = torch.sort(torch.rand(6, generator=generator) * 0.4 + 0.6, descending=True)[0]
-        mask_logits = _smooth_masks(generator, 6, 1.0)
-        official_result = _official_panoptic_result(
-            official, semantic, image_size, boxes - torch.tensor([0, 0, 1, 1]), scores, classes,
-            mask_logits, 0,
-        )  # fmt: skip
-        project_result = project_panoptic({
-            "semantic": semantic, "image_size": torch.tensor(image_size),
-            "output_size": torch.tensor(image_size), "stuff_area_limit": torch.tensor(0),
-            "boxes": boxes - torch.tensor([0, 0, 1, 1]), "scores": scores, "classes": classes,
-            "mask_logits": mask_logits,
-        })  # fmt: skip
-        test_differ += int((official_result[..., 0] != project_result[..., 0]).sum())
-        test_total += official_result[..., 0].numel()
-    print(f"departure: box rounding, training Z argmax differs on {train_differ / train_inside:.2%}"
-          f" of the in-box pixels ({scenes} scenes, integer mask boxes at stride 4)")  # fmt: skip
-    print(
-        f"departure: box rounding, inference panoptic category differs on "
-        f"{test_differ / test_total:.2%} of the pixels ({scenes} scenes, real-valued boxes)"
+def official_panoptic(official, generator: torch.Generator, kind: str) -> dict:
+    """The final panoptic result: with candidates, with none (MaskROI's placeholder and the
+    all-zero channel) and with only empty masks."""
+    image_size, scale = (52, 70), 0.5  # network input; the original image is twice as large
+    padded = (64, 96)
+    semantic = _semantic_scene(generator, *padded)
+    semantic[0, NUM_STUFF + 1, 30:50, 5:40] += 4.0  # a thing the semantic head sees
+    # Candidate boxes as the box head regresses them: real-valued, detectron2's corners.
+    boxes = torch.tensor([[4.3, 30.5, 40.2, 50.0], [20.0, 2.6, 61.4, 25.5], [22.7, 5.1, 58.5, 24.9],
+                          [45.5, 28.2, 70.0, 52.0], [0.0, 0.0, 15.8, 12.5]])  # fmt: skip
+    scores = torch.tensor([0.95, 0.9, 0.85, 0.8, 0.7])
+    classes = torch.tensor([1, 2, 2, 0, 3])
+    mask_logits = torch.randn(len(boxes), MASK_SIZE, MASK_SIZE, generator=generator) + 1.0
+    if kind == "empty_masks":
+        mask_logits = -mask_logits.abs() - 0.1
+    official_inputs = (boxes - torch.tensor([0.0, 0.0, 1.0, 1.0]), scores, classes, mask_logits)
+    if kind == "no_candidates":  # MaskROI's output when nothing passes, the project's empty
+        official_inputs = (torch.zeros(1, 4), torch.ones(1), torch.full((1,), -1), mask_logits[:1])
+        boxes, scores, classes = torch.zeros(0, 4), torch.zeros(0), classes[:0]
+        mask_logits = mask_logits[:0]
+    stuff_area_limit = 1500  # at the original size: 4x the input-size pixels
+    result = _official_panoptic_result(
+        official, semantic, image_size, scale, *official_inputs, stuff_area_limit
     )
+    inputs = {
+        "semantic": semantic, "image_size": torch.tensor(image_size),
+        "output_size": torch.tensor(result.shape[:2]),
+        "stuff_area_limit": torch.tensor(stuff_area_limit),
+        "boxes": boxes, "scores": scores, "classes": classes, "mask_logits": mask_logits,
+    }  # fmt: skip
+    return {"inputs": inputs, "official": result}
 
 
 def compare_resnet(official, network_state: dict, generator: torch.Generator) -> list:
@@ -802,7 +720,6 @@ def main(argv=None) -> int:
         parser.error(f"--official-src {args.official_src}: no upsnet/models/resnet_upsnet.py")
     golden = build_golden(args.official_src)
     official = import_official(args.official_src)
-    measure_box_rounding(official, torch.Generator().manual_seed(7))
     results = compare(golden)
     results += compare_resnet(
         official, golden["network"]["coco"]["official_state"], torch.Generator().manual_seed(5)

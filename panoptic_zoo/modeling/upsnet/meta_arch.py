@@ -24,6 +24,7 @@ from .panoptic_head import (
     panoptic_logits,
     panoptic_target,
     paste_mask_logits,
+    pixel_boxes,
 )
 from .semantic_head import UPSNetSemanticHead, semantic_roi_loss
 
@@ -222,13 +223,13 @@ class UPSNet(GeneralizedRCNN):
             padded = masks.new_zeros((len(masks), height * stride, width * stride))
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             masks = subsample_labels(padded, image_sizes[i], stride, False)
-            boxes = instances.gt_boxes.tensor[kept[i]] / stride
+            mask_boxes, semantic_boxes = pixel_boxes(instances.gt_boxes.tensor[kept[i]], 1 / stride)
             z = panoptic_logits(
                 semantic_logits[i],
                 self.num_stuff_classes,
-                boxes,
+                semantic_boxes,
                 instances.gt_classes[kept[i]],
-                paste_mask_logits(mask_logits[i], boxes, height, width),
+                paste_mask_logits(mask_logits[i], mask_boxes, height, width),
                 self.with_unknown,
             )
             target = panoptic_target(
@@ -329,28 +330,29 @@ def panoptic_inference(
     # candidate's mask empty the first stays with zero mask logits; both can win pixels.
     placeholder = len(candidates) == 0
     if placeholder:
-        boxes = boxes.new_zeros((1, 4))
+        semantic_boxes = boxes.new_zeros((1, 4))
         candidates = Instances(
-            candidates.image_size, pred_boxes=Boxes(boxes), scores=boxes.new_ones(1),
+            candidates.image_size, pred_boxes=Boxes(semantic_boxes), scores=boxes.new_ones(1),
             pred_classes=torch.zeros(1, dtype=torch.long, device=boxes.device),
         )  # fmt: skip
         pasted = boxes.new_zeros((1, height, width))
     else:
-        pasted = paste_mask_logits(mask_logits, boxes, height, width)
+        mask_boxes, semantic_boxes = pixel_boxes(boxes, 1.0)
+        pasted = paste_mask_logits(mask_logits, mask_boxes, height, width)
         keep = remove_overlapping_instances(
             pasted > 0, candidates.scores, candidates.pred_classes, overlap_thresh
         )
         if len(keep) == 0:
             keep, pasted = keep.new_zeros(1), torch.zeros_like(pasted)
-        boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
+        semantic_boxes, pasted, candidates = semantic_boxes[keep], pasted[keep], candidates[keep]
     classes = candidates.pred_classes
     # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
     # full resolution) is never whole.
-    winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
+    winner = torch.empty((height, width), dtype=torch.long, device=pasted.device)
     channels = num_stuff_classes + len(candidates) + 1
     for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
         z = panoptic_logits(
-            semantic_logits[:, rows], num_stuff_classes, boxes, classes, pasted[:, rows],
+            semantic_logits[:, rows], num_stuff_classes, semantic_boxes, classes, pasted[:, rows],
             with_unknown, first_row=rows.start,
         )  # fmt: skip
         winner[rows] = class_argmax(z)

@@ -43,6 +43,22 @@ def box_masks(boxes: torch.Tensor, height: int, width: int, first_row: int = 0) 
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
+def pixel_boxes(boxes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The official code's pixel boxes for the panoptic head, from detectron2 boxes (N, 4; XYXY at
+    the input resolution, far corner one past the box) scaled by ``scale`` (1 / stride in
+    training, 1 in inference). The official box keeps Detectron's inclusive far corner (x1 - 1);
+    scaled, its corners are truncated for the mask logits (pixels ``[trunc(x0), trunc(x1') + 1)``)
+    and the far corner is rounded (half to even) for the semantic channel (``[trunc(x0),
+    round(x1') + 1)``). Returns (mask boxes, semantic boxes), integer-valued, far corner one past.
+    """
+    official = (boxes - boxes.new_tensor([0.0, 0.0, 1.0, 1.0])) * scale
+    start = official[:, :2].trunc()
+    mask_boxes = torch.cat([start, official[:, 2:].trunc() + 1], dim=1)
+    semantic_boxes = torch.cat([start, official[:, 2:].round() + 1], dim=1)
+    return mask_boxes, semantic_boxes
+
+
 def paste_mask_logits(mask_logits: torch.Tensor, boxes: torch.Tensor, height: int, width: int):
     """
     Mask logits (N, M, M) resized (bilinearly) into their boxes on an (H, W) canvas, 0 outside
@@ -107,8 +123,9 @@ def panoptic_logits(
     first_row: int = 0,
 ) -> torch.Tensor:
     """
-    Z (S + N [+ 1], H, W) from semantic logits X (S + T, H, W), instance boxes (N, 4; XYXY in
-    X's pixels), thing classes (N,; 0..T-1) and pasted mask logits (N, H, W) from
+    Z (S + N [+ 1], H, W) from semantic logits X (S + T, H, W), the boxes (N, 4; XYXY in X's
+    pixels) in which X_mask takes its class channel (the semantic boxes of
+    :func:`pixel_boxes`), thing classes (N,; 0..T-1) and pasted mask logits (N, H, W) from
     :func:`paste_mask_logits`. Channel S + i is instance i; the last is "unknown" when asked.
     X and the pasted logits may be the rows from ``first_row`` on of the image's (inference in
     row chunks).

@@ -16,6 +16,7 @@ from panoptic_zoo.modeling.upsnet.panoptic_head import (
     paste_mask_logits,
     panoptic_logits,
     panoptic_target,
+    pixel_boxes,
 )
 
 # 2 stuff classes, 2 thing classes on a 8x8 canvas.
@@ -149,3 +150,17 @@ def test_mean_cross_entropy_counts_ignored_pixels():
     target = torch.tensor([[[0, 1, -1, -1]]])
     loss = mean_cross_entropy(logits, target, -1)
     assert torch.isclose(loss, torch.tensor(2 * math.log(2) / 4))
+
+
+def test_pixel_boxes_round_like_the_official_code():
+    """Official box = far corner - 1, scaled; mask box: corners truncated; semantic box: far
+    corner rounded half to even. Both returned with the far corner one past the box."""
+    boxes = torch.tensor([[9.0, 3.5, 39.0, 31.0]])
+    # Scaled official box (2.25, 0.875, 9.5, 7.5).
+    mask_boxes, semantic_boxes = pixel_boxes(boxes, 1 / 4)
+    assert mask_boxes.tolist() == [[2.0, 0.0, 10.0, 8.0]]
+    assert semantic_boxes.tolist() == [[2.0, 0.0, 11.0, 9.0]]  # 9.5 -> 10, 7.5 -> 8
+    # Official box (0, 0, 11.5, 13.5): 11.5 -> 12, 13.5 -> 14 (half to even).
+    mask_boxes, semantic_boxes = pixel_boxes(torch.tensor([[0.0, 0.0, 12.5, 14.5]]), 1.0)
+    assert mask_boxes.tolist() == [[0.0, 0.0, 12.0, 14.0]]
+    assert semantic_boxes.tolist() == [[0.0, 0.0, 13.0, 15.0]]
