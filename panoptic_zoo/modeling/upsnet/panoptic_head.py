@@ -105,7 +105,8 @@ def panoptic_candidates(
     num_classes = class_scores.shape[1] - 1
     boxes = Boxes(class_boxes.reshape(-1, 4))
     boxes.clip(image_size)
-    boxes = boxes.tensor.view(len(class_boxes), -1, 4).expand(-1, num_classes, -1)
+    per_proposal = class_boxes.shape[1] // 4  # K, or 1 for class-agnostic regression
+    boxes = boxes.tensor.view(len(class_boxes), per_proposal, 4).expand(-1, num_classes, -1)
     scores = class_scores[:, :-1]
     proposal, classes = torch.nonzero(scores > score_thresh, as_tuple=True)
     boxes, scores = boxes[proposal, classes], scores[proposal, classes]

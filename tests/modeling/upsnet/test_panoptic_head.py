@@ -133,6 +133,11 @@ def test_panoptic_candidates_take_every_proposal_class_pair_then_one_agnostic_nm
     assert torch.equal(kept_boxes, torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 32.0]]))
     none = panoptic_candidates(boxes.repeat(1, 2), scores, (32, 40), 0.95, 0.5, 2)
     assert all(len(x) == 0 for x in none)
+    no_proposals = panoptic_candidates(torch.zeros(0, 8), torch.zeros(0, 3), (32, 40), 0.6, 0.5, 2)
+    assert all(len(x) == 0 for x in no_proposals)
+    # Class-agnostic regression: one box per proposal for every class.
+    _, _, classes = panoptic_candidates(boxes, scores, (32, 40), 0.6, 0.5, 2)
+    assert classes.tolist() == [1, 0]
 
 
 def test_subsample_labels_keeps_the_top_left_pixel_of_each_cell_and_rounds_the_size():
