@@ -11,7 +11,7 @@ a config builds (every tensor filled, shapes equal); writes a weights-only ``.pt
     python tools/convert_checkpoint.py panoptic-fcn --input panoptic_fcn_r50_1x.pth \\
         --config configs/coco/panoptic_fcn_R_50_1x.yaml --output pfcn.pth
     python tools/convert_checkpoint.py upsnet --input upsnet_resnet_50_coco_90000.pth \\
-        --config configs/coco/upsnet_R_50_1x.yaml --output upsnet.pth --allow-inexact
+        --config configs/coco/upsnet_R_50_1x.yaml --output upsnet.pth
 
 Conversions that are not exact (see docs/MODEL_ZOO.md, "Converting official checkpoints") are
 refused unless ``--allow-inexact`` is given. ``--opts KEY VALUE ...`` (last) overrides the config.

@@ -213,8 +213,10 @@ def test_official_panoptic_fcn(deform):
 # --- official UPSNet --------------------------------------------------------------------------
 
 
-def official_upsnet_shapes(fpn_dim: int, things: int, stuff: int) -> dict[str, tuple]:
-    """Keys and shapes of uber-research/UPSNet's resnet_50_upsnet (no norms, fpn_with_gap)."""
+def official_upsnet_shapes(
+    fpn_dim: int, things: int, stuff: int, with_gap: bool, fcn_layers: int
+) -> dict[str, tuple]:
+    """Keys and shapes of uber-research/UPSNet's resnet_50_upsnet (no norms)."""
 
     def bn(prefix, c):
         return {f"{prefix}.{s}": (c,) for s in ("weight", "bias", "running_mean", "running_var")}
@@ -243,7 +245,8 @@ def official_upsnet_shapes(fpn_dim: int, things: int, stuff: int) -> dict[str, t
         shapes[f"fpn.fpn_p{k}.weight"], shapes[f"fpn.fpn_p{k}.bias"] = (fpn_dim, fpn_dim, 3, 3), (
             fpn_dim,
         )
-    shapes["fpn.fpn_gap.weight"], shapes["fpn.fpn_gap.bias"] = (fpn_dim, 2048), (fpn_dim,)
+    if with_gap:
+        shapes["fpn.fpn_gap.weight"], shapes["fpn.fpn_gap.bias"] = (fpn_dim, 2048), (fpn_dim,)
     shapes["rpn.conv_proposal.0.weight"], shapes["rpn.conv_proposal.0.bias"] = (
         fpn_dim,
         fpn_dim,
@@ -274,7 +277,9 @@ def official_upsnet_shapes(fpn_dim: int, things: int, stuff: int) -> dict[str, t
         1,
         1,
     ), (things + 1,)
-    for i, (c_in, c_out) in enumerate(((fpn_dim, fpn_dim), (fpn_dim, 128), (128, 128))):
+    # fcn_num_layers deformable layers: fpn_dim wide up to the last two, fpn_dim -> 128 -> 128.
+    dims = [fpn_dim] * (fcn_layers - 1) + [128, 128]
+    for i, (c_in, c_out) in enumerate(zip(dims[:-1], dims[1:])):
         shapes[f"fcn_head.fcn_subnet.conv.{i}.0.conv_offset.weight"] = (18, c_in, 3, 3)
         shapes[f"fcn_head.fcn_subnet.conv.{i}.0.conv_offset.bias"] = (18,)
         shapes[f"fcn_head.fcn_subnet.conv.{i}.0.conv.weight"] = (c_out, c_in, 3, 3)
@@ -285,21 +290,33 @@ def official_upsnet_shapes(fpn_dim: int, things: int, stuff: int) -> dict[str, t
     return shapes
 
 
-def test_official_upsnet():
+@pytest.mark.parametrize(
+    "config, with_gap, fcn_layers",
+    [("coco/upsnet_R_50_1x.yaml", True, 3), ("cityscapes/upsnet_R_50.yaml", False, 2)],
+)
+def test_official_upsnet_converts_exactly_into_the_official_configs(config, with_gap, fcn_layers):
+    """The released COCO (fpn_with_gap, 3 semantic layers) and Cityscapes (2 layers) layouts
+    fill the models of the project's configs with nothing left over; the outputs of the
+    converted layers are checked against the official ones by tools/parity/upsnet.py and
+    tests/modeling/upsnet/test_parity.py."""
     things, stuff, fpn_dim = 3, 2, 32
+    semantic_dims = [fpn_dim] * (fcn_layers - 2) + [128, 128]
     cfg = _cfg(
-        "coco/upsnet_R_50_1x.yaml", "MODEL.FPN.OUT_CHANNELS", fpn_dim,
+        config, "MODEL.FPN.OUT_CHANNELS", fpn_dim,
         "MODEL.ROI_HEADS.NUM_CLASSES", things, "MODEL.UPSNET.NUM_STUFF_CLASSES", stuff,
-        "MODEL.UPSNET.SEMANTIC_HEAD.CONV_DIMS", [fpn_dim, 128, 128],
+        "MODEL.UPSNET.SEMANTIC_HEAD.CONV_DIMS", semantic_dims,
     )  # fmt: skip
     model = build_model(cfg)
-    official = _randomized(official_upsnet_shapes(fpn_dim, things, stuff))
+    official = _randomized(official_upsnet_shapes(fpn_dim, things, stuff, with_gap, fcn_layers))
 
     conversion = convert_official_upsnet(official)
-    assert conversion.unused == ["fpn.fpn_gap.weight", "fpn.fpn_gap.bias"]
-    assert conversion.notes == ["the FPN's global-average-pooling branch (fpn_with_gap) is dropped"]
+    assert conversion.unused == [] and conversion.notes == []  # exact
     verify_against_model(conversion, model)
     converted = conversion.state_dict
+    if with_gap:
+        assert torch.equal(
+            converted["backbone.fpn_lateral5.global_pooling.weight"], official["fpn.fpn_gap.weight"]
+        )
     # Background: first officially, last in detectron2 (scores); no background deltas or mask.
     cls_score = official["rcnn.cls_score.weight"]
     assert torch.equal(converted["roi_heads.box_predictor.cls_score.weight"][-1], cls_score[0])
@@ -313,6 +330,7 @@ def test_official_upsnet():
     )
     assert torch.equal(converted["semantic_head.subnetwork.3.offset.weight"],
                        official["fcn_head.fcn_subnet.conv.1.0.conv_offset.weight"])  # fmt: skip
+    assert f"semantic_head.subnetwork.{3 * fcn_layers}.weight" not in converted
 
 
 def test_converters_reject_other_checkpoints():

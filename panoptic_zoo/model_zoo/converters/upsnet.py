@@ -7,12 +7,14 @@ classifier, box regressor and mask predictor; detectron2's classifier puts it la
 regressor and mask predictor have none, so those rows are rotated or dropped.
 
 Both number COCO's semantic classes the same way (53 stuff then 80 things, by category id), as
-do their Cityscapes setups (11 stuff then 8 things, by trainId). Not carried over, reported in
-:attr:`Conversion.unused` / ``notes``: ``fpn.fpn_gap`` (the official FPN's global-pooling branch,
-``fpn_with_gap``), a norm inside ``rcnn.fc6`` (``rcnn_with_norm``), and semantic-conv biases
-followed by a norm (this head has no bias where it normalizes). Detections of the converted
-model are close to, not equal to, the official ones: detectron2 drops Detectron's "+1" box
-convention and places anchors differently.
+do their Cityscapes setups (11 stuff then 8 things, by trainId). The FPN's global-pooling branch
+(``fpn.fpn_gap``, official ``fpn_with_gap``) becomes ``fpn_lateral5.global_pooling``
+(``MODEL.UPSNET.FPN_GLOBAL_POOLING``). Not carried over, reported in :attr:`Conversion.unused` /
+``notes``: a norm inside ``rcnn.fc6`` (``rcnn_with_norm``) and semantic-conv biases followed by
+a norm (this head has no bias where it normalizes); the released COCO and Cityscapes models use
+neither, so they convert exactly (tools/parity/upsnet.py checks the converted layers' outputs).
+Detections of the converted model are close to, not equal to, the official ones: detectron2
+drops Detectron's "+1" box convention and places anchors differently.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def _rules(weights: dict[str, torch.Tensor]) -> list[RenameRule]:
         RenameRule(rf"{block}\.downsample\.0\.weight", rf"{bottom_up}.res\1.\2.shortcut.weight"),
         RenameRule(rf"{block}\.downsample\.1\.(.*)", rf"{bottom_up}.res\1.\2.shortcut.norm.\3"),
     ]
+    rules.append(
+        RenameRule(r"fpn\.fpn_gap\.(weight|bias)", r"backbone.fpn_lateral5.global_pooling.\1")
+    )
     for k in (2, 3, 4, 5):
         rules += _conv_norm(rf"fpn\.fpn_p{k}_1x1", f"backbone.fpn_lateral{k}")
         rules += _conv_norm(rf"fpn\.fpn_p{k}", f"backbone.fpn_output{k}")
@@ -107,8 +112,6 @@ def convert_official_upsnet(weights: dict[str, torch.Tensor]) -> Conversion:
         elif source.startswith("mask_branch.mask_score."):
             value = value[1:]  # the background mask
         conversion.state_dict[target] = value
-    if any(k.startswith("fpn.fpn_gap.") for k in conversion.unused):
-        conversion.notes.append("the FPN's global-average-pooling branch (fpn_with_gap) is dropped")
     if any(k.startswith("rcnn.fc6.") for k in conversion.unused):
         conversion.notes.append("the box head's norm after fc6 (rcnn_with_norm) is dropped")
     if any(

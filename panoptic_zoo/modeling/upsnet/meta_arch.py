@@ -8,7 +8,6 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
-from torchvision.ops import nms
 
 from ...postprocess import (
     class_argmax,
@@ -16,13 +15,25 @@ from ...postprocess import (
     merged_class_probabilities,
     panoptic_segments,
     remove_overlapping_instances,
-    resize_panoptic,
 )
 from ...utils.chunks import row_chunks
-from .panoptic_head import panoptic_logits, panoptic_target, paste_mask_logits
+from .fpn_global_pooling import add_fpn_global_pooling
+from .panoptic_head import (
+    mean_cross_entropy,
+    panoptic_candidates,
+    panoptic_logits,
+    panoptic_target,
+    paste_mask_logits,
+    pixel_boxes,
+)
 from .semantic_head import UPSNetSemanticHead, semantic_roi_loss
 
-__all__ = ["UPSNet"]
+__all__ = [
+    "UPSNet",
+    "panoptic_inference",
+    "reassign_by_semantic_majority",
+    "subsample_labels",
+]
 
 # Ignored pixels of the panoptic target: every non-negative value can be a channel of Z.
 _PANOPTIC_IGNORE = -1
@@ -59,6 +70,7 @@ class UPSNet(GeneralizedRCNN):
         nms_thresh: float,
         overlap_thresh: float,
         stuff_area_limit: int,
+        max_candidates: int = 100,
         ignore_value: int = 255,
         **kwargs,
     ):
@@ -91,6 +103,7 @@ class UPSNet(GeneralizedRCNN):
         self.nms_thresh = nms_thresh
         self.overlap_thresh = overlap_thresh
         self.stuff_area_limit = stuff_area_limit
+        self.max_candidates = max_candidates
         self.ignore_value = ignore_value
 
     @classmethod
@@ -99,6 +112,8 @@ class UPSNet(GeneralizedRCNN):
             raise ValueError("UPSNet needs MODEL.MASK_ON: True (its panoptic head uses masks)")
         ret = super().from_config(cfg)
         upsnet = cfg.MODEL.UPSNET
+        if upsnet.FPN_GLOBAL_POOLING:
+            add_fpn_global_pooling(ret["backbone"])
         ret.update(
             {
                 "semantic_head": UPSNetSemanticHead(cfg, ret["backbone"].output_shape()),
@@ -112,6 +127,7 @@ class UPSNet(GeneralizedRCNN):
                 "nms_thresh": upsnet.INFERENCE.NMS_THRESH,
                 "overlap_thresh": upsnet.INFERENCE.OVERLAP_THRESH,
                 "stuff_area_limit": upsnet.INFERENCE.STUFF_AREA_LIMIT,
+                "max_candidates": cfg.TEST.DETECTIONS_PER_IMAGE,
                 "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             }
         )
@@ -145,13 +161,14 @@ class UPSNet(GeneralizedRCNN):
         semantic_logits = self.semantic_head(features)
         losses.update(self._semantic_losses(semantic_logits, gt_semantic, gt_instances))
         losses["loss_panoptic"] = self.panoptic_loss_weight * self._panoptic_loss(
-            features, semantic_logits, gt_semantic, gt_instances
+            features, semantic_logits, gt_semantic, gt_instances, images.image_sizes
         )
         return losses
 
     def _semantic_losses(self, logits, gt_semantic, gt_instances) -> dict[str, torch.Tensor]:
         stride = self.semantic_head.common_stride
         upsampled = F.interpolate(logits, scale_factor=stride, mode="bilinear", align_corners=False)
+        # Mean over the labelled pixels (the official nn.CrossEntropyLoss, one image per GPU).
         valid = (gt_semantic != self.ignore_value).sum().clamp(min=1)
         pixel_loss = F.cross_entropy(
             upsampled, gt_semantic, ignore_index=self.ignore_value, reduction="sum"
@@ -177,14 +194,14 @@ class UPSNet(GeneralizedRCNN):
             logits = logits[torch.arange(len(all_classes), device=logits.device), all_classes]
         return logits.split([len(b) for b in boxes])
 
-    def _panoptic_loss(self, features, semantic_logits, gt_semantic, gt_instances):
+    def _panoptic_loss(self, features, semantic_logits, gt_semantic, gt_instances, image_sizes):
         """
-        Panoptic cross-entropy at the semantic head's stride, over the ground-truth boxes, of
-        which a random ``box_keep_fraction`` is kept; pixels of the others target "unknown".
+        Panoptic cross-entropy at the semantic head's stride over the ground-truth boxes, of
+        which a random ``box_keep_fraction`` is kept (at least one); the other thing pixels
+        target "unknown". As officially, the mean over every pixel of the (padded) map, void
+        and padding included (they add 0).
         """
         stride = self.semantic_head.common_stride
-        # Labels at the centers of the stride x stride cells of the logits.
-        gt_semantic = gt_semantic[:, stride // 2 :: stride, stride // 2 :: stride]
         height, width = semantic_logits.shape[-2:]
         kept = []
         for instances in gt_instances:
@@ -199,29 +216,29 @@ class UPSNet(GeneralizedRCNN):
             [x.gt_boxes[k] for x, k in zip(gt_instances, kept)],
             [x.gt_classes[k] for x, k in zip(gt_instances, kept)],
         )
-        total_loss, total_pixels = semantic_logits.sum() * 0.0, 0
+        total_loss = semantic_logits.sum() * 0.0
         for i, instances in enumerate(gt_instances):
-            masks = _strided_masks(instances.gt_masks.tensor, stride, (height, width))
-            dropped = torch.ones(len(instances), dtype=torch.bool, device=self.device)
-            dropped[kept[i]] = False
-            boxes = instances.gt_boxes.tensor[kept[i]] / stride
+            labels = subsample_labels(gt_semantic[i], image_sizes[i], stride, self.ignore_value)
+            masks = instances.gt_masks.tensor[kept[i]]
+            padded = masks.new_zeros((len(masks), height * stride, width * stride))
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            masks = subsample_labels(padded, image_sizes[i], stride, False)
+            mask_boxes, semantic_boxes = pixel_boxes(instances.gt_boxes.tensor[kept[i]], 1 / stride)
             z = panoptic_logits(
                 semantic_logits[i],
                 self.num_stuff_classes,
-                boxes,
+                semantic_boxes,
                 instances.gt_classes[kept[i]],
-                paste_mask_logits(mask_logits[i], boxes, height, width),
+                paste_mask_logits(mask_logits[i], mask_boxes, height, width),
                 self.with_unknown,
             )
             target = panoptic_target(
-                gt_semantic[i], self.num_stuff_classes, masks[kept[i]], masks[dropped],
-                _PANOPTIC_IGNORE,
+                labels, self.num_stuff_classes, masks, self.with_unknown, _PANOPTIC_IGNORE,
+                self.ignore_value,
             )  # fmt: skip
-            total_loss = total_loss + F.cross_entropy(
-                z[None], target[None], ignore_index=_PANOPTIC_IGNORE, reduction="sum"
-            )
-            total_pixels += int((target != _PANOPTIC_IGNORE).sum())
-        return total_loss / max(total_pixels, 1)
+            total_loss = total_loss + mean_cross_entropy(z[None], target[None], _PANOPTIC_IGNORE)
+        # Every image has the batch's padded size: the mean over all pixels of the batch.
+        return total_loss / len(gt_instances)
 
     def inference(self, batched_inputs, do_postprocess: bool = True):
         if not do_postprocess:
@@ -229,19 +246,33 @@ class UPSNet(GeneralizedRCNN):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
-        # Boxes only: the mask head runs once, below, for the detections' masks (probabilities,
-        # as detectron2's mask_rcnn_inference gives) and the panoptic candidates' logits.
-        detections = self.roi_heads._forward_box(features, proposals)
-        semantic_logits = self.semantic_head(features)
-        detection_mask_logits = self._mask_logits(
-            features, [x.pred_boxes for x in detections], [x.pred_classes for x in detections]
+        roi_heads = self.roi_heads
+        box_features = roi_heads.box_pooler(
+            [features[f] for f in roi_heads.box_in_features], [x.proposal_boxes for x in proposals]
         )
-        candidates, mask_logits = [], []
-        for instances, logits in zip(detections, detection_mask_logits):
-            instances.pred_masks = logits.sigmoid()[:, None]
-            keep = self._panoptic_candidates(instances)
-            candidates.append(instances[keep])
-            mask_logits.append(logits[keep])
+        predictions = roi_heads.box_predictor(roi_heads.box_head(box_features))
+        # Detections (detectron2's class-wise NMS) are returned for AP; the panoptic candidates
+        # are selected from the same box predictions, as officially.
+        detections, _ = roi_heads.box_predictor.inference(predictions, proposals)
+        class_boxes = roi_heads.box_predictor.predict_boxes(predictions, proposals)
+        class_scores = roi_heads.box_predictor.predict_probs(predictions, proposals)
+        candidates = []
+        for boxes, scores, image_size in zip(class_boxes, class_scores, images.image_sizes):
+            boxes, scores, classes = panoptic_candidates(
+                boxes, scores, image_size, self.score_thresh, self.nms_thresh,
+                self.max_candidates,
+            )  # fmt: skip
+            candidates.append(
+                Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)
+            )
+        semantic_logits = self.semantic_head(features)
+        # One mask-head pass for the detections' masks (probabilities, as detectron2's
+        # mask_rcnn_inference gives) and the candidates' logits.
+        mask_logits = self._mask_logits(
+            features,
+            [Boxes.cat([d.pred_boxes, c.pred_boxes]) for d, c in zip(detections, candidates)],
+            [torch.cat([d.pred_classes, c.pred_classes]) for d, c in zip(detections, candidates)],
+        )
         # Resizing to the image is post-processing, after the last layer (the mask head).
         semantic_logits = F.interpolate(
             semantic_logits,
@@ -253,11 +284,18 @@ class UPSNet(GeneralizedRCNN):
         for i, image_size in enumerate(images.image_sizes):
             height = batched_inputs[i].get("height", image_size[0])
             width = batched_inputs[i].get("width", image_size[1])
+            detection_logits, candidate_logits = mask_logits[i].split(
+                [len(detections[i]), len(candidates[i])]
+            )
+            detections[i].pred_masks = detection_logits.sigmoid()[:, None]
             logits = semantic_logits[i, :, : image_size[0], : image_size[1]]
-            panoptic = self._panoptic_inference(logits, candidates[i], mask_logits[i])
+            panoptic = panoptic_inference(
+                logits, self.num_stuff_classes, candidates[i], candidate_logits,
+                self.overlap_thresh, self.with_unknown, self.stuff_area_limit, (height, width),
+            )  # fmt: skip
             results.append(
                 {
-                    "panoptic_seg": resize_panoptic(*panoptic, height, width),
+                    "panoptic_seg": panoptic,
                     # (S + 1) probabilities: channel 0 any thing, 1..S the stuff classes.
                     "sem_seg": merged_class_probabilities(
                         crop_and_resize(semantic_logits[i], image_size, height, width),
@@ -268,46 +306,91 @@ class UPSNet(GeneralizedRCNN):
             )
         return results
 
-    def _panoptic_candidates(self, detections: Instances) -> torch.Tensor:
-        """Indices of the detections above the score threshold, after class-agnostic NMS."""
-        above = torch.nonzero(detections.scores >= self.score_thresh)[:, 0]
-        keep = nms(detections.pred_boxes.tensor[above], detections.scores[above], self.nms_thresh)
-        return above[keep]
 
-    def _panoptic_inference(self, semantic_logits, candidates: Instances, mask_logits):
-        height, width = semantic_logits.shape[-2:]
-        boxes = candidates.pred_boxes.tensor
-        pasted = paste_mask_logits(mask_logits, boxes, height, width)
+def panoptic_inference(
+    semantic_logits: torch.Tensor,
+    num_stuff_classes: int,
+    candidates: Instances,
+    mask_logits: torch.Tensor,
+    overlap_thresh: float,
+    with_unknown: bool,
+    stuff_area_limit: int,
+    output_size: tuple[int, int],
+) -> tuple[torch.Tensor, list[dict]]:
+    """
+    UPSNet's official panoptic result of one image from its semantic logits (C, H, W) at the
+    network's input resolution, its panoptic candidates (``pred_boxes``, ``scores``,
+    ``pred_classes``, by decreasing score) and their mask logits (N, M, M): overlap removal,
+    the argmax of Z at input resolution, then, with the semantic argmax, resized (nearest) to
+    ``output_size``, where the semantic majority rule and the stuff area limit apply.
+    """
+    height, width = semantic_logits.shape[-2:]
+    boxes = candidates.pred_boxes.tensor
+    # Officially, with no candidate one all-zero channel (no box) stays, and with every
+    # candidate's mask empty the first stays with zero mask logits; both can win pixels.
+    placeholder = len(candidates) == 0
+    if placeholder:
+        semantic_boxes = boxes.new_zeros((1, 4))
+        candidates = Instances(
+            candidates.image_size, pred_boxes=Boxes(semantic_boxes), scores=boxes.new_ones(1),
+            pred_classes=torch.zeros(1, dtype=torch.long, device=boxes.device),
+        )  # fmt: skip
+        pasted = boxes.new_zeros((1, height, width))
+    else:
+        mask_boxes, semantic_boxes = pixel_boxes(boxes, 1.0)
+        pasted = paste_mask_logits(mask_logits, mask_boxes, height, width)
         keep = remove_overlapping_instances(
-            pasted > 0, candidates.scores, candidates.pred_classes, self.overlap_thresh
+            pasted > 0, candidates.scores, candidates.pred_classes, overlap_thresh
         )
-        boxes, pasted, candidates = boxes[keep], pasted[keep], candidates[keep]
-        classes = candidates.pred_classes
-        # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
-        # full resolution) is never whole.
-        winner = torch.empty((height, width), dtype=torch.long, device=boxes.device)
-        channels = self.num_stuff_classes + len(candidates) + 1
-        for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
-            z = panoptic_logits(
-                semantic_logits[:, rows], self.num_stuff_classes, boxes, classes,
-                pasted[:, rows], self.with_unknown, first_row=rows.start,
-            )  # fmt: skip
-            winner[rows] = class_argmax(z)
-        num_stuff, num_instances = self.num_stuff_classes, len(candidates)
-        # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
-        stuff_classes = torch.where(winner < num_stuff, winner + 1, torch.zeros_like(winner))
-        is_instance = (winner >= num_stuff) & (winner < num_stuff + num_instances)
-        instance_index = torch.where(is_instance, winner - num_stuff, torch.full_like(winner, -1))
-        reassign_by_semantic_majority(
-            semantic_logits, num_instances, num_stuff, stuff_classes, instance_index
-        )
-        return panoptic_segments(
-            stuff_classes, instance_index, classes, candidates.scores, self.stuff_area_limit
-        )
+        if len(keep) == 0:
+            keep, pasted = keep.new_zeros(1), torch.zeros_like(pasted)
+        semantic_boxes, pasted, candidates = semantic_boxes[keep], pasted[keep], candidates[keep]
+    classes = candidates.pred_classes
+    # The winning channel of Z, in row chunks of ~Z_CHUNK_FLOATS: Z (S + N + 1 channels at
+    # full resolution) is never whole.
+    winner = torch.empty((height, width), dtype=torch.long, device=pasted.device)
+    channels = num_stuff_classes + len(candidates) + 1
+    for rows in row_chunks(height, channels * width, Z_CHUNK_FLOATS):
+        z = panoptic_logits(
+            semantic_logits[:, rows], num_stuff_classes, semantic_boxes, classes, pasted[:, rows],
+            with_unknown, first_row=rows.start,
+        )  # fmt: skip
+        winner[rows] = class_argmax(z)
+    semantic = class_argmax(semantic_logits)
+    if (height, width) != tuple(output_size):
+        winner, semantic = (_resize_labels(x, output_size) for x in (winner, semantic))
+    num_instances = len(candidates)
+    # Separated stuff ids 1..S; unknown (channel S + N) and instances are 0 (no stuff).
+    stuff_classes = torch.where(winner < num_stuff_classes, winner + 1, torch.zeros_like(winner))
+    is_instance = (winner >= num_stuff_classes) & (winner < num_stuff_classes + num_instances)
+    instance_index = torch.where(
+        is_instance, winner - num_stuff_classes, torch.full_like(winner, -1)
+    )
+    reassign_by_semantic_majority(
+        semantic, len(semantic_logits), num_instances, num_stuff_classes, stuff_classes,
+        instance_index,
+    )  # fmt: skip
+    if placeholder:
+        # The official result labels the channel's remaining pixels with its class id 0,
+        # which its class numbering reads as the last stuff class.
+        stuff_classes[instance_index == 0] = num_stuff_classes
+        instance_index.fill_(-1)
+        candidates = candidates[:0]
+    return panoptic_segments(
+        stuff_classes, instance_index, candidates.pred_classes, candidates.scores,
+        stuff_area_limit,
+    )  # fmt: skip
+
+
+def _resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Integer labels (H, W) resized (nearest) to ``size``."""
+    resized = F.interpolate(labels[None, None].float(), size=tuple(size), mode="nearest")
+    return resized[0, 0].long()
 
 
 def reassign_by_semantic_majority(
-    semantic_logits: torch.Tensor,
+    semantic: torch.Tensor,
+    num_classes: int,
     num_instances: int,
     num_stuff_classes: int,
     stuff_classes: torch.Tensor,
@@ -315,19 +398,16 @@ def reassign_by_semantic_majority(
 ) -> None:
     """
     UPSNet's official post-processing rule: an instance whose pixels the semantic head labels
-    (argmax of ``semantic_logits``, C x H x W, stuff ``0..S-1`` then things) at least half as one
-    stuff class becomes that stuff (separated id, ``+ 1``); an instance whose majority is a
-    thing class stays. Ties go to the lowest class. Updates ``stuff_classes`` and
-    ``instance_index`` in place, for all instances at once; the argmax is taken on instance
-    pixels only.
+    (``semantic``, H x W labels in ``0..num_classes-1``: stuff ``0..S-1`` then things) at least
+    half as one stuff class becomes that stuff (separated id, ``+ 1``); an instance whose
+    majority is a thing class stays. Ties go to the lowest class. Updates ``stuff_classes`` and
+    ``instance_index`` in place, for all instances at once.
     """
     if num_instances == 0:
         return
     inside = instance_index >= 0
-    num_classes = len(semantic_logits)
-    semantic = semantic_logits[:, inside].argmax(dim=0)
     counts = torch.bincount(
-        instance_index[inside] * num_classes + semantic,
+        instance_index[inside] * num_classes + semantic[inside],
         minlength=num_instances * num_classes,
     ).view(num_instances, num_classes)
     largest, majority = counts.max(dim=1)
@@ -337,9 +417,15 @@ def reassign_by_semantic_majority(
     instance_index[moved] = -1
 
 
-def _strided_masks(masks: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
-    """Bit masks (N, h, w) at image size, zero-padded and sampled at the stride's cell centers."""
-    padded = masks.new_zeros((len(masks), size[0] * stride, size[1] * stride))
-    padded[:, : masks.shape[1], : masks.shape[2]] = masks
-    return padded[:, stride // 2 :: stride, stride // 2 :: stride]
-
+def subsample_labels(labels: torch.Tensor, image_size, stride: int, fill) -> torch.Tensor:
+    """
+    Every ``stride``-th pixel from the top-left one of a (..., H, W) map padded to the batch:
+    the official targets (OpenCV's nearest resizing of the image's (h, w) map by 1 / stride,
+    then padded with ``fill``), so rows and columns from round(h / stride) and
+    round(w / stride) (half to even) on are ``fill``.
+    """
+    sampled = labels[..., ::stride, ::stride].clone()
+    rows, cols = (round(n / stride) for n in image_size)
+    sampled[..., rows:, :] = fill
+    sampled[..., :, cols:] = fill
+    return sampled

@@ -16,8 +16,15 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ...layers import DeformableConv3x3
+from .panoptic_head import mean_cross_entropy
 
-__all__ = ["LevelSumPredictor", "UPSNetSemanticHead", "crop_semantic_target", "semantic_roi_loss"]
+__all__ = [
+    "LevelSumPredictor",
+    "UPSNetSemanticHead",
+    "crop_semantic_target",
+    "inclusive_corners",
+    "semantic_roi_loss",
+]
 
 
 class LevelSumPredictor(nn.Module):
@@ -103,12 +110,18 @@ class UPSNetSemanticHead(nn.Module):
                 if deformable
                 else Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
             )
+            # The official initialization: He-normal weights, zero biases (offsets start at 0).
+            nn.init.kaiming_normal_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
             layers += [conv, get_norm(norm, out_channels) or nn.Identity(), nn.ReLU(inplace=True)]
             in_channels = out_channels
         self.subnetwork = nn.Sequential(*layers)
         self.predictor = LevelSumPredictor(
             in_channels, len(self.in_features), num_stuff_classes + num_thing_classes
         )
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
@@ -137,21 +150,40 @@ class UPSNetSemanticHead(nn.Module):
         return self.predictor(levels, finest.shape[-2:])
 
 
+def inclusive_corners(boxes: torch.Tensor) -> torch.Tensor:
+    """
+    XYXY boxes whose far corner is the last pixel inside (Detectron's convention, which the
+    official code uses) from detectron2's, whose far corner is the first pixel past the box.
+    """
+    return boxes - boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+
+
 def crop_semantic_target(
     gt_semantic: torch.Tensor, boxes: torch.Tensor, resolution: int
 ) -> torch.Tensor:
     """
-    Ground-truth labels (H, W) sampled at the centers of a ``resolution`` x ``resolution`` grid
-    in each box (N, 4; XYXY, pixels): nearest-neighbour resizing of the box crop, so labels
-    are never blended.
+    UPSNet's official RoI-loss ground truth: labels (H, W) in each box (N, 4; XYXY pixels,
+    inclusive far corner) with corners rounded half to even, an empty side widened by one
+    pixel, and the crop ``[y0, y1) x [x0, x1)`` resized to ``resolution`` x ``resolution``
+    by OpenCV's nearest neighbour (source index floor(i * (1 / (resolution / size))), in
+    double precision), so labels are never blended.
     """
-    steps = (torch.arange(resolution, device=boxes.device, dtype=boxes.dtype) + 0.5) / resolution
-    x0, y0, x1, y1 = boxes.unbind(dim=1)
-    xs = (x0[:, None] + steps[None] * (x1 - x0)[:, None]).floor().long()
-    ys = (y0[:, None] + steps[None] * (y1 - y0)[:, None]).floor().long()
-    xs = xs.clamp(0, gt_semantic.shape[1] - 1)
-    ys = ys.clamp(0, gt_semantic.shape[0] - 1)
-    return gt_semantic[ys[:, :, None], xs[:, None, :]]
+    corners = boxes.round().long()
+    x0, y0, x1, y1 = corners.unbind(dim=1)
+    x1 = torch.where(x1 == x0, x1 + 1, x1).clamp(max=gt_semantic.shape[1])
+    y1 = torch.where(y1 == y0, y1 + 1, y1).clamp(max=gt_semantic.shape[0])
+    steps = torch.arange(resolution, device=boxes.device, dtype=torch.float64)
+
+    def source(start, end):
+        size = (end - start).double()
+        # Tensor / tensor: a Python number over a tensor multiplies by the reciprocal instead,
+        # which rounds differently (and moves some samples by one pixel).
+        inverse_scale = torch.full_like(size, float(resolution)) / size
+        step = torch.ones_like(size) / inverse_scale
+        offsets = (steps[None] * step[:, None]).floor().long()
+        return start[:, None] + torch.minimum(offsets, (end - start - 1)[:, None])
+
+    return gt_semantic[source(y0, y1)[:, :, None], source(x0, x1)[:, None, :]]
 
 
 def semantic_roi_loss(
@@ -163,21 +195,21 @@ def semantic_roi_loss(
     ignore_value: int,
 ) -> torch.Tensor:
     """
-    UPSNet's RoI loss: each ground-truth box crops the semantic logits (N, C, H/stride,
-    W/stride) with RoIAlign to ``resolution``^2, and the crop is scored by cross-entropy
-    against the ground truth (N, H, W) resized to the same grid. Pixels inside instances thus
-    count once more than in the plain semantic loss.
+    UPSNet's RoI loss, as officially: each ground-truth box (taken with its inclusive far
+    corner) crops the semantic logits (N, C, H/stride, W/stride) with RoIAlign (Detectron's,
+    unaligned, 2x2 samples per bin) to ``resolution``^2; the crop is scored by cross-entropy
+    against :func:`crop_semantic_target`, averaged over all crop pixels, ignored ones
+    included (they add 0). The official code crops the concatenated features and applies the
+    1x1 predictor after; both are linear, so the logits are the same.
     """
-    boxes = [b.tensor.to(logits.dtype) for b in gt_boxes]
+    boxes = [inclusive_corners(b.tensor.to(logits.dtype)) for b in gt_boxes]
     if sum(len(b) for b in boxes) == 0:
         return logits.sum() * 0.0
     crops = roi_align(
         logits, boxes, output_size=resolution, spatial_scale=1.0 / stride,
-        sampling_ratio=2, aligned=True,
+        sampling_ratio=2, aligned=False,
     )  # fmt: skip
     targets = torch.cat(
         [crop_semantic_target(gt, b, resolution) for gt, b in zip(gt_semantic, boxes)]
     )
-    if (targets == ignore_value).all():
-        return logits.sum() * 0.0
-    return F.cross_entropy(crops, targets, ignore_index=ignore_value)
+    return mean_cross_entropy(crops, targets, ignore_value)

@@ -18,10 +18,15 @@ from panoptic_zoo.modeling.upsnet.semantic_head import (
 )
 
 
-def test_crop_semantic_target_is_nearest_resize_of_box():
+def test_crop_semantic_target_is_opencv_nearest_resize_of_rounded_box():
     gt = torch.arange(16).reshape(4, 4)
+    # Inclusive corners (0, 0)-(4, 2): the crop [0, 2) x [0, 4) (clamped), sampled at
+    # floor(i * 4 / 2) = 0, 2 across and floor(i * 2 / 2) = 0, 1 down.
     crop = crop_semantic_target(gt, torch.tensor([[0.0, 0.0, 4.0, 2.0]]), 2)
-    assert crop.tolist() == [[[1, 3], [5, 7]]]  # rows 0-1 at x = 1, 3
+    assert crop.tolist() == [[[0, 2], [4, 6]]]
+    # Corners 1.5 -> 2 and 2.5 -> 2 (half to even): an empty side is widened to one pixel.
+    crop = crop_semantic_target(gt, torch.tensor([[1.5, 1.5, 2.5, 2.5]]), 2)
+    assert crop.tolist() == [[[10, 10], [10, 10]]]
 
 
 def test_roi_loss_matches_hand_computation():
@@ -33,10 +38,12 @@ def test_roi_loss_matches_hand_computation():
     gt[:, 8:12, 8:16] = 255  # a void band: ignored
     box = Boxes(torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
     loss = semantic_roi_loss(logits, gt, [box], stride=4, resolution=4, ignore_value=255)
-    # 4x4 grid: row 0 samples y=10 (void band on the left half): 2 ignored, 2 of class 1;
-    # rows 1-3: 2 of class 0 and 2 of class 1. Class 0 costs log(1 + e^-2), class 1 2 + that.
+    # Inclusive corners (8, 8)-(23, 23): the crop [8, 23)^2 sampled at 8 + floor(i * 3.75) =
+    # 8, 11, 15, 19 in both directions. Rows 8 and 11 lie in the void band at x = 8, 11, 15
+    # (6 ignored pixels, still counted in the mean); x = 19 is class 1, the rest class 0.
+    # Class 0 costs log(1 + e^-2), class 1 2 + that.
     base = math.log(1 + math.exp(-2.0))
-    expected = (6 * base + 8 * (2.0 + base)) / 14
+    expected = (6 * base + 4 * (2.0 + base)) / 16
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
 
 

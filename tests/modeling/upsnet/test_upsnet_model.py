@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -81,6 +82,29 @@ def test_bad_config_is_a_clear_error(tiny_shapes, tmp_path, key, value, message)
     cfg.merge_from_list([key, value])
     with pytest.raises(ValueError, match=message):
         Trainer.build_model(cfg)
+
+
+def test_fpn_global_pooling_adds_the_pooled_projection_to_the_top_lateral(tiny_shapes, tmp_path):
+    cfg = _cfg(tiny_shapes, tmp_path)
+    cfg.MODEL.UPSNET.FPN_GLOBAL_POOLING = True
+    fpn = Trainer.build_model(cfg).backbone
+    lateral = fpn.fpn_lateral5
+    assert fpn.lateral_convs[0] is lateral
+    res5 = torch.randn(2, lateral.in_channels, 3, 5)
+    with torch.no_grad():
+        plain = F.conv2d(res5, lateral.weight, lateral.bias)
+        if lateral.norm is not None:
+            plain = lateral.norm(plain)
+        pooled = res5.mean(dim=(2, 3)) @ lateral.global_pooling.weight.T
+        expected = plain + (pooled + lateral.global_pooling.bias)[:, :, None, None]
+        assert torch.allclose(lateral(res5), expected, atol=1e-5)
+
+
+def test_fpn_global_pooling_needs_an_fpn(tiny_shapes, tmp_path):
+    from panoptic_zoo.modeling.upsnet.fpn_global_pooling import add_fpn_global_pooling
+
+    with pytest.raises(ValueError, match="FPN_GLOBAL_POOLING needs a detectron2 FPN"):
+        add_fpn_global_pooling(torch.nn.Conv2d(1, 1, 1))
 
 
 def test_training_step_on_batch_of_two_has_all_losses(tiny_shapes, tmp_path):
