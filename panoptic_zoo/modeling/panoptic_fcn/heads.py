@@ -59,7 +59,10 @@ class DeformConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, norm: str):
         super().__init__()
         self.conv = DeformableConv3x3(in_channels, out_channels, bias=not norm, modulated=True)
-        nn.init.normal_(self.conv.weight, std=0.01)
+        # Official initialisation: detectron2's ModulatedDeformConv (Kaiming uniform for ReLU,
+        # zero bias) after an offset/modulation convolution with PyTorch's default one.
+        nn.init.kaiming_uniform_(self.conv.weight, nonlinearity="relu")
+        self.conv.offset.reset_parameters()
         self.norm = get_norm(norm, out_channels) or nn.Identity()
 
     def forward(self, x):
@@ -69,7 +72,8 @@ class DeformConvBlock(nn.Module):
 def conv_tower(
     in_channels: int, channels: int, num_convs: int, norm: str, deform: bool = False
 ) -> nn.Sequential:
-    """``num_convs`` 3x3 convolutions (deformable if ``deform``) with norm and ReLU."""
+    """``num_convs`` 3x3 convolutions (deformable if ``deform``) with norm and ReLU, with the
+    official heads' initialisation (plain convolutions keep PyTorch's default one)."""
     layers = []
     for i in range(num_convs):
         c_in = in_channels if i == 0 else channels
@@ -80,9 +84,6 @@ def conv_tower(
             c_in, channels, 3, padding=1, bias=not norm, norm=get_norm(norm, channels),
             activation=F.relu,
         )  # fmt: skip
-        nn.init.normal_(conv.weight, std=0.01)
-        if conv.bias is not None:
-            nn.init.zeros_(conv.bias)
         layers.append(conv)
     return nn.Sequential(*layers)
 
@@ -133,10 +134,10 @@ class KernelGenerator(nn.Module):
 
     def forward(self, features: list[torch.Tensor]):
         """
-        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w) and thing kernels
-        (N, C, h, w); stuff kernels (N, C, h, w) of the first (finest) level only, the one stuff
-        is predicted from. (A 1x1 projection of every position equals projecting the positions
-        later selected or averaged.)
+        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), thing kernels and
+        stuff kernels (N, C, h, w). (A 1x1 projection of every position equals projecting the
+        positions later selected; an average of projected positions carries the bias with the
+        averaged positions' weight, see ``PanopticFCNLoss._stuff_kernels``.)
         """
         positions = [self.position_tower(x) for x in features]
         kernel_features = [
@@ -146,7 +147,7 @@ class KernelGenerator(nn.Module):
             [self.thing_scores(x) for x in positions],
             [self.stuff_scores(x) for x in positions],
             [self.thing_embed(x) for x in kernel_features],
-            self.stuff_embed(kernel_features[0]),
+            [self.stuff_embed(x) for x in kernel_features],
         )
 
 

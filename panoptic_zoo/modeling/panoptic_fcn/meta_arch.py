@@ -20,7 +20,7 @@ from torch import nn
 from ..images import normalized_image_batch
 from .heads import FeatureEncoder, KernelGenerator
 from .inference import PanopticFCNInference
-from .losses import sigmoid_focal_loss, weighted_dice_loss
+from .losses import PanopticFCNLoss
 from .targets import PanopticFCNTargetGenerator, PanopticFCNTargets
 
 __all__ = ["PanopticFCN"]
@@ -38,14 +38,10 @@ class PanopticFCN(nn.Module):
         feature_encoder: FeatureEncoder,
         target_generator: PanopticFCNTargetGenerator,
         inference: PanopticFCNInference,
+        criterion: PanopticFCNLoss,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
         ignore_value: int,
-        focal_alpha: float,
-        focal_gamma: float,
-        position_weight: float,
-        segment_weight: float,
-        top_k_points: int,
     ):
         super().__init__()
         self.backbone = backbone
@@ -56,12 +52,8 @@ class PanopticFCN(nn.Module):
         self.inference = inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.criterion = criterion
         self.ignore_value = ignore_value
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.position_weight = position_weight
-        self.segment_weight = segment_weight
-        self.top_k_points = top_k_points
 
     @classmethod
     def from_config(cls, cfg):
@@ -134,14 +126,16 @@ class PanopticFCN(nn.Module):
                 max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
                 encoder_stride=encoder_stride,
             ),
+            "criterion": PanopticFCNLoss(
+                focal_alpha=fcn.LOSS.FOCAL_ALPHA,
+                focal_gamma=fcn.LOSS.FOCAL_GAMMA,
+                position_weight=fcn.LOSS.POSITION_WEIGHT,
+                segment_weight=fcn.LOSS.SEGMENT_WEIGHT,
+                top_k_points=fcn.LOSS.TOP_K_POINTS,
+            ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "focal_alpha": fcn.LOSS.FOCAL_ALPHA,
-            "focal_gamma": fcn.LOSS.FOCAL_GAMMA,
-            "position_weight": fcn.LOSS.POSITION_WEIGHT,
-            "segment_weight": fcn.LOSS.SEGMENT_WEIGHT,
-            "top_k_points": fcn.LOSS.TOP_K_POINTS,
         }
 
     @property
@@ -156,12 +150,13 @@ class PanopticFCN(nn.Module):
             images.tensor
         )
         targets = [
-            self._targets(x, images.tensor.shape[-2:], thing_logits, encoded)
+            self._targets(x, tuple(images.tensor.shape[-2:]), thing_logits, encoded)
             for x in batched_inputs
         ]
-        return self._losses(
-            thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets
-        )
+        return self.criterion(
+            thing_logits, stuff_logits, thing_kernels, stuff_kernels,
+            self.kernel_generator.stuff_embed.bias, encoded, targets,
+        )  # fmt: skip
 
     def _images(self, batched_inputs) -> ImageList:
         return normalized_image_batch(
@@ -183,96 +178,22 @@ class PanopticFCN(nn.Module):
                 "or DatasetMapper with sem_seg_file_name"
             )
         instances = record["instances"].to(self.device)
-        h, w = padded_size
         if instances.has("gt_masks"):
             if not isinstance(instances.gt_masks, BitMasks):
                 raise ValueError(
                     f"Panoptic FCN needs bit masks, got {type(instances.gt_masks).__name__}; set "
                     "INPUT.MASK_FORMAT to 'bitmask'"
                 )
-            masks = instances.gt_masks.tensor
+            masks = instances.gt_masks
         else:  # detectron2's DatasetMapper leaves it out for images without things
-            masks = torch.zeros((0, *instances.image_size), dtype=torch.bool, device=self.device)
-        masks = nn.functional.pad(masks, (0, w - masks.shape[2], 0, h - masks.shape[1]))
-        sem_seg = record["sem_seg"].to(self.device)
-        sem_seg = nn.functional.pad(
-            sem_seg, (0, w - sem_seg.shape[1], 0, h - sem_seg.shape[0]), value=self.ignore_value
-        )
+            masks = BitMasks(torch.zeros((0, *instances.image_size), dtype=torch.bool))
+        # Level assignment and Gaussians use the annotated boxes, as the official code.
+        boxes = instances.gt_boxes if instances.has("gt_boxes") else masks.get_bounding_boxes()
         return self.target_generator(
-            masks, instances.gt_classes, sem_seg,
+            masks.tensor.to(self.device), boxes.tensor.to(self.device), instances.gt_classes,
+            record["sem_seg"].to(self.device), padded_size,
             [tuple(x.shape[-2:]) for x in thing_logits], tuple(encoded.shape[-2:]),
         )  # fmt: skip
-
-    def _losses(self, thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets):
-        focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
-        num_things = sum(len(a.instance) for t in targets for a in t.assignments)
-        thing_loss = sum(
-            sigmoid_focal_loss(logits[b], t.thing_heatmaps[level], **focal).sum()
-            for level, logits in enumerate(thing_logits)
-            for b, t in enumerate(targets)
-        ) / max(1, num_things)
-        # Stuff: summed over classes, averaged over the positions of each level (W_i H_i).
-        stuff_loss = sum(
-            (sigmoid_focal_loss(logits[b], t.stuff_maps[level], **focal) * t.stuff_valid[level])
-            .sum() / (len(targets) * logits.shape[-2] * logits.shape[-1])
-            for level, logits in enumerate(stuff_logits)
-            for b, t in enumerate(targets)
-        )  # fmt: skip
-
-        segment_loss, num_objects = encoded.new_zeros(()), 0
-        for b, t in enumerate(targets):
-            features = encoded[b]
-            for level, assignment in enumerate(t.assignments):
-                if len(assignment.instance) == 0:
-                    continue
-                level_kernels, weights = self._thing_kernels(
-                    thing_logits[level][b], thing_kernels[level][b], assignment
-                )
-                probs = torch.einsum("nkc,chw->nkhw", level_kernels, features).sigmoid()
-                segment_loss = segment_loss + weighted_dice_loss(
-                    probs, t.thing_masks[assignment.instance], weights
-                )
-                num_objects += len(assignment.instance)
-            if len(t.stuff_classes):
-                kernels = self._stuff_kernels(stuff_logits[0][b], stuff_kernels[b], t)
-                probs = torch.einsum("mc,chw->mhw", kernels, features).sigmoid()
-                segment_loss = segment_loss + weighted_dice_loss(
-                    probs[:, None], t.stuff_masks, probs.new_ones((len(probs), 1))
-                )
-                num_objects += len(t.stuff_classes)
-        return {
-            "loss_pos_things": self.position_weight * thing_loss,
-            "loss_pos_stuff": self.position_weight * stuff_loss,
-            "loss_seg": self.segment_weight * segment_loss / max(1, num_objects),
-        }
-
-    def _thing_kernels(self, logits, kernels, assignment):
-        """
-        Kernels (n, k, C) at the k highest-scored positions of each thing's Gaussian window on
-        its class channel, with weights (n, k) = their scores normalized to sum to 1 (0 for the
-        slots a window smaller than k cannot fill).
-        """
-        _, h, w = logits.shape
-        ys = torch.arange(h, device=logits.device)[None, :, None]
-        xs = torch.arange(w, device=logits.device)[None, None, :]
-        cy, cx = assignment.center_yx[:, 0, None, None], assignment.center_yx[:, 1, None, None]
-        r = assignment.radius[:, None, None]
-        window = ((ys - cy).abs() <= r) & ((xs - cx).abs() <= r)
-        scores = logits.detach().sigmoid()[assignment.classes]
-        scores = torch.where(window, scores, torch.full_like(scores, -1.0)).flatten(1)
-        values, positions = scores.topk(min(self.top_k_points, h * w), dim=1)
-        weights = values.clamp(min=0)
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
-        return kernels.flatten(1).T[positions], weights
-
-    @staticmethod
-    def _stuff_kernels(logits, kernels, targets: PanopticFCNTargets):
-        """One kernel per present stuff class: the mean of the finest level's kernels over the
-        class region, weighted by the region's target fraction times the predicted score."""
-        region = targets.stuff_maps[0][targets.stuff_classes].flatten(1)
-        weights = region * logits.detach().sigmoid()[targets.stuff_classes].flatten(1)
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
-        return weights @ kernels.flatten(1).T
 
     @torch.no_grad()
     def _inference(self, batched_inputs):
@@ -292,7 +213,7 @@ class PanopticFCN(nn.Module):
                     [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_logits, crops)],
                     stuff_logits[0][b, :, : crops[0][0], : crops[0][1]],
                     [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_kernels, crops)],
-                    stuff_kernels[b, :, : crops[0][0], : crops[0][1]],
+                    stuff_kernels[0][b, :, : crops[0][0], : crops[0][1]],
                     encoded[b, :, : -(-h // encoder_stride), : -(-w // encoder_stride)],
                     (h, w),
                     output_size,
