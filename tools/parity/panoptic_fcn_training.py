@@ -33,7 +33,6 @@ import sys
 from pathlib import Path
 
 import torch
-from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
@@ -44,6 +43,11 @@ sys.path.insert(0, str(REPO))
 import panoptic_zoo  # noqa: E402,F401  (registers the models)
 from panoptic_zoo.config import get_cfg  # noqa: E402
 from panoptic_zoo.engine import Trainer  # noqa: E402
+from tools.parity.panoptic_fcn_models import (  # noqa: E402
+    build_model_pair,
+    import_official,
+    official_commit,
+)
 
 # Loss names: official -> project.
 LOSS_NAMES = {
@@ -60,10 +64,11 @@ VOID = 255
 
 def parity_cfg():
     """
-    The shapes config with the default (COCO, official) scale ranges, whose things span
-    several cells of their levels (the shapes ranges give a Gaussian radius of 0), an 8-channel
-    encoder without norm (the official encoder has none), on CPU, without deformable layers
-    (the official ones need detectron2's compiled ops).
+    The model whose outputs feed both sides' targets and losses: the shapes config with the
+    default (official COCO) scale ranges, whose things span several cells of their levels (the
+    shapes ranges give a Gaussian radius of 0), 32-channel kernel features and an 8-channel
+    encoder without norm (the official encoder has none) to keep the golden fixture small, on
+    CPU, with plain convolutions (the heads' internals do not enter this comparison).
     """
     cfg = get_cfg()
     official_scales = cfg.MODEL.PANOPTIC_FCN.KERNEL_GENERATOR.INSTANCE_SCALES
@@ -75,6 +80,7 @@ def parity_cfg():
     fcn.FEATURE_ENCODER.DEFORM = False
     fcn.FEATURE_ENCODER.NORM = ""
     fcn.FEATURE_ENCODER.CONVS_DIM = 8
+    fcn.KERNEL_HEAD.CONVS_DIM = 32
     return cfg
 
 
@@ -84,7 +90,7 @@ def official_cfg(cfg, official):
 
     fcn = cfg.MODEL.PANOPTIC_FCN
     out = detectron2_cfg()
-    official.config.add_panopticfcn_config(out)
+    official.add_panopticfcn_config(out)
     out.MODEL.DEVICE = "cpu"
     out.MODEL.IGNORE_VALUE = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
     out.MODEL.SEMANTIC_FPN.COMMON_STRIDE = 4
@@ -181,12 +187,11 @@ def project_side(model, batch, outputs: NetworkOutputs):
     padded = tuple(outputs.images.tensor.shape[-2:])
     targets = [model._targets(x, padded, outputs.thing_logits, outputs.encoded) for x in batch]
     thing_kernels = [generator.thing_embed(x) for x in outputs.kernel_features]
-    stuff_kernels = [generator.stuff_embed(x) for x in outputs.kernel_features]
     losses = model.criterion(
-        outputs.thing_logits, outputs.stuff_logits, thing_kernels, stuff_kernels,
-        generator.stuff_embed.bias, outputs.encoded, targets,
+        outputs.thing_logits, outputs.stuff_logits, thing_kernels, outputs.kernel_features,
+        generator.embed_stuff, outputs.encoded, targets,
     )  # fmt: skip
-    return targets, losses, thing_kernels, stuff_kernels
+    return targets, losses, thing_kernels
 
 
 def official_side(official, ocfg, model, batch, outputs: NetworkOutputs):
@@ -315,30 +320,44 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
 
 
-def official_commit(src: Path) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True
-    )
-    if result.returncode:
-        raise SystemExit(f"{src} is not a git checkout of the official code: {result.stderr}")
-    return result.stdout.strip()
-
-
-def import_official(src: Path):
-    if not (src / "panopticfcn" / "gt_generate.py").is_file():
-        raise SystemExit(f"{src} has no panopticfcn/gt_generate.py: pass the official repository")
-    sys.path.insert(0, str(src))
-    # Both register a "PanopticFCN" meta-architecture: the official one registers into an
-    # emptied slot, then the project's is put back (the tool builds neither by name).
-    ours = META_ARCH_REGISTRY._obj_map.pop("PanopticFCN")
-    try:
-        import panopticfcn.config
-        import panopticfcn.gt_generate
-        import panopticfcn.head
-        import panopticfcn.panoptic_seg
-    finally:
-        META_ARCH_REGISTRY._obj_map["PanopticFCN"] = ours
-    return panopticfcn
+def compare_full_models(official_src: Path, seed: int) -> bool:
+    """
+    Both full models (``build_model_pair``: one random initialization through the converter,
+    deformable position head) in training mode on the same batch: each loss term, and the
+    gradients of their sum on the output layers of the heatmaps and the kernel embeddings
+    (the thing-score layer also receives the segment loss).
+    """
+    official_model, our_model, cfg = build_model_pair(official_src, seed)
+    official_model.train()
+    our_model.train()
+    fcn = cfg.MODEL.PANOPTIC_FCN
+    batch = make_batch(fcn.NUM_THING_CLASSES, fcn.NUM_STUFF_CLASSES, seed)
+    with EventStorage():
+        ours = our_model(batch)
+    # The official GenerateGT edits sem_seg in place: give it copies.
+    theirs = official_model([{**x, "sem_seg": x["sem_seg"].clone()} for x in batch])
+    theirs = {LOSS_NAMES[k]: v for k, v in theirs.items()}
+    sum(ours.values()).backward()
+    sum(theirs.values()).backward()
+    print("full models (build_model_pair, deformable position head), training mode:")
+    ok = True
+    for name, value in ours.items():
+        rel = abs(value.item() - theirs[name].item()) / max(abs(theirs[name].item()), 1e-12)
+        ok &= rel <= LOSS_RTOL
+        print(f"  {name:16s} ours {value.item():.7f}  official {theirs[name].item():.7f}  "
+              f"relative {rel:.2e}  {'ok' if rel <= LOSS_RTOL else 'FAIL'}")  # fmt: skip
+    generator = our_model.kernel_generator
+    layers = {
+        "thing scores": (official_model.position_head.out_inst, generator.thing_scores),
+        "stuff scores": (official_model.position_head.out_sem, generator.stuff_scores),
+        "thing embedding": (official_model.thing_generator.embed_extractor, generator.thing_embed),
+        "stuff embedding": (official_model.stuff_generator.embed_extractor, generator.stuff_embed),
+    }
+    for name, (theirs_layer, our_layer) in layers.items():
+        rel = relative(our_layer.weight.grad.flatten(), theirs_layer.weight.grad.flatten())
+        ok &= rel <= LOSS_RTOL
+        print(f"  gradient of the {name} weights: relative max difference {rel:.2e}")
+    return ok
 
 
 def run(official_src: Path, golden: Path | None = None, seed: int = 0) -> bool:
@@ -353,7 +372,7 @@ def run(official_src: Path, golden: Path | None = None, seed: int = 0) -> bool:
     ocfg = official_cfg(cfg, official)
 
     with EventStorage():
-        targets, ours, thing_kernels, stuff_kernels = project_side(model, batch, outputs)
+        targets, ours, thing_kernels = project_side(model, batch, outputs)
     sum(ours.values()).backward()
     our_grads = [x.grad.clone() for x in outputs.leaves()]
     outputs.zero_grad()
@@ -389,6 +408,7 @@ def run(official_src: Path, golden: Path | None = None, seed: int = 0) -> bool:
     for name, a, b in zip(names, our_grads, their_grads):
         print(f"gradient {name:22s} relative max difference {relative(a, b):.2e}")
     ok &= worst <= LOSS_RTOL
+    ok &= compare_full_models(official_src, seed)
     print("PASS" if ok else "FAIL")
 
     if golden is not None:
@@ -426,8 +446,8 @@ def run(official_src: Path, golden: Path | None = None, seed: int = 0) -> bool:
                     "thing_logits": [x.detach() for x in outputs.thing_logits],
                     "stuff_logits": [x.detach() for x in outputs.stuff_logits],
                     "thing_kernels": [x.detach() for x in thing_kernels],
-                    "stuff_kernels": [x.detach() for x in stuff_kernels],
-                    "stuff_kernel_bias": model.kernel_generator.stuff_embed.bias.detach(),
+                    "kernel_features": [x.detach() for x in outputs.kernel_features],
+                    "stuff_embed": model.kernel_generator.stuff_embed.state_dict(),
                     "encoded": outputs.encoded.detach(),
                 },
                 "official": {

@@ -65,11 +65,18 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.LOSS.TOP_K_POINTS = 7
 
     fcn.INFERENCE = CN()
+    # A thing candidate's smoothed peak, a stuff class's mean probability over its region: kept
+    # when above these (official POSITION_HEAD.THING.THRES / STUFF.THRES; its FAST configs use
+    # 0.2 / 0.1).
     fcn.INFERENCE.THING_SCORE_THRESH = 0.05
     fcn.INFERENCE.STUFF_SCORE_THRESH = 0.05
-    fcn.INFERENCE.THING_TOP_K = 100  # per level
+    fcn.INFERENCE.THING_TOP_K = 50  # peaks per level (official: half of TOP_NUM = 100)
+    # Heatmaps are averaged with their k x k mean before peak NMS; one k per kernel-generator level.
+    fcn.INFERENCE.HEATMAP_POOL_SIZES = [3, 3, 3, 5, 5]
     fcn.INFERENCE.KERNEL_FUSION_THRESH = 0.9  # cosine similarity, same class only
     fcn.INFERENCE.MASK_THRESH = 0.4
+    # Things whose score times their mean mask probability is below this are dropped.
+    fcn.INFERENCE.MIN_SCORE = 0.05
     fcn.INFERENCE.INSTANCE_SCORE_THRESH = 0.2  # things kept in the panoptic merge
     fcn.INFERENCE.OVERLAP_THRESH = 0.5
     # Stuff segments smaller than this (pixels of the output resolution) become void.

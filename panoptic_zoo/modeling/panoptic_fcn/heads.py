@@ -44,12 +44,16 @@ def build_panoptic_fcn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
 
 
 def with_coordinates(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with two more channels: x and y coordinates, each from -1 to 1 (CoordConv)."""
+    """
+    ``x`` with two more channels (CoordConv): the row coordinate, then the column coordinate,
+    each from -1 to 1 over the map. The official ``coord_conv`` order, which converted
+    checkpoints' first kernel-head and encoder convolutions expect.
+    """
     n, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    coords = torch.stack([grid_x, grid_y]).expand(n, 2, h, w)
+    rows = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    columns = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")
+    coords = torch.stack([grid_rows, grid_columns]).expand(n, 2, h, w)
     return torch.cat([x, coords], dim=1)
 
 
@@ -134,10 +138,11 @@ class KernelGenerator(nn.Module):
 
     def forward(self, features: list[torch.Tensor]):
         """
-        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), thing kernels and
-        stuff kernels (N, C, h, w). (A 1x1 projection of every position equals projecting the
-        positions later selected; an average of projected positions carries the bias with the
-        averaged positions' weight, see ``PanopticFCNLoss._stuff_kernels``.)
+        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), thing kernels
+        (N, C, h, w) and the kernel features (N, K, h, w) stuff kernels are pooled from. Thing
+        kernels are projected at every position (a 1x1 projection of every position equals
+        projecting the positions selected later); stuff kernels are projected after pooling
+        (:meth:`embed_stuff`), because the projection's bias is not scaled by the pooling.
         """
         positions = [self.position_tower(x) for x in features]
         kernel_features = [
@@ -147,8 +152,12 @@ class KernelGenerator(nn.Module):
             [self.thing_scores(x) for x in positions],
             [self.stuff_scores(x) for x in positions],
             [self.thing_embed(x) for x in kernel_features],
-            [self.stuff_embed(x) for x in kernel_features],
+            kernel_features,
         )
+
+    def embed_stuff(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Stuff kernels (m, C) from pooled kernel features (m, K)."""
+        return F.linear(pooled, self.stuff_embed.weight.flatten(1), self.stuff_embed.bias)
 
 
 class FeatureEncoder(nn.Module):

@@ -5,6 +5,8 @@ thing and stuff heatmaps, and the weighted dice loss on the masks of thing and s
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from fvcore.nn import sigmoid_focal_loss
@@ -78,17 +80,18 @@ class PanopticFCNLoss:
         thing_logits: list[torch.Tensor],
         stuff_logits: list[torch.Tensor],
         thing_kernels: list[torch.Tensor],
-        stuff_kernels: list[torch.Tensor],
-        stuff_kernel_bias: torch.Tensor,
+        kernel_features: list[torch.Tensor],
+        embed_stuff: Callable[[torch.Tensor], torch.Tensor],
         encoded: torch.Tensor,
         targets: list[PanopticFCNTargets],
     ) -> dict[str, torch.Tensor]:
         """
         Args:
             thing_logits, stuff_logits: per level (N, T, h, w) and (N, S + 1, h, w).
-            thing_kernels, stuff_kernels: per level (N, C, h, w), every position's kernel
-                features through the thing / stuff 1x1 embedding.
-            stuff_kernel_bias: (C,) bias of the stuff embedding.
+            thing_kernels: per level (N, C, h, w), every position's kernel features through
+                the thing embedding.
+            kernel_features: per level (N, K, h, w), the kernel head's features.
+            embed_stuff: the stuff embedding, pooled kernel features (m, K) -> kernels (m, C).
             encoded: (N, C, H_e, W_e) feature encoder output.
             targets: one per image.
         """
@@ -118,9 +121,7 @@ class PanopticFCNLoss:
                 classes = t.stuff_classes[level]
                 if len(classes):
                     region = t.stuff_maps[level][classes] > 0
-                    kernels = self._stuff_kernels(
-                        stuff_kernels[level][b], stuff_kernel_bias, region
-                    )
+                    kernels = embed_stuff(_pool_over_level(kernel_features[level][b], region))
                     probs = torch.einsum("mc,chw->mhw", kernels, features).sigmoid()
                     seg_stuff = seg_stuff + dice_loss(probs, t.stuff_masks[classes]).sum()
                     num_stuff += len(classes)
@@ -145,14 +146,10 @@ class PanopticFCNLoss:
         weights = values / values.sum(dim=1, keepdim=True).clamp(min=DICE_EPS)
         return kernels.flatten(1).T[positions], weights
 
-    @staticmethod
-    def _stuff_kernels(embedded, bias, region):
-        """
-        (M, C) stuff kernels: embed(sum of the kernel features over each region / level size).
-        The embedding is affine, so the sum of the embedded features over the region carries
-        the bias once per region cell; the rest of the level's share of it is added back.
-        """
-        size = region.shape[-2] * region.shape[-1]
-        region = region.flatten(1).to(embedded.dtype)
-        inside = region.sum(dim=1, keepdim=True) / size
-        return region @ embedded.flatten(1).T / size + (1 - inside) * bias
+
+def _pool_over_level(features: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(m, K): the sum of ``features`` (K, h, w) over each of ``regions`` (m, h, w) divided by
+    the level's size h * w (the official average pool of the features masked by the region:
+    its mean scaled by the region's fraction of the level)."""
+    size = regions.shape[-2] * regions.shape[-1]
+    return regions.flatten(1).to(features.dtype) @ features.flatten(1).T / size

@@ -76,6 +76,17 @@ class PanopticFCN(nn.Module):
         channels = {shapes[f].channels for f in kernel_features}
         if len(channels) != 1:
             raise ValueError(f"kernel-generator levels {kernel_features} differ in channels")
+        pool_sizes = list(fcn.INFERENCE.HEATMAP_POOL_SIZES)
+        if len(pool_sizes) != len(kernel_features):
+            raise ValueError(
+                f"MODEL.PANOPTIC_FCN.INFERENCE.HEATMAP_POOL_SIZES has {len(pool_sizes)} entries "
+                f"but KERNEL_GENERATOR.IN_FEATURES {len(kernel_features)} levels; give one odd "
+                "pool size per level"
+            )
+        if any(size < 1 or size % 2 == 0 for size in pool_sizes):
+            raise ValueError(
+                f"MODEL.PANOPTIC_FCN.INFERENCE.HEATMAP_POOL_SIZES must be odd, got {pool_sizes}"
+            )
         kernel_dim = fcn.FEATURE_ENCODER.CONVS_DIM
         encoder_shapes = {f: shapes[f] for f in encoder_features}
         encoder_stride = min(s.stride for s in encoder_shapes.values())
@@ -118,8 +129,10 @@ class PanopticFCN(nn.Module):
                 thing_score_thresh=fcn.INFERENCE.THING_SCORE_THRESH,
                 stuff_score_thresh=fcn.INFERENCE.STUFF_SCORE_THRESH,
                 thing_top_k=fcn.INFERENCE.THING_TOP_K,
+                heatmap_pool_sizes=pool_sizes,
                 kernel_fusion_thresh=fcn.INFERENCE.KERNEL_FUSION_THRESH,
                 mask_thresh=fcn.INFERENCE.MASK_THRESH,
+                min_score=fcn.INFERENCE.MIN_SCORE,
                 instance_score_thresh=fcn.INFERENCE.INSTANCE_SCORE_THRESH,
                 overlap_thresh=fcn.INFERENCE.OVERLAP_THRESH,
                 stuff_area_limit=fcn.INFERENCE.STUFF_AREA_LIMIT,
@@ -146,7 +159,7 @@ class PanopticFCN(nn.Module):
         if not self.training:
             return self._inference(batched_inputs)
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
+        thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
             images.tensor
         )
         targets = [
@@ -154,8 +167,8 @@ class PanopticFCN(nn.Module):
             for x in batched_inputs
         ]
         return self.criterion(
-            thing_logits, stuff_logits, thing_kernels, stuff_kernels,
-            self.kernel_generator.stuff_embed.bias, encoded, targets,
+            thing_logits, stuff_logits, thing_kernels, kernel_features,
+            self.kernel_generator.embed_stuff, encoded, targets,
         )  # fmt: skip
 
     def _images(self, batched_inputs) -> ImageList:
@@ -165,11 +178,11 @@ class PanopticFCN(nn.Module):
 
     def _network(self, images: torch.Tensor):
         features = self.backbone(images)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels = self.kernel_generator(
+        thing_logits, stuff_logits, thing_kernels, kernel_features = self.kernel_generator(
             [features[f] for f in self.kernel_features]
         )
         encoded = self.feature_encoder(features)
-        return thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded
+        return thing_logits, stuff_logits, thing_kernels, kernel_features, encoded
 
     def _targets(self, record, padded_size, thing_logits, encoded) -> PanopticFCNTargets:
         if "instances" not in record or "sem_seg" not in record:
@@ -198,25 +211,32 @@ class PanopticFCN(nn.Module):
     @torch.no_grad()
     def _inference(self, batched_inputs):
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
+        thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
             images.tensor
         )
         strides = self.target_generator.level_strides
         encoder_stride = self.inference.encoder_stride
+        divisibility = max(1, self.backbone.size_divisibility)
         results = []
         for b, (record, (h, w)) in enumerate(zip(batched_inputs, images.image_sizes)):
-            # Crop every map to the cells that cover the image, so padding never makes a candidate.
-            crops = [(-(-h // s), -(-w // s)) for s in strides]
-            output_size = (record.get("height", h), record.get("width", w))
+            # Each image's maps cut to the extent it has when padded alone (what the official
+            # per-image inference sees): candidates, stuff regions and mask scores include that
+            # padding, and nothing of the larger images of the batch.
+            padded = (-(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility)
+
+            def extent(maps, stride, b=b, padded=padded):
+                return maps[b, :, : -(-padded[0] // stride), : -(-padded[1] // stride)]
+
             results.append(
                 self.inference(
-                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_logits, crops)],
-                    stuff_logits[0][b, :, : crops[0][0], : crops[0][1]],
-                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_kernels, crops)],
-                    stuff_kernels[0][b, :, : crops[0][0], : crops[0][1]],
-                    encoded[b, :, : -(-h // encoder_stride), : -(-w // encoder_stride)],
+                    [extent(x, s) for x, s in zip(thing_logits, strides)],
+                    [extent(x, s) for x, s in zip(stuff_logits, strides)],
+                    [extent(x, s) for x, s in zip(thing_kernels, strides)],
+                    [extent(x, s) for x, s in zip(kernel_features, strides)],
+                    self.kernel_generator.embed_stuff,
+                    extent(encoded, encoder_stride),
                     (h, w),
-                    output_size,
+                    (record.get("height", h), record.get("width", w)),
                 )
             )
         return results

@@ -94,10 +94,11 @@ def test_prior_bias_sets_initial_heatmap_probability():
         position_convs=1, position_dim=32, position_norm="GN", position_deform=False,
         prior_prob=0.1, kernel_convs=1, kernel_convs_dim=8, kernel_norm="",
     )  # fmt: skip
-    things, stuff, thing_kernels, stuff_kernels = generator([torch.zeros(1, 8, 4, 4)] * 2)
+    things, stuff, thing_kernels, kernel_features = generator([torch.zeros(1, 8, 4, 4)] * 2)
     torch.testing.assert_close(things[0].sigmoid(), torch.full((1, 3, 4, 4), 0.1))
-    assert stuff[0].shape == (1, 3, 4, 4) and len(thing_kernels) == len(stuff_kernels) == 2
-    assert thing_kernels[0].shape == stuff_kernels[0].shape == (1, 4, 4, 4)
+    assert stuff[0].shape == (1, 3, 4, 4) and len(thing_kernels) == len(kernel_features) == 2
+    assert thing_kernels[0].shape == (1, 4, 4, 4) and kernel_features[0].shape == (1, 8, 4, 4)
+    assert generator.embed_stuff(torch.zeros(5, 8)).shape == (5, 4)
 
 
 # detectron2's DatasetMapper turns read-only numpy masks into tensors (its own warning).

@@ -13,8 +13,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from panoptic_zoo.modeling.panoptic_fcn.losses import (
     PanopticFCNLoss,
     dice_loss,
@@ -193,7 +191,7 @@ def _criterion(top_k):
     )  # fmt: skip
 
 
-def test_thing_segment_loss_on_a_level_smaller_than_k_trains_the_heatmap():
+def test_segment_losses_on_a_level_smaller_than_k_and_the_heatmap_gradient():
     """One thing on a 2 x 2 level with k = 7 (the official code's top-k fails there): its
     kernels are the level's cells its resampled mask covers, weighted by their scores."""
     # A 16 x 16 image, things class 0 in the top 8 rows: stride-4 mask rows 0, 1 (of 4).
@@ -208,7 +206,7 @@ def test_thing_segment_loss_on_a_level_smaller_than_k_trains_the_heatmap():
     encoded = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
     stuff_logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
     losses = _criterion(7)(
-        [thing_logits], [stuff_logits], [kernels], [torch.zeros(1, 1, 2, 2)], torch.zeros(1),
+        [thing_logits], [stuff_logits], [kernels], [kernels], lambda pooled: pooled + 0.1,
         encoded, [targets],
     )  # fmt: skip
 
@@ -220,26 +218,21 @@ def test_thing_segment_loss_on_a_level_smaller_than_k_trains_the_heatmap():
         p = torch.sigmoid(kernel * encoded[0, 0])
         expected += weight * (1 - 2 * (p * target).sum() / ((p * p).sum() + (target**2).sum()))
     torch.testing.assert_close(losses["loss_seg_things"], 3 * expected)
+    # Stuff: class 0 (things) on the top row of the level, class 1 on the bottom one; each
+    # kernel is embed(sum over its row / 4), the embedding here adding 0.1 once.
+    assert targets.stuff_classes[0].tolist() == [0, 1]
+    expected = 0.0
+    for cls, kernel in [(0, (1.0 - 2.0) / 4 + 0.1), (1, (3.0 + 0.5) / 4 + 0.1)]:
+        p = torch.sigmoid(kernel * encoded[0, 0])
+        target = targets.stuff_masks[cls]
+        expected += 1 - 2 * (p * target).sum() / ((p * p).sum() + (target**2).sum())
+    torch.testing.assert_close(losses["loss_seg_stuff"], 3 * expected / 2)
     # Not detached: the segment loss reaches the scores of the chosen cells, and only those.
     thing_logits.grad = None
     losses["loss_seg_things"].backward()
     grad = thing_logits.grad[0, 0]
     assert grad[0, 0] != 0 and grad[0, 1] != 0
     assert grad[1, 0] == 0 and grad[1, 1] == 0
-
-
-def test_stuff_kernel_is_the_embedding_of_the_region_sum_over_the_level_size():
-    """Officially: embed(average pool over the level of the kernel features inside the
-    region); from features embedded at every position the bias share is restored."""
-    torch.manual_seed(0)
-    embed = nn.Conv2d(3, 2, 1)
-    nn.init.normal_(embed.bias)
-    features = torch.randn(1, 3, 3, 4)
-    region = torch.zeros(1, 3, 4, dtype=torch.bool)
-    region[0, 1:, :2] = True  # 4 of 12 cells
-    kernels = PanopticFCNLoss._stuff_kernels(embed(features)[0], embed.bias, region)
-    pooled = (features * region).sum(dim=(-2, -1), keepdim=True) / 12
-    torch.testing.assert_close(kernels, embed(pooled).flatten(1))
 
 
 def test_labels_beyond_the_configured_classes_are_clear_errors():

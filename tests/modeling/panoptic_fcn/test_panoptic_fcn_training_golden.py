@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from panoptic_zoo.modeling.panoptic_fcn.losses import PanopticFCNLoss
 from panoptic_zoo.modeling.panoptic_fcn.targets import PanopticFCNTargetGenerator
@@ -101,9 +102,11 @@ def test_loss_terms_and_logit_gradients_equal_the_official_ones(golden, our_targ
     outputs = golden["outputs"]
     thing_logits = [x.clone().requires_grad_() for x in outputs["thing_logits"]]
     stuff_logits = [x.clone().requires_grad_() for x in outputs["stuff_logits"]]
+    stuff_embed = outputs["stuff_embed"]
     losses = criterion(
-        thing_logits, stuff_logits, outputs["thing_kernels"], outputs["stuff_kernels"],
-        outputs["stuff_kernel_bias"], outputs["encoded"], our_targets,
+        thing_logits, stuff_logits, outputs["thing_kernels"], outputs["kernel_features"],
+        lambda pooled: F.linear(pooled, stuff_embed["weight"].flatten(1), stuff_embed["bias"]),
+        outputs["encoded"], our_targets,
     )  # fmt: skip
     official = golden["official"]
     assert set(losses) == set(official["losses"])

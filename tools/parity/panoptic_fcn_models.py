@@ -1,0 +1,199 @@
+"""
+The two Panoptic FCN models the parity tools compare: the official implementation
+(dvlab-research / Jia-Research-Lab ``PanopticFCN``, imported from a local copy given as
+``--official-src``) and this project's, built from ONE random initialization: the official model
+is initialized, its state dict goes through the real converter
+(:func:`panoptic_zoo.model_zoo.converters.convert_official_panoptic_fcn`) and is loaded into ours.
+
+The parity model is tiny (a ResNet-50 of 1/16 width, 32-channel FPN, 64-channel heads, 16-channel
+encoder, 3 thing and 3 stuff classes) so that its golden fixtures stay small, and it keeps the
+official structure, including the deformable position head: this project's detectron2 routes
+``detectron2.layers.deform_conv.ModulatedDeformConv`` to ``torchvision.ops.deform_conv2d`` (the
+same operation as detectron2's compiled kernel), so the official deformable layers run unchanged.
+
+    from tools.parity.panoptic_fcn_models import build_model_pair
+    official, ours, cfg = build_model_pair("path/to/PanopticFCN")
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
+
+import panoptic_zoo  # noqa: F401  (registers this project's PanopticFCN)
+from panoptic_zoo.config import get_cfg
+from panoptic_zoo.model_zoo.converters import (
+    convert_official_panoptic_fcn,
+    verify_against_model,
+)
+
+__all__ = [
+    "build_model_pair",
+    "import_official",
+    "official_commit",
+    "official_config",
+    "our_config",
+    "randomize_",
+]
+
+# The parity model, in one place for both configs. Official pixel statistics: RGB-ordered
+# values applied to BGR input, as its configs do.
+PIXEL_MEAN = [123.675, 116.28, 103.53]
+PIXEL_STD = [1.0, 1.0, 1.0]
+RESNET = {"DEPTH": 50, "RES2_OUT_CHANNELS": 16, "WIDTH_PER_GROUP": 4, "STEM_OUT_CHANNELS": 8}
+FPN_CHANNELS = 32
+SEMANTIC_FPN_CHANNELS = 32
+# 64: two channels per group of the heads' GroupNorm(32), which needs more than one value per
+# group on the 1 x 1 P7 of a ~100 px image.
+HEAD_CHANNELS = 64
+ENCODER_CHANNELS = 16
+NUM_THING_CLASSES = 3
+NUM_STUFF_CLASSES = 3  # plus the "any thing" class 0 of the stuff branch
+STUFF_AREA_LIMIT = 64  # the official 4096 would drop every stuff segment of ~100 px images
+
+
+def import_official(official_src: str | Path):
+    """
+    The official ``panopticfcn`` package from a local copy of the repository. Its meta-architecture
+    is registered under the same name as this project's, so it is imported with ours taken out of
+    the registry and put back after; build it from the module (``module.PanopticFCN(cfg)``).
+    """
+    src = Path(official_src).resolve()
+    if not (src / "panopticfcn" / "panoptic_seg.py").is_file():
+        raise FileNotFoundError(
+            f"{src} is not a copy of the official PanopticFCN repository (no "
+            "panopticfcn/panoptic_seg.py); pass its root as --official-src"
+        )
+    if "panopticfcn" in sys.modules:
+        return sys.modules["panopticfcn"]
+    ours = META_ARCH_REGISTRY._obj_map.pop("PanopticFCN")
+    sys.path.insert(0, str(src))
+    try:
+        module = importlib.import_module("panopticfcn")
+    finally:
+        sys.path.remove(str(src))
+        META_ARCH_REGISTRY._obj_map["PanopticFCN"] = ours
+    return module
+
+
+def official_commit(official_src: str | Path) -> str:
+    """The commit the local copy is at (``unknown`` outside a git checkout)."""
+    result = subprocess.run(
+        ["git", "-C", str(official_src), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def official_config(official, deform: bool = True) -> CfgNode:
+    """The official config of the parity model (``official``: the imported package)."""
+    from detectron2.config import get_cfg as detectron2_cfg
+
+    cfg = detectron2_cfg()
+    official.add_panopticfcn_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "PanopticFCN"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.PIXEL_MEAN = PIXEL_MEAN
+    cfg.MODEL.PIXEL_STD = PIXEL_STD
+    for key, value in RESNET.items():
+        cfg.MODEL.RESNETS[key] = value
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = FPN_CHANNELS
+    cfg.MODEL.SEMANTIC_FPN.CONVS_DIM = SEMANTIC_FPN_CHANNELS
+    cfg.MODEL.POSITION_HEAD.CONVS_DIM = HEAD_CHANNELS
+    cfg.MODEL.POSITION_HEAD.DEFORM = deform
+    cfg.MODEL.POSITION_HEAD.THING.NUM_CLASSES = NUM_THING_CLASSES
+    cfg.MODEL.POSITION_HEAD.STUFF.NUM_CLASSES = NUM_STUFF_CLASSES + 1
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_STUFF_CLASSES + 1
+    cfg.MODEL.KERNEL_HEAD.CONVS_DIM = HEAD_CHANNELS
+    cfg.MODEL.FEATURE_ENCODER.CONVS_DIM = ENCODER_CHANNELS
+    cfg.MODEL.INFERENCE.COMBINE.STUFF_AREA_LIMIT = STUFF_AREA_LIMIT
+    return cfg
+
+
+def our_config(deform: bool = True) -> CfgNode:
+    """This project's config of the same model, official inference settings."""
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "PanopticFCN"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.PIXEL_MEAN = PIXEL_MEAN
+    cfg.MODEL.PIXEL_STD = PIXEL_STD
+    cfg.MODEL.BACKBONE.NAME = "build_panoptic_fcn_resnet_fpn_backbone"
+    for key, value in RESNET.items():
+        cfg.MODEL.RESNETS[key] = value
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = FPN_CHANNELS
+    fcn = cfg.MODEL.PANOPTIC_FCN
+    fcn.NUM_THING_CLASSES = NUM_THING_CLASSES
+    fcn.NUM_STUFF_CLASSES = NUM_STUFF_CLASSES
+    fcn.POSITION_HEAD.CONVS_DIM = HEAD_CHANNELS
+    fcn.POSITION_HEAD.DEFORM = deform
+    fcn.KERNEL_HEAD.CONVS_DIM = HEAD_CHANNELS
+    fcn.FEATURE_ENCODER.FPN_DIM = SEMANTIC_FPN_CHANNELS
+    fcn.FEATURE_ENCODER.NORM = ""  # official: GN in the semantic FPN only
+    fcn.FEATURE_ENCODER.CONVS_DIM = ENCODER_CHANNELS
+    fcn.INFERENCE.STUFF_AREA_LIMIT = STUFF_AREA_LIMIT
+    cfg.TEST.DETECTIONS_PER_IMAGE = 100  # official TOP_NUM
+    return cfg
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """
+    Every parameter and frozen-norm statistic of ``model`` drawn from ``seed``: weights normal
+    with variance 2 / fan-in, biases and norm shifts N(0, 0.1^2), norm scales and variances
+    around 1. The initializations of the official heads (std 0.01 outputs) give near-constant
+    heatmaps and masks, which would leave most of the inference untested; the heatmap biases
+    are set to -2 so that peaks are sparse.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(tensor, mean, std):
+        tensor.copy_(torch.randn(tensor.shape, generator=generator) * std + mean)
+
+    for name, tensor in sorted(model.state_dict(keep_vars=True).items()):
+        if not tensor.is_floating_point():
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if tensor.dim() > 1:
+            normal(tensor, 0.0, math.sqrt(2.0 / tensor[0].numel()))
+        elif leaf in ("running_var",):
+            tensor.copy_(1.0 + torch.rand(tensor.shape, generator=generator))
+        elif leaf == "weight":  # norm scales
+            normal(tensor, 1.0, 0.1)
+        else:
+            normal(tensor, 0.0, 0.1)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name.endswith(("out_inst.bias", "out_sem.bias")):
+            tensor.add_(-2.0)
+
+
+def build_model_pair(official_src: str | Path, seed: int = 0, deform: bool = True):
+    """
+    (official model, this project's model, this project's config), both in eval mode on the CPU,
+    with the same weights: the official model randomly initialized (:func:`randomize_`), ours
+    loaded from its state dict through the converter. The official config is
+    ``official_model.cfg``.
+    """
+    official = import_official(official_src)
+    official_model = official.PanopticFCN(official_config(official, deform))
+    randomize_(official_model, seed)
+    cfg = our_config(deform)
+    our_model = build_model(cfg)
+    conversion = convert_official_panoptic_fcn(
+        official_model.state_dict(), tuple(cfg.MODEL.PANOPTIC_FCN.FEATURE_ENCODER.IN_FEATURES)
+    )
+    verify_against_model(conversion, our_model)
+    if conversion.notes:
+        raise RuntimeError(f"the converter is not exact: {conversion.notes}")
+    our_model.load_state_dict(conversion.state_dict)
+    return official_model.eval(), our_model.eval(), cfg
