@@ -39,6 +39,7 @@ __all__ = [
     "import_official",
     "official_commit",
     "official_config",
+    "calibrate_offsets_",
     "our_config",
     "randomize_",
 ]
@@ -152,8 +153,11 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
     Every parameter and frozen-norm statistic of ``model`` drawn from ``seed``: weights normal
     with variance 2 / fan-in, biases and norm shifts N(0, 0.1^2), norm scales and variances
     around 1. The initializations of the official heads (std 0.01 outputs) give near-constant
-    heatmaps and masks, which would leave most of the inference untested; the heatmap biases
-    are set to -2 so that peaks are sparse.
+    heatmaps and masks, which would leave most of the inference untested. Three shifts make
+    the outputs look like a trained model's (several things and stuff segments per image):
+    heatmap biases -2 (sparse peaks), the encoder's last bias -1 (sparser, more local
+    features) and 20x the 1x1 kernel embeddings (mask logits of several units, so masks are
+    parts of the image rather than all or nothing).
     """
     generator = torch.Generator().manual_seed(seed)
 
@@ -172,21 +176,58 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
             normal(tensor, 1.0, 0.1)
         else:
             normal(tensor, 0.0, 0.1)
+    encoder_layers = sorted(
+        k for k in model.state_dict() if k.startswith("feature_encoder.") and k.endswith(".bias")
+    )
     for name, tensor in model.state_dict(keep_vars=True).items():
         if name.endswith(("out_inst.bias", "out_sem.bias")):
             tensor.add_(-2.0)
+        if name.endswith(("embed_extractor.weight", "embed_extractor.bias")):
+            tensor.mul_(20.0)
+        if name == encoder_layers[-1]:
+            tensor.add_(-1.0)
 
 
-def build_model_pair(official_src: str | Path, seed: int = 0, deform: bool = True):
+@torch.no_grad()
+def calibrate_offsets_(model: torch.nn.Module, seed: int) -> None:
+    """
+    Scale each deformable layer's offset/modulation convolution so that its outputs have unit
+    RMS on a random image: random weights on the unnormalized FPN levels (RMS ~500) would put
+    every sampling point far outside the map and make the position head's output constant over
+    large regions (ties everywhere).
+    """
+    convs = [m.offset_mask_conv for m in model.modules() if hasattr(m, "offset_mask_conv")]
+    rms = {}
+
+    def record(module, inputs, output):
+        rms.setdefault(module, output.pow(2).mean().sqrt())
+
+    hooks = [conv.register_forward_hook(record) for conv in convs]
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, 96, 96, generator=generator) * 255
+    was_training = model.training
+    for conv in convs:  # in order: each layer's input depends on the earlier ones' scales
+        rms.clear()
+        model.eval()([{"image": image, "height": 96, "width": 96}])
+        conv.weight /= rms[conv]
+        conv.bias /= rms[conv]
+    for hook in hooks:
+        hook.remove()
+    model.train(was_training)
+
+
+def build_model_pair(official_src: str | Path, seed: int = 1, deform: bool = True):
     """
     (official model, this project's model, this project's config), both in eval mode on the CPU,
-    with the same weights: the official model randomly initialized (:func:`randomize_`), ours
+    with the same weights: the official model randomly initialized (:func:`randomize_`,
+    :func:`calibrate_offsets_`), ours
     loaded from its state dict through the converter. The official config is
     ``official_model.cfg``.
     """
     official = import_official(official_src)
     official_model = official.PanopticFCN(official_config(official, deform))
     randomize_(official_model, seed)
+    calibrate_offsets_(official_model, seed)
     cfg = our_config(deform)
     our_model = build_model(cfg)
     conversion = convert_official_panoptic_fcn(

@@ -154,23 +154,31 @@ class PanopticFCNInference:
         encoded: torch.Tensor,
         image_size: tuple[int, int],
         output_size: tuple[int, int],
+        stages: dict | None = None,
     ) -> dict:
         """
         One image's predictions on its padded extent: per-level thing logits (T, h_l, w_l),
         stuff logits (S+1, h_l, w_l), thing kernels (C, h_l, w_l) and kernel features
         (K, h_l, w_l); ``embed_stuff`` projects pooled kernel features (m, K) to stuff kernels
         (m, C); encoded features (C, H_e, W_e). ``image_size`` is the network input size
-        (without padding), ``output_size`` the size to predict at.
+        (without padding), ``output_size`` the size to predict at. ``stages``, when given, gets
+        the intermediate results (candidates, fused kernels, masks, stuff kernels) for the parity
+        tools.
         """
         scores, classes, thing_kernels = select_thing_candidates(
             [x.sigmoid() for x in thing_logits], thing_kernels, self.heatmap_pool_sizes,
             self.thing_score_thresh, self.thing_top_k,
         )  # fmt: skip
+        if stages is not None:
+            stages.update(candidate_scores=scores, candidate_classes=classes)
         thing_kernels, scores, classes = fuse_kernels(
             thing_kernels, scores, classes, self.kernel_fusion_thresh
         )
         features = encoded.flatten(1)
-        thing_probs = (thing_kernels @ features).sigmoid().view(-1, *encoded.shape[1:])
+        thing_logits = (thing_kernels @ features).view(-1, *encoded.shape[1:])
+        if stages is not None:
+            stages.update(fused_scores=scores, fused_classes=classes, thing_mask_logits=thing_logits)
+        thing_probs = thing_logits.sigmoid()
         binary = thing_probs > self.mask_thresh
         mean_inside = (thing_probs * binary).sum(dim=(1, 2)) / (binary.sum(dim=(1, 2)) + 1e-6)
         scores = scores * mean_inside
@@ -184,8 +192,11 @@ class PanopticFCNInference:
         levels_kept = kept.sum(dim=0)
         stuff_kernels = (embed_stuff(pooled) * kept[..., None]).sum(dim=0)
         stuff_kernels = stuff_kernels / levels_kept.clamp(min=1)[:, None]
-        stuff_masks = (stuff_kernels @ features).sigmoid().view(-1, *encoded.shape[1:])
-        stuff_masks = stuff_masks * (levels_kept > 0)[:, None, None]  # classes without kernels: 0
+        stuff_logits = (stuff_kernels @ features).view(-1, *encoded.shape[1:])
+        if stages is not None:
+            stages.update(stuff_classes=torch.nonzero(levels_kept).flatten(),
+                          stuff_mask_logits=stuff_logits[levels_kept > 0])  # fmt: skip
+        stuff_masks = stuff_logits.sigmoid() * (levels_kept > 0)[:, None, None]  # no kernel: 0
 
         thing_probs = self._resize(thing_probs, image_size, output_size)
         stuff_masks = self._resize(stuff_masks, image_size, output_size)

@@ -210,33 +210,37 @@ class PanopticFCN(nn.Module):
 
     @torch.no_grad()
     def _inference(self, batched_inputs):
+        """
+        Each image gets the result it has alone, as the official (per-image) inference: the
+        heads' GroupNorm statistics and the convolutions at the padding border see all of a
+        batch's padding, so the images are run in groups of equal padded size (one group when
+        the sizes agree, as in a batch of one).
+        """
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
-            images.tensor
-        )
-        strides = self.target_generator.level_strides
-        encoder_stride = self.inference.encoder_stride
         divisibility = max(1, self.backbone.size_divisibility)
-        results = []
-        for b, (record, (h, w)) in enumerate(zip(batched_inputs, images.image_sizes)):
-            # Each image's maps cut to the extent it has when padded alone (what the official
-            # per-image inference sees): candidates, stuff regions and mask scores include that
-            # padding, and nothing of the larger images of the batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (h, w) in enumerate(images.image_sizes):
             padded = (-(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility)
-
-            def extent(maps, stride, b=b, padded=padded):
-                return maps[b, :, : -(-padded[0] // stride), : -(-padded[1] // stride)]
-
-            results.append(
-                self.inference(
-                    [extent(x, s) for x, s in zip(thing_logits, strides)],
-                    [extent(x, s) for x, s in zip(stuff_logits, strides)],
-                    [extent(x, s) for x, s in zip(thing_kernels, strides)],
-                    [extent(x, s) for x, s in zip(kernel_features, strides)],
-                    self.kernel_generator.embed_stuff,
-                    extent(encoded, encoder_stride),
-                    (h, w),
-                    (record.get("height", h), record.get("width", w)),
-                )
+            groups.setdefault(padded, []).append(index)
+        results = [None] * len(batched_inputs)
+        for (h, w), members in groups.items():
+            if len(groups) == 1:
+                tensor = images.tensor[:, :, :h, :w]
+            else:
+                tensor = images.tensor[members, :, :h, :w]
+            thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
+                tensor
             )
+            for b, index in enumerate(members):
+                record, image_size = batched_inputs[index], images.image_sizes[index]
+                results[index] = self.inference(
+                    [x[b] for x in thing_logits],
+                    [x[b] for x in stuff_logits],
+                    [x[b] for x in thing_kernels],
+                    [x[b] for x in kernel_features],
+                    self.kernel_generator.embed_stuff,
+                    encoded[b],
+                    tuple(image_size),
+                    (record.get("height", image_size[0]), record.get("width", image_size[1])),
+                )
         return results
