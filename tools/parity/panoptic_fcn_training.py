@@ -7,7 +7,7 @@ Jia-Research-Lab/PanopticFCN, formerly dvlab-research), run side by side:
         [--write-golden tests/modeling/panoptic_fcn/golden/panoptic_fcn_training.pt]
 
 On one batch of two images of odd sizes (things on every level, stuff, void, padding), the
-project's model (shapes config, random initialisation, no deformable layers) runs forward; its
+project's model (shapes config, random initialization, plain convolutions) runs forward; its
 outputs (heatmap logits, kernel features of every level, encoded features) become leaf tensors
 fed to both sides:
 
@@ -17,6 +17,10 @@ fed to both sides:
 * losses: the official ``PanopticFCN.losses`` (its thing and stuff generators holding the
   project's 1x1 embedding weights) against ``PanopticFCNLoss``: every term, and the gradients of
   their sum with respect to the heatmap logits, kernel features and encoded features.
+
+Then both full models of ``build_model_pair`` (one random initialization through the converter,
+deformable position head) run in training mode on the same batch: every loss term, and the
+gradients of the heatmap output layers and kernel embeddings.
 
 Pass: every loss term within 1e-4 relative, targets equal (heatmaps and resampled maps to 1e-6).
 Exit status 1 on a failure. ``--write-golden`` stores the batch, the network outputs and the
