@@ -270,7 +270,9 @@ def main(argv=None) -> int:
         "batches": [],
     }
     for batch_name, sizes in BATCHES.items():
-        records = [{"image": make_image(s, generator), "height": s[0], "width": s[1]} for s in sizes]
+        records = [
+            {"image": make_image(s, generator), "height": s[0], "width": s[1]} for s in sizes
+        ]
         official = [official_run(r) for r in records]
         our_results, our_features, per_image = our_run(records)
         for index, record in enumerate(records):
