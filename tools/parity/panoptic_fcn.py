@@ -21,8 +21,9 @@ project's model: a converted checkpoint must give the official outputs.
 
 Pass: panoptic ids identical on >= 99.9 % of each image's pixels and the same segments (ids,
 categories, thing scores within 1e-4). Exit status 1 otherwise. ``--write-golden`` stores the
-official weights, inputs and outputs of the ``same-padding`` batch, with the official commit,
-for tests/modeling/panoptic_fcn/test_panoptic_fcn_official_golden.py.
+official weights (official key names), this project's config, both batches' inputs and the
+official outputs, with the official commit, for
+tests/modeling/panoptic_fcn/test_panoptic_fcn_official_golden.py.
 """
 
 from __future__ import annotations
@@ -229,9 +230,8 @@ def compare_panoptic(ours, official, report) -> dict:
     return {"agreement": agreement, "segments_match": segments_match}
 
 
-def golden_record(official_model, cfg, records, official_results, commit) -> dict:
-    """What the golden test needs: the official weights (official key names), our config, the
-    inputs and the official outputs."""
+def golden_outputs(official_results) -> list[dict]:
+    """The official outputs the golden test compares with."""
     outputs = []
     for result in official_results:
         ids, segments = result["panoptic_seg"]
@@ -244,14 +244,7 @@ def golden_record(official_model, cfg, records, official_results, commit) -> dic
             "classes": instances.pred_classes.long() if has_instances else torch.zeros(0).long(),
             "sem_seg": result["sem_seg"],
         })  # fmt: skip
-    return {
-        "official_repository": "https://github.com/dvlab-research/PanopticFCN",
-        "official_commit": commit,
-        "config_yaml": cfg.dump(),
-        "official_state_dict": {k: v.clone() for k, v in official_model.state_dict().items()},
-        "images": [r["image"].to(torch.uint8) for r in records],
-        "outputs": outputs,
-    }
+    return outputs
 
 
 def main(argv=None) -> int:
@@ -268,8 +261,18 @@ def main(argv=None) -> int:
     official_run, our_run = OfficialRecorder(official_model), OurRecorder(our_model)
     generator = torch.Generator().manual_seed(args.seed)
     passed = True
+    golden = {
+        "official_repository": "https://github.com/dvlab-research/PanopticFCN",
+        "official_commit": commit,
+        "seed": args.seed,
+        "config_yaml": cfg.dump(),
+        "official_state_dict": {k: v.clone() for k, v in official_model.state_dict().items()},
+        "batches": [],
+    }
     for batch_name, sizes in BATCHES.items():
-        records = [{"image": make_image(s, generator), "height": s[0], "width": s[1]} for s in sizes]
+        records = [
+            {"image": make_image(s, generator), "height": s[0], "width": s[1]} for s in sizes
+        ]
         official = [official_run(r) for r in records]
         our_results, our_features, per_image = our_run(records)
         for index, record in enumerate(records):
@@ -288,13 +291,15 @@ def main(argv=None) -> int:
             )
             for result in (outcome, alone_outcome):
                 passed &= result["agreement"] >= PIXEL_AGREEMENT and result["segments_match"]
-        if batch_name == "same-padding" and args.write_golden:
-            golden = golden_record(
-                official_model, cfg, records, [r for r, _ in official], commit
-            )
-            args.write_golden.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(golden, args.write_golden)
-            print(f"\nwrote {args.write_golden}")
+        golden["batches"].append({
+            "name": batch_name,
+            "images": [r["image"].to(torch.uint8) for r in records],
+            "outputs": golden_outputs([r for r, _ in official]),
+        })  # fmt: skip
+    if args.write_golden:
+        args.write_golden.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(golden, args.write_golden)
+        print(f"\nwrote {args.write_golden}")
     print("\nPASS" if passed else "\nFAIL")
     return 0 if passed else 1
 

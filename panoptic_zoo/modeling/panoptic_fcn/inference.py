@@ -177,7 +177,9 @@ class PanopticFCNInference:
         features = encoded.flatten(1)
         thing_logits = (thing_kernels @ features).view(-1, *encoded.shape[1:])
         if stages is not None:
-            stages.update(fused_scores=scores, fused_classes=classes, thing_mask_logits=thing_logits)
+            stages.update(
+                fused_scores=scores, fused_classes=classes, thing_mask_logits=thing_logits
+            )
         thing_probs = thing_logits.sigmoid()
         binary = thing_probs > self.mask_thresh
         mean_inside = (thing_probs * binary).sum(dim=(1, 2)) / (binary.sum(dim=(1, 2)) + 1e-6)
