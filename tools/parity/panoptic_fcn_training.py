@@ -61,7 +61,8 @@ LOSS_NAMES = {
 }
 LOSS_RTOL = 1e-4
 MAP_ATOL = 1e-6
-IMAGE_SIZES = [(331, 269), (297, 359)]  # padded to 384 x 384 (size divisibility 128)
+# Padded to 352 x 384 (size divisibility 32): P3-P7 44 x 48 ... 3 x 3, P6 and P7 not exact halves.
+IMAGE_SIZES = [(331, 269), (297, 359)]
 VOID = 255
 
 
