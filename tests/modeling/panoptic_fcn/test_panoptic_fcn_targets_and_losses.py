@@ -153,6 +153,15 @@ def test_images_without_things_and_things_lost_at_stride_4():
     assert all(len(a.instance) == 0 for a in targets.assignments)
     assert all(h.max() == 0 for h in targets.thing_heatmaps)
     assert targets.thing_masks.shape == (0, 8, 8)
+    # The losses of such an image: no thing term, the stuff terms as usual.
+    sizes = [(8, 8), (2, 2)]
+    losses = _criterion(7)(
+        [torch.zeros(1, 3, *s) for s in sizes], [torch.zeros(1, 3, *s) for s in sizes],
+        [torch.ones(1, 4, *s) for s in sizes], [torch.ones(1, 4, *s) for s in sizes],
+        lambda pooled: pooled, torch.ones(1, 4, 8, 8), [targets],
+    )  # fmt: skip
+    assert losses["loss_seg_things"] == 0
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_seg_stuff"] > 0
     # A 1-pixel thing on row and column 0 has no stride-4 cell above 0 (cells sample pixels
     # 1 and 2): it is left out (the official code casts its NaN center to cell 0).
     dot = _box_mask(20, 24, 0, 0, 1, 1)[None]
