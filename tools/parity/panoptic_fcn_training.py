@@ -4,6 +4,7 @@ Training-stage parity of Panoptic FCN with the official implementation (a local 
 Jia-Research-Lab/PanopticFCN, formerly dvlab-research), run side by side:
 
     OMP_NUM_THREADS=1 python tools/parity/panoptic_fcn_training.py --official-src DIR \\
+        [--shapes-batches 20] \\
         [--write-golden tests/modeling/panoptic_fcn/golden/panoptic_fcn_training.pt]
 
 On one batch of two images of odd sizes (things on every level, stuff, void, padding), the
@@ -20,7 +21,9 @@ fed to both sides:
 
 Then both full models of ``build_model_pair`` (one random initialization through the converter,
 deformable position head) run in training mode on the same batch: every loss term, and the
-gradients of the heatmap output layers and kernel embeddings.
+gradients of the heatmap output layers and kernel embeddings. ``--shapes-batches N`` also
+compares targets and losses on N batches of the shapes training loader
+(:func:`compare_on_shapes_loader`).
 
 Pass: every loss term within 1e-4 relative, targets equal (heatmaps and resampled maps to 1e-6).
 Exit status 1 on a failure. ``--write-golden`` stores the batch, the network outputs and the
