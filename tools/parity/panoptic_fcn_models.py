@@ -17,15 +17,12 @@ same operation as detectron2's compiled kernel), so the official deformable laye
 
 from __future__ import annotations
 
-import importlib
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling import build_model
 
 import panoptic_zoo  # noqa: F401  (registers this project's PanopticFCN)
 from panoptic_zoo.config import get_cfg
@@ -33,19 +30,24 @@ from panoptic_zoo.model_zoo.converters import (
     convert_official_panoptic_fcn,
     verify_against_model,
 )
+from panoptic_zoo.model_zoo.official_panoptic_fcn import (
+    import_official,
+    official_commit,
+    official_config,
+)
 
 __all__ = [
     "build_model_pair",
+    "calibrate_offsets_",
     "import_official",
     "official_commit",
     "official_config",
-    "calibrate_offsets_",
     "our_config",
     "randomize_",
 ]
 
-# The parity model, in one place for both configs. Official pixel statistics: RGB-ordered
-# values applied to BGR input, as its configs do.
+# The parity model (the official config follows from this project's: official_config). Official
+# pixel statistics: RGB-ordered values applied to BGR input, as its configs do.
 PIXEL_MEAN = [123.675, 116.28, 103.53]
 PIXEL_STD = [1.0, 1.0, 1.0]
 RESNET = {"DEPTH": 50, "RES2_OUT_CHANNELS": 16, "WIDTH_PER_GROUP": 4, "STEM_OUT_CHANNELS": 8}
@@ -58,65 +60,6 @@ ENCODER_CHANNELS = 16
 NUM_THING_CLASSES = 3
 NUM_STUFF_CLASSES = 3  # plus the "any thing" class 0 of the stuff branch
 STUFF_AREA_LIMIT = 64  # the official 4096 would drop every stuff segment of ~100 px images
-
-
-def import_official(official_src: str | Path):
-    """
-    The official ``panopticfcn`` package from a local copy of the repository. Its meta-architecture
-    is registered under the same name as this project's, so it is imported with ours taken out of
-    the registry and put back after; build it from the module (``module.PanopticFCN(cfg)``).
-    """
-    src = Path(official_src).resolve()
-    if not (src / "panopticfcn" / "panoptic_seg.py").is_file():
-        raise FileNotFoundError(
-            f"{src} is not a copy of the official PanopticFCN repository (no "
-            "panopticfcn/panoptic_seg.py); pass its root as --official-src"
-        )
-    if "panopticfcn" in sys.modules:
-        return sys.modules["panopticfcn"]
-    ours = META_ARCH_REGISTRY._obj_map.pop("PanopticFCN")
-    sys.path.insert(0, str(src))
-    try:
-        module = importlib.import_module("panopticfcn")
-    finally:
-        sys.path.remove(str(src))
-        META_ARCH_REGISTRY._obj_map["PanopticFCN"] = ours
-    return module
-
-
-def official_commit(official_src: str | Path) -> str:
-    """The commit the local copy is at (``unknown`` outside a git checkout)."""
-    result = subprocess.run(
-        ["git", "-C", str(official_src), "rev-parse", "HEAD"], capture_output=True, text=True
-    )
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def official_config(official, deform: bool = True) -> CfgNode:
-    """The official config of the parity model (``official``: the imported package)."""
-    from detectron2.config import get_cfg as detectron2_cfg
-
-    cfg = detectron2_cfg()
-    official.add_panopticfcn_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "PanopticFCN"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.PIXEL_MEAN = PIXEL_MEAN
-    cfg.MODEL.PIXEL_STD = PIXEL_STD
-    for key, value in RESNET.items():
-        cfg.MODEL.RESNETS[key] = value
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = FPN_CHANNELS
-    cfg.MODEL.SEMANTIC_FPN.CONVS_DIM = SEMANTIC_FPN_CHANNELS
-    cfg.MODEL.POSITION_HEAD.CONVS_DIM = HEAD_CHANNELS
-    cfg.MODEL.POSITION_HEAD.DEFORM = deform
-    cfg.MODEL.POSITION_HEAD.THING.NUM_CLASSES = NUM_THING_CLASSES
-    cfg.MODEL.POSITION_HEAD.STUFF.NUM_CLASSES = NUM_STUFF_CLASSES + 1
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_STUFF_CLASSES + 1
-    cfg.MODEL.KERNEL_HEAD.CONVS_DIM = HEAD_CHANNELS
-    cfg.MODEL.FEATURE_ENCODER.CONVS_DIM = ENCODER_CHANNELS
-    cfg.MODEL.INFERENCE.COMBINE.STUFF_AREA_LIMIT = STUFF_AREA_LIMIT
-    return cfg
 
 
 def our_config(deform: bool = True) -> CfgNode:
@@ -225,10 +168,10 @@ def build_model_pair(official_src: str | Path, seed: int = 1, deform: bool = Tru
     ``official_model.cfg``.
     """
     official = import_official(official_src)
-    official_model = official.PanopticFCN(official_config(official, deform))
+    cfg = our_config(deform)
+    official_model = official.PanopticFCN(official_config(official, cfg))
     randomize_(official_model, seed)
     calibrate_offsets_(official_model, seed)
-    cfg = our_config(deform)
     our_model = build_model(cfg)
     conversion = convert_official_panoptic_fcn(
         official_model.state_dict(), tuple(cfg.MODEL.PANOPTIC_FCN.FEATURE_ENCODER.IN_FEATURES)
