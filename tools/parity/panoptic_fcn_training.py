@@ -125,9 +125,12 @@ def make_batch(num_thing_classes: int, num_stuff_classes: int, seed: int = 0) ->
     the panoptic mapper gives: one id map, boxes from the masks.
     """
     g = torch.Generator().manual_seed(seed)
-    things = [  # (top, left, height, width) as fractions of the image, on top of each other
-        [(0.02, 0.02, 0.95, 0.96), (0.1, 0.5, 0.2, 0.25), (0.7, 0.1, 0.12, 0.1), (0.72, 0.6, 0.02, 0.03)],
-        [(0.3, 0.2, 0.45, 0.4), (0.05, 0.05, 0.08, 0.06), (0.4, 0.3, 0.1, 0.12), (0.8, 0.75, 0.15, 0.2)],
+    # (top, left, height, width) as fractions of the image, later ones on top of earlier ones.
+    things = [
+        [(0.02, 0.02, 0.95, 0.96), (0.1, 0.5, 0.2, 0.25), (0.7, 0.1, 0.12, 0.1),
+         (0.72, 0.6, 0.02, 0.03)],
+        [(0.3, 0.2, 0.45, 0.4), (0.05, 0.05, 0.08, 0.06), (0.4, 0.3, 0.1, 0.12),
+         (0.8, 0.75, 0.15, 0.2)],
     ]  # fmt: skip
     batch = []
     for (h, w), boxes in zip(IMAGE_SIZES, things):
@@ -140,16 +143,10 @@ def make_batch(num_thing_classes: int, num_stuff_classes: int, seed: int = 0) ->
         for i, (t, l, bh, bw) in enumerate(boxes, start=1):
             y0, x0 = int(t * h), int(l * w)
             ids[y0 : y0 + max(5, int(bh * h)), x0 : x0 + max(5, int(bw * w))] = i
-        # An L: cut the top-right quarter out of the first thing.
-        y0, x0, bh, bw = (
-            int(boxes[0][0] * h),
-            int(boxes[0][1] * w),
-            int(boxes[0][2] * h),
-            int(boxes[0][3] * w),
-        )
-        ids[y0 : y0 + bh // 2, x0 + bw // 2 : x0 + bw][
-            ids[y0 : y0 + bh // 2, x0 + bw // 2 : x0 + bw] == 1
-        ] = 0
+        # An L: the top-right quarter of the first thing's box goes back to stuff (a view).
+        t, l, bh, bw = boxes[0]
+        quarter = ids[int(t * h) : int((t + bh / 2) * h), int((l + bw / 2) * w) : int((l + bw) * w)]
+        quarter[quarter == 1] = 0
         masks = torch.stack([ids == i for i in range(1, len(boxes) + 1)])
         keep = masks.flatten(1).any(dim=1)
         sem[ids > 0] = 0
@@ -384,8 +381,10 @@ def compare_on_shapes_loader(official, num_batches: int, seed: int) -> bool:
         )
         worst = max(worst, *loss_differences(ours, theirs).values())
         things += sum(len(x["instances"]) for x in batch)
-    print(f"shapes training loader, {num_batches} batches of 2 ({things} things): batches with "
-          f"different targets {differing}, largest loss-term difference {worst:.2e} relative")  # fmt: skip
+    print(
+        f"shapes training loader, {num_batches} batches of 2 ({things} things): batches with "
+        f"different targets {differing}, largest loss-term difference {worst:.2e} relative"
+    )
     return differing == 0 and worst <= LOSS_RTOL
 
 
@@ -531,8 +530,10 @@ def main(argv=None) -> int:
                         help="local copy of the official PanopticFCN repository")  # fmt: skip
     parser.add_argument("--write-golden", type=Path, help="write the golden fixture here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shapes-batches", type=int, default=0,
-                        help="also compare on this many batches of the shapes training loader")  # fmt: skip
+    parser.add_argument(
+        "--shapes-batches", type=int, default=0,
+        help="also compare on this many batches of the shapes training loader",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     ok = run(args.official_src, args.write_golden, args.seed, args.shapes_batches)
     return 0 if ok else 1
