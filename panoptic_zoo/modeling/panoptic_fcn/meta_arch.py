@@ -41,7 +41,6 @@ class PanopticFCN(nn.Module):
         criterion: PanopticFCNLoss,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
-        ignore_value: int,
     ):
         super().__init__()
         self.backbone = backbone
@@ -53,7 +52,6 @@ class PanopticFCN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.criterion = criterion
-        self.ignore_value = ignore_value
 
     @classmethod
     def from_config(cls, cfg):
@@ -148,7 +146,6 @@ class PanopticFCN(nn.Module):
             ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         }
 
     @property
