@@ -34,6 +34,7 @@ from panoptic_zoo.model_zoo.converters import (
     convert_official_panoptic_fcn,
     convert_official_upsnet,
     load_release_file,
+    official_input_notes,
     save_converted,
     unified_class_order,
     verify_against_model,
@@ -72,9 +73,13 @@ def convert(args, cfg):
         )
         return convert_detectron2_panoptic_deeplab(weights, order)
     if args.format == "panoptic-fcn":
-        return convert_official_panoptic_fcn(
+        conversion = convert_official_panoptic_fcn(
             weights, tuple(cfg.MODEL.PANOPTIC_FCN.FEATURE_ENCODER.IN_FEATURES)
         )
+        conversion.notes += official_input_notes(
+            cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT
+        )
+        return conversion
     return convert_official_upsnet(weights)
 
 

@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not time the reference implementations",
     )  # fmt: skip
     parser.add_argument(
+        "--panoptic-fcn-official-src", metavar="DIR",
+        help="local copy of the official PanopticFCN repository: Panoptic FCN's reference "
+        "(the same weights through the converter, outputs compared)",
+    )  # fmt: skip
+    parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[],
         help="KEY VALUE pairs applied to every config (last on the command line)",
     )  # fmt: skip
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         tiny=args.tiny,
         skip_reference=args.skip_reference,
         opts=tuple(args.opts),
+        panoptic_fcn_official_src=args.panoptic_fcn_official_src,
     )
     command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
     report, paths = run_benchmark(

@@ -7,9 +7,13 @@ benchmark can time both on the same input.
   NCHW backbone).
 * Panoptic-DeepLab: detectron2's ``projects/panoptic_deeplab`` model, built from the same config
   and loaded with the same state dict (the heads share layers and parameter names).
-* UPSNet and Panoptic FCN: the official code (uber-research/UPSNet, Jia-Research-Lab/PanopticFCN)
-  is not installable here (neither is on PyPI; UPSNet builds its own CUDA ops, Panoptic FCN runs
-  as a project inside an older detectron2 with its compiled ops), so there is no reference run.
+* Panoptic FCN: the official code (Jia-Research-Lab/PanopticFCN, a detectron2 project, not on
+  PyPI) from a local copy given with ``--panoptic-fcn-official-src``: it runs on this project's
+  detectron2 as it is, with the checkpoint's weights in its key names through the converter
+  (:mod:`panoptic_zoo.model_zoo.official_panoptic_fcn`); its panoptic output is compared with
+  this project's. Without a copy, no reference run.
+* UPSNet: the official code (uber-research/UPSNet) is not installable here (not on PyPI, it
+  builds its own CUDA ops), so there is no reference run.
 
 The references take the weights as the checkpoint holds them and run in a fresh process
 (:mod:`.reference_process`), as a user running detectron2 would.
@@ -24,6 +28,7 @@ from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import MetadataCatalog
 from torch import nn
 
+from ..model_zoo.official_panoptic_fcn import build_official_model, official_commit
 from ..modeling.panoptic_deeplab.meta_arch import with_available_norms
 
 __all__ = ["Reference", "build_reference", "reference_for"]
@@ -39,8 +44,9 @@ class Reference:
     runs_here: bool  # False: no reference implementation can run in this environment
 
 
-def reference_for(cfg: CfgNode) -> Reference:
-    """The reference implementation of ``cfg``'s method."""
+def reference_for(cfg: CfgNode, panoptic_fcn_official_src: str | None = None) -> Reference:
+    """The reference implementation of ``cfg``'s method (Panoptic FCN's: the official code at
+    ``panoptic_fcn_official_src``, when given)."""
     meta_architecture = cfg.MODEL.META_ARCHITECTURE
     if meta_architecture == "PanopticFPN":
         return Reference(
@@ -52,11 +58,18 @@ def reference_for(cfg: CfgNode) -> Reference:
     if meta_architecture == "UPSNet":
         return Reference("uber-research/UPSNet", not_installable, False)
     if meta_architecture == "PanopticFCN":
-        return Reference("Jia-Research-Lab/PanopticFCN", not_installable, False)
+        if panoptic_fcn_official_src is None:
+            note = "official code not given (--panoptic-fcn-official-src)"
+            return Reference("Jia-Research-Lab/PanopticFCN", note, False)
+        commit = official_commit(panoptic_fcn_official_src)[:7]
+        note = f"official code ({commit}), the same weights through the converter"
+        return Reference("Jia-Research-Lab/PanopticFCN", note, True)
     return Reference("none", f"no reference known for {meta_architecture}", False)
 
 
-def build_reference(cfg: CfgNode, model: nn.Module) -> nn.Module:
+def build_reference(
+    cfg: CfgNode, model: nn.Module, panoptic_fcn_official_src: str | None = None
+) -> nn.Module:
     """The reference model of ``cfg``'s method in eval mode, with the weights of ``model``: the
     method's model as its checkpoint holds it (no inference changes)."""
     meta_architecture = cfg.MODEL.META_ARCHITECTURE
@@ -64,6 +77,8 @@ def build_reference(cfg: CfgNode, model: nn.Module) -> nn.Module:
         return model  # detectron2's own class, built by detectron2's build_model
     if meta_architecture == "PanopticDeepLabModel":
         return _detectron2_panoptic_deeplab(cfg, model)
+    if meta_architecture == "PanopticFCN" and panoptic_fcn_official_src is not None:
+        return build_official_model(panoptic_fcn_official_src, cfg, model)
     raise ValueError(f"no reference implementation of {meta_architecture} runs here")
 
 

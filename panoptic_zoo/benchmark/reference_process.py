@@ -72,6 +72,26 @@ def _settings(record: dict) -> BenchmarkSettings:
     })  # fmt: skip
 
 
+@torch.no_grad()
+def panoptic_agreement(model: torch.nn.Module, reference: torch.nn.Module, inputs) -> dict | None:
+    """How far the reference's panoptic output is from the method's on ``inputs``: the share of
+    pixels with the same segment id and whether the segments (id, category, thing) are the same;
+    None where the reference gives no panoptic ids in the method's format."""
+    ours, theirs = model(inputs), reference(inputs)
+    equal_pixels, pixels, same_segments = 0, 0, True
+    for a, b in zip(ours, theirs):
+        (ids, segments), (reference_ids, reference_segments) = a["panoptic_seg"], b["panoptic_seg"]
+        if reference_segments is None or ids.shape != reference_ids.shape:
+            return None
+        equal_pixels += int((ids == reference_ids).sum())
+        pixels += ids.numel()
+        keys = ("id", "category_id", "isthing")
+        same_segments &= [[s[k] for k in keys] for s in segments] == [
+            [s[k] for k in keys] for s in reference_segments
+        ]
+    return {"panoptic_pixels_equal": equal_pixels / pixels, "segments_equal": same_segments}
+
+
 def main(argv: list[str]) -> None:
     request_path, result_path = (Path(a) for a in argv)
     request = json.loads(request_path.read_text())
@@ -81,7 +101,7 @@ def main(argv: list[str]) -> None:
     inputs = benchmark_inputs(cfg, settings, request["source"])
     try:
         as_checkpointed = build_model(without_inference_changes(cfg), request["weights"])
-        model = build_reference(cfg, as_checkpointed)
+        model = build_reference(cfg, as_checkpointed, settings.panoptic_fcn_official_src)
         probe = ConvRateProbe(
             torch.device(settings.device), settings.floor_problem, request["floor_layout"]
         )
@@ -92,6 +112,8 @@ def main(argv: list[str]) -> None:
             )
             for precision in settings.precisions
         }  # fmt: skip
+        if model is not as_checkpointed:
+            result["output_agreement"] = panoptic_agreement(as_checkpointed, model, inputs)
     except Exception as e:  # someone else's code rejecting the input is a result, not a crash
         result = {"error": f"{type(e).__name__}: {e}"}
     atomic_write_json(result_path, result)

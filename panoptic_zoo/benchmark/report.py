@@ -46,6 +46,18 @@ def _changes(changes: dict) -> str:
     return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in changes.items())
 
 
+def _reference_cell(reference: dict) -> str:
+    """The reference's name, and how its panoptic output compared where it was compared."""
+    agreement = reference.get("output_agreement")
+    if not agreement:
+        return reference["name"]
+    segments = "same segments" if agreement["segments_equal"] else "segments differ"
+    return (
+        f"{reference['name']} (output: {100 * agreement['panoptic_pixels_equal']:.2f} % of "
+        f"pixels equal, {segments})"
+    )
+
+
 def _speed_rows(report: dict):
     for method in report["methods"]:
         reference = method["reference"]
@@ -71,7 +83,7 @@ def _speed_rows(report: dict):
                 _number(timing["postprocess_s"] / timing["network_s"], 3),
                 _number(method["floor_rate_gflop_per_s"]), _number(1000 * method["floor_s"]),
                 _number(timing["network_s"] / method["floor_s"], 2),
-                memory_cell, reference["name"], reference_ms, speed_up,
+                memory_cell, _reference_cell(reference), reference_ms, speed_up,
             ]  # fmt: skip
 
 

@@ -49,6 +49,8 @@ class BenchmarkSettings:
     tiny: bool = False  # configs shrunk to test size, tiny floor problems
     skip_reference: bool = False
     opts: tuple[str, ...] = ()  # KEY VALUE pairs applied to every config
+    # Local copy of the official Panoptic FCN repository: the reference of Panoptic FCN configs.
+    panoptic_fcn_official_src: str | None = None
 
     @property
     def floor_problem(self) -> FloorProblem:

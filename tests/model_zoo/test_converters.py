@@ -26,6 +26,7 @@ from panoptic_zoo.model_zoo.converters import (
     convert_official_panoptic_fcn,
     convert_official_upsnet,
     load_release_file,
+    official_input_notes,
     save_converted,
     unified_class_order,
     verify_against_model,
@@ -208,6 +209,27 @@ def test_official_panoptic_fcn(deform):
     if deform:
         source = "position_head.position_head.position_head_head_1.offset_mask_conv.weight"
         assert torch.equal(generator.position_tower[0].conv.offset.weight, official[source])
+
+
+def test_official_panoptic_fcn_cli_refuses_other_input_normalization(tmp_path):
+    """The golden fixture's official weights through the command line: the official pixel
+    statistics convert; detectron2's BGR-ordered ones would not give the official outputs."""
+    golden = torch.load(
+        REPO / "tests" / "modeling" / "panoptic_fcn" / "golden" / "official_inference.pth",
+        weights_only=True,
+    )
+    weights, config = tmp_path / "official.pth", tmp_path / "config.yaml"
+    torch.save({"model": golden["official_state_dict"]}, weights)
+    config.write_text(golden["config_yaml"])
+    argv = ["panoptic-fcn", "--input", str(weights), "--config", str(config),
+            "--output", str(tmp_path / "converted.pth")]  # fmt: skip
+    assert convert_checkpoint.main(argv) == 0
+    bgr_mean = "[103.53, 116.28, 123.675]"
+    assert convert_checkpoint.main([*argv, "--opts", "MODEL.PIXEL_MEAN", bgr_mean]) == 1
+    assert convert_checkpoint.main([*argv, "--opts", "INPUT.FORMAT", "RGB"]) == 1
+    # The COCO configs, which mirror the official ones, carry the official values.
+    cfg = _cfg("coco/panoptic_fcn_R_50_3x.yaml")
+    assert official_input_notes(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT) == []
 
 
 # --- official UPSNet --------------------------------------------------------------------------

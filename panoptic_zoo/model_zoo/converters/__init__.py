@@ -16,7 +16,7 @@ from .detectron2 import (
     convert_detectron2_panoptic_fpn,
     unified_class_order,
 )
-from .panoptic_fcn import convert_official_panoptic_fcn
+from .panoptic_fcn import convert_official_panoptic_fcn, official_input_notes
 from .upsnet import convert_official_upsnet
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "convert_official_panoptic_fcn",
     "convert_official_upsnet",
     "load_release_file",
+    "official_input_notes",
     "save_converted",
     "unified_class_order",
     "verify_against_model",

@@ -1,7 +1,12 @@
 """
 Official Panoptic FCN checkpoints (dvlab-research / Jia-Research-Lab ``PanopticFCN``, a
 detectron2 project) to this project's ``PanopticFCN``: a rename, exact (the modules match
-one to one; key mapping in docs/MODEL_ZOO.md).
+one to one; key mapping in docs/MODEL_ZOO.md). Checked on outputs: tools/parity/panoptic_fcn.py
+and tests/modeling/panoptic_fcn/test_panoptic_fcn_official_golden.py.
+
+The official models normalize detectron2's BGR input with RGB-ordered statistics (mean
+123.675, 116.28, 103.53 on the B, G, R channels, std 1); a converted checkpoint computes the
+official outputs only with those (:func:`official_input_notes`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ import torch
 
 from .common import Conversion, ConversionError, RenameRule, rename_keys
 
-__all__ = ["convert_official_panoptic_fcn"]
+__all__ = ["OFFICIAL_PIXEL_MEAN", "OFFICIAL_PIXEL_STD", "convert_official_panoptic_fcn",
+           "official_input_notes"]  # fmt: skip
+
+# Every official config's MODEL.PIXEL_MEAN / PIXEL_STD, applied to INPUT.FORMAT "BGR".
+OFFICIAL_PIXEL_MEAN = (123.675, 116.28, 103.53)
+OFFICIAL_PIXEL_STD = (1.0, 1.0, 1.0)
 
 
 def _tower_rules(source: str, target: str) -> list[RenameRule]:
@@ -71,3 +81,22 @@ def convert_official_panoptic_fcn(
     conversion = rename_keys(weights, _rules(list(encoder_features)))
     conversion.state_dict = {_zero_based(k): v for k, v in conversion.state_dict.items()}
     return conversion
+
+
+def official_input_notes(
+    pixel_mean: list[float], pixel_std: list[float], input_format: str
+) -> list[str]:
+    """Why a config would not feed a converted official model the input it was trained on
+    (empty when it does)."""
+    notes = []
+    if input_format != "BGR":
+        notes.append(f"INPUT.FORMAT is {input_format!r}; the official models take 'BGR'")
+    if [round(x, 4) for x in pixel_mean] != list(OFFICIAL_PIXEL_MEAN) or [
+        round(x, 4) for x in pixel_std
+    ] != list(OFFICIAL_PIXEL_STD):
+        notes.append(
+            f"MODEL.PIXEL_MEAN {list(pixel_mean)} / PIXEL_STD {list(pixel_std)} differ from the "
+            f"official {list(OFFICIAL_PIXEL_MEAN)} / {list(OFFICIAL_PIXEL_STD)} (RGB-ordered "
+            "values on BGR input, as the official configs); set them so in the config"
+        )
+    return notes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from detectron2.config import CfgNode as CN
 
 from ...utils.config import add_missing_options
@@ -20,7 +22,7 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.KERNEL_GENERATOR = CN()
     # FPN levels the position and kernel heads run on (shared weights across levels).
     fcn.KERNEL_GENERATOR.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-    # (min, max) sqrt(mask area), in input pixels, of the things each level learns; the ranges
+    # (min, max) sqrt(box area), in input pixels, of the things each level learns; the ranges
     # overlap, so a thing near a boundary is learned by two levels.
     fcn.KERNEL_GENERATOR.INSTANCE_SCALES = [[1, 64], [32, 128], [64, 256], [128, 512], [256, 2048]]
 
@@ -29,8 +31,9 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.POSITION_HEAD.CONVS_DIM = 256
     fcn.POSITION_HEAD.NORM = "GN"
     fcn.POSITION_HEAD.DEFORM = True
-    # Initial foreground probability of the heatmaps (official bias -2.19 = -log(0.9 / 0.1)).
-    fcn.POSITION_HEAD.PRIOR_PROB = 0.1
+    # Initial foreground probability of the heatmaps: 0.1007, the official output bias -2.19
+    # (-log(0.9 / 0.1) = -2.197 rounded).
+    fcn.POSITION_HEAD.PRIOR_PROB = 1 / (1 + math.exp(2.19))
 
     fcn.KERNEL_HEAD = CN()
     fcn.KERNEL_HEAD.NUM_CONVS = 3
@@ -52,8 +55,8 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.FEATURE_ENCODER.DEFORM = False
 
     fcn.TARGETS = CN()
-    # CornerNet's Gaussian radius: the box may move until its IoU with the ground truth drops
-    # to this value; sigma = diameter / 6.
+    # CornerNet's Gaussian radius of a thing's box at its level: the box may move until its IoU
+    # with the ground truth drops to this value; sigma = diameter / 3 (official).
     fcn.TARGETS.GAUSSIAN_MIN_OVERLAP = 0.7
 
     fcn.LOSS = CN()
@@ -61,15 +64,23 @@ def _panoptic_fcn_defaults() -> CN:
     fcn.LOSS.SEGMENT_WEIGHT = 3.0
     fcn.LOSS.FOCAL_ALPHA = 0.25
     fcn.LOSS.FOCAL_GAMMA = 2.0
-    # k of the weighted dice loss: kernels at the k highest-scored positions of each thing.
+    # k of the weighted dice loss: kernels at the k highest-scored cells inside each thing's
+    # mask (at most the level's size).
     fcn.LOSS.TOP_K_POINTS = 7
 
     fcn.INFERENCE = CN()
+    # A thing candidate's smoothed peak, a stuff class's mean probability over its region: kept
+    # when above these (official POSITION_HEAD.THING.THRES / STUFF.THRES; its FAST configs use
+    # 0.2 / 0.1).
     fcn.INFERENCE.THING_SCORE_THRESH = 0.05
     fcn.INFERENCE.STUFF_SCORE_THRESH = 0.05
-    fcn.INFERENCE.THING_TOP_K = 100  # per level
+    fcn.INFERENCE.THING_TOP_K = 50  # peaks per level (official: half of TOP_NUM = 100)
+    # Heatmaps are averaged with their k x k mean before peak NMS; one k per kernel-generator level.
+    fcn.INFERENCE.HEATMAP_POOL_SIZES = [3, 3, 3, 5, 5]
     fcn.INFERENCE.KERNEL_FUSION_THRESH = 0.9  # cosine similarity, same class only
     fcn.INFERENCE.MASK_THRESH = 0.4
+    # Things whose score times their mean mask probability is below this are dropped.
+    fcn.INFERENCE.MIN_SCORE = 0.05
     fcn.INFERENCE.INSTANCE_SCORE_THRESH = 0.2  # things kept in the panoptic merge
     fcn.INFERENCE.OVERLAP_THRESH = 0.5
     # Stuff segments smaller than this (pixels of the output resolution) become void.

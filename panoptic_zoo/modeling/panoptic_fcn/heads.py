@@ -44,12 +44,16 @@ def build_panoptic_fcn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
 
 
 def with_coordinates(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with two more channels: x and y coordinates, each from -1 to 1 (CoordConv)."""
+    """
+    ``x`` with two more channels (CoordConv): the row coordinate, then the column coordinate,
+    each from -1 to 1 over the map. The official ``coord_conv`` order, which converted
+    checkpoints' first kernel-head and encoder convolutions expect.
+    """
     n, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    coords = torch.stack([grid_x, grid_y]).expand(n, 2, h, w)
+    rows = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    columns = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")
+    coords = torch.stack([grid_rows, grid_columns]).expand(n, 2, h, w)
     return torch.cat([x, coords], dim=1)
 
 
@@ -59,7 +63,10 @@ class DeformConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, norm: str):
         super().__init__()
         self.conv = DeformableConv3x3(in_channels, out_channels, bias=not norm, modulated=True)
-        nn.init.normal_(self.conv.weight, std=0.01)
+        # Official initialisation: detectron2's ModulatedDeformConv (Kaiming uniform for ReLU,
+        # zero bias) after an offset/modulation convolution with PyTorch's default one.
+        nn.init.kaiming_uniform_(self.conv.weight, nonlinearity="relu")
+        self.conv.offset.reset_parameters()
         self.norm = get_norm(norm, out_channels) or nn.Identity()
 
     def forward(self, x):
@@ -69,7 +76,8 @@ class DeformConvBlock(nn.Module):
 def conv_tower(
     in_channels: int, channels: int, num_convs: int, norm: str, deform: bool = False
 ) -> nn.Sequential:
-    """``num_convs`` 3x3 convolutions (deformable if ``deform``) with norm and ReLU."""
+    """``num_convs`` 3x3 convolutions (deformable if ``deform``) with norm and ReLU, with the
+    official heads' initialisation (plain convolutions keep PyTorch's default one)."""
     layers = []
     for i in range(num_convs):
         c_in = in_channels if i == 0 else channels
@@ -80,9 +88,6 @@ def conv_tower(
             c_in, channels, 3, padding=1, bias=not norm, norm=get_norm(norm, channels),
             activation=F.relu,
         )  # fmt: skip
-        nn.init.normal_(conv.weight, std=0.01)
-        if conv.bias is not None:
-            nn.init.zeros_(conv.bias)
         layers.append(conv)
     return nn.Sequential(*layers)
 
@@ -133,10 +138,11 @@ class KernelGenerator(nn.Module):
 
     def forward(self, features: list[torch.Tensor]):
         """
-        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w) and thing kernels
-        (N, C, h, w); stuff kernels (N, C, h, w) of the first (finest) level only, the one stuff
-        is predicted from. (A 1x1 projection of every position equals projecting the positions
-        later selected or averaged.)
+        Per level: thing logits (N, T, h, w), stuff logits (N, S+1, h, w), thing kernels
+        (N, C, h, w) and the kernel features (N, K, h, w) stuff kernels are pooled from. Thing
+        kernels are projected at every position (a 1x1 projection of every position equals
+        projecting the positions selected later); stuff kernels are projected after pooling
+        (:meth:`embed_stuff`), because the projection's bias is not scaled by the pooling.
         """
         positions = [self.position_tower(x) for x in features]
         kernel_features = [
@@ -146,8 +152,12 @@ class KernelGenerator(nn.Module):
             [self.thing_scores(x) for x in positions],
             [self.stuff_scores(x) for x in positions],
             [self.thing_embed(x) for x in kernel_features],
-            self.stuff_embed(kernel_features[0]),
+            kernel_features,
         )
+
+    def embed_stuff(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Stuff kernels (m, C) from pooled kernel features (m, K)."""
+        return F.linear(pooled, self.stuff_embed.weight.flatten(1), self.stuff_embed.bias)
 
 
 class FeatureEncoder(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 from ..images import normalized_image_batch
 from .heads import FeatureEncoder, KernelGenerator
 from .inference import PanopticFCNInference
-from .losses import sigmoid_focal_loss, weighted_dice_loss
+from .losses import PanopticFCNLoss
 from .targets import PanopticFCNTargetGenerator, PanopticFCNTargets
 
 __all__ = ["PanopticFCN"]
@@ -38,14 +38,9 @@ class PanopticFCN(nn.Module):
         feature_encoder: FeatureEncoder,
         target_generator: PanopticFCNTargetGenerator,
         inference: PanopticFCNInference,
+        criterion: PanopticFCNLoss,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
-        ignore_value: int,
-        focal_alpha: float,
-        focal_gamma: float,
-        position_weight: float,
-        segment_weight: float,
-        top_k_points: int,
     ):
         super().__init__()
         self.backbone = backbone
@@ -56,12 +51,7 @@ class PanopticFCN(nn.Module):
         self.inference = inference
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.ignore_value = ignore_value
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.position_weight = position_weight
-        self.segment_weight = segment_weight
-        self.top_k_points = top_k_points
+        self.criterion = criterion
 
     @classmethod
     def from_config(cls, cfg):
@@ -84,6 +74,17 @@ class PanopticFCN(nn.Module):
         channels = {shapes[f].channels for f in kernel_features}
         if len(channels) != 1:
             raise ValueError(f"kernel-generator levels {kernel_features} differ in channels")
+        pool_sizes = list(fcn.INFERENCE.HEATMAP_POOL_SIZES)
+        if len(pool_sizes) != len(kernel_features):
+            raise ValueError(
+                f"MODEL.PANOPTIC_FCN.INFERENCE.HEATMAP_POOL_SIZES has {len(pool_sizes)} entries "
+                f"but KERNEL_GENERATOR.IN_FEATURES {len(kernel_features)} levels; give one odd "
+                "pool size per level"
+            )
+        if any(size < 1 or size % 2 == 0 for size in pool_sizes):
+            raise ValueError(
+                f"MODEL.PANOPTIC_FCN.INFERENCE.HEATMAP_POOL_SIZES must be odd, got {pool_sizes}"
+            )
         kernel_dim = fcn.FEATURE_ENCODER.CONVS_DIM
         encoder_shapes = {f: shapes[f] for f in encoder_features}
         encoder_stride = min(s.stride for s in encoder_shapes.values())
@@ -126,22 +127,25 @@ class PanopticFCN(nn.Module):
                 thing_score_thresh=fcn.INFERENCE.THING_SCORE_THRESH,
                 stuff_score_thresh=fcn.INFERENCE.STUFF_SCORE_THRESH,
                 thing_top_k=fcn.INFERENCE.THING_TOP_K,
+                heatmap_pool_sizes=pool_sizes,
                 kernel_fusion_thresh=fcn.INFERENCE.KERNEL_FUSION_THRESH,
                 mask_thresh=fcn.INFERENCE.MASK_THRESH,
+                min_score=fcn.INFERENCE.MIN_SCORE,
                 instance_score_thresh=fcn.INFERENCE.INSTANCE_SCORE_THRESH,
                 overlap_thresh=fcn.INFERENCE.OVERLAP_THRESH,
                 stuff_area_limit=fcn.INFERENCE.STUFF_AREA_LIMIT,
                 max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
                 encoder_stride=encoder_stride,
             ),
+            "criterion": PanopticFCNLoss(
+                focal_alpha=fcn.LOSS.FOCAL_ALPHA,
+                focal_gamma=fcn.LOSS.FOCAL_GAMMA,
+                position_weight=fcn.LOSS.POSITION_WEIGHT,
+                segment_weight=fcn.LOSS.SEGMENT_WEIGHT,
+                top_k_points=fcn.LOSS.TOP_K_POINTS,
+            ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "focal_alpha": fcn.LOSS.FOCAL_ALPHA,
-            "focal_gamma": fcn.LOSS.FOCAL_GAMMA,
-            "position_weight": fcn.LOSS.POSITION_WEIGHT,
-            "segment_weight": fcn.LOSS.SEGMENT_WEIGHT,
-            "top_k_points": fcn.LOSS.TOP_K_POINTS,
         }
 
     @property
@@ -152,16 +156,17 @@ class PanopticFCN(nn.Module):
         if not self.training:
             return self._inference(batched_inputs)
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
+        thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
             images.tensor
         )
         targets = [
-            self._targets(x, images.tensor.shape[-2:], thing_logits, encoded)
+            self._targets(x, tuple(images.tensor.shape[-2:]), thing_logits, encoded)
             for x in batched_inputs
         ]
-        return self._losses(
-            thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets
-        )
+        return self.criterion(
+            thing_logits, stuff_logits, thing_kernels, kernel_features,
+            self.kernel_generator.embed_stuff, encoded, targets,
+        )  # fmt: skip
 
     def _images(self, batched_inputs) -> ImageList:
         return normalized_image_batch(
@@ -170,11 +175,11 @@ class PanopticFCN(nn.Module):
 
     def _network(self, images: torch.Tensor):
         features = self.backbone(images)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels = self.kernel_generator(
+        thing_logits, stuff_logits, thing_kernels, kernel_features = self.kernel_generator(
             [features[f] for f in self.kernel_features]
         )
         encoded = self.feature_encoder(features)
-        return thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded
+        return thing_logits, stuff_logits, thing_kernels, kernel_features, encoded
 
     def _targets(self, record, padded_size, thing_logits, encoded) -> PanopticFCNTargets:
         if "instances" not in record or "sem_seg" not in record:
@@ -183,119 +188,56 @@ class PanopticFCN(nn.Module):
                 "or DatasetMapper with sem_seg_file_name"
             )
         instances = record["instances"].to(self.device)
-        h, w = padded_size
         if instances.has("gt_masks"):
             if not isinstance(instances.gt_masks, BitMasks):
                 raise ValueError(
                     f"Panoptic FCN needs bit masks, got {type(instances.gt_masks).__name__}; set "
                     "INPUT.MASK_FORMAT to 'bitmask'"
                 )
-            masks = instances.gt_masks.tensor
+            masks = instances.gt_masks
         else:  # detectron2's DatasetMapper leaves it out for images without things
-            masks = torch.zeros((0, *instances.image_size), dtype=torch.bool, device=self.device)
-        masks = nn.functional.pad(masks, (0, w - masks.shape[2], 0, h - masks.shape[1]))
-        sem_seg = record["sem_seg"].to(self.device)
-        sem_seg = nn.functional.pad(
-            sem_seg, (0, w - sem_seg.shape[1], 0, h - sem_seg.shape[0]), value=self.ignore_value
-        )
+            masks = BitMasks(torch.zeros((0, *instances.image_size), dtype=torch.bool))
+        # Level assignment and Gaussians use the annotated boxes, as the official code.
+        boxes = instances.gt_boxes if instances.has("gt_boxes") else masks.get_bounding_boxes()
         return self.target_generator(
-            masks, instances.gt_classes, sem_seg,
+            masks.tensor.to(self.device), boxes.tensor.to(self.device), instances.gt_classes,
+            record["sem_seg"].to(self.device), padded_size,
             [tuple(x.shape[-2:]) for x in thing_logits], tuple(encoded.shape[-2:]),
         )  # fmt: skip
 
-    def _losses(self, thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded, targets):
-        focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
-        num_things = sum(len(a.instance) for t in targets for a in t.assignments)
-        thing_loss = sum(
-            sigmoid_focal_loss(logits[b], t.thing_heatmaps[level], **focal).sum()
-            for level, logits in enumerate(thing_logits)
-            for b, t in enumerate(targets)
-        ) / max(1, num_things)
-        # Stuff: summed over classes, averaged over the positions of each level (W_i H_i).
-        stuff_loss = sum(
-            (sigmoid_focal_loss(logits[b], t.stuff_maps[level], **focal) * t.stuff_valid[level])
-            .sum() / (len(targets) * logits.shape[-2] * logits.shape[-1])
-            for level, logits in enumerate(stuff_logits)
-            for b, t in enumerate(targets)
-        )  # fmt: skip
-
-        segment_loss, num_objects = encoded.new_zeros(()), 0
-        for b, t in enumerate(targets):
-            features = encoded[b]
-            for level, assignment in enumerate(t.assignments):
-                if len(assignment.instance) == 0:
-                    continue
-                level_kernels, weights = self._thing_kernels(
-                    thing_logits[level][b], thing_kernels[level][b], assignment
-                )
-                probs = torch.einsum("nkc,chw->nkhw", level_kernels, features).sigmoid()
-                segment_loss = segment_loss + weighted_dice_loss(
-                    probs, t.thing_masks[assignment.instance], weights
-                )
-                num_objects += len(assignment.instance)
-            if len(t.stuff_classes):
-                kernels = self._stuff_kernels(stuff_logits[0][b], stuff_kernels[b], t)
-                probs = torch.einsum("mc,chw->mhw", kernels, features).sigmoid()
-                segment_loss = segment_loss + weighted_dice_loss(
-                    probs[:, None], t.stuff_masks, probs.new_ones((len(probs), 1))
-                )
-                num_objects += len(t.stuff_classes)
-        return {
-            "loss_pos_things": self.position_weight * thing_loss,
-            "loss_pos_stuff": self.position_weight * stuff_loss,
-            "loss_seg": self.segment_weight * segment_loss / max(1, num_objects),
-        }
-
-    def _thing_kernels(self, logits, kernels, assignment):
-        """
-        Kernels (n, k, C) at the k highest-scored positions of each thing's Gaussian window on
-        its class channel, with weights (n, k) = their scores normalized to sum to 1 (0 for the
-        slots a window smaller than k cannot fill).
-        """
-        _, h, w = logits.shape
-        ys = torch.arange(h, device=logits.device)[None, :, None]
-        xs = torch.arange(w, device=logits.device)[None, None, :]
-        cy, cx = assignment.center_yx[:, 0, None, None], assignment.center_yx[:, 1, None, None]
-        r = assignment.radius[:, None, None]
-        window = ((ys - cy).abs() <= r) & ((xs - cx).abs() <= r)
-        scores = logits.detach().sigmoid()[assignment.classes]
-        scores = torch.where(window, scores, torch.full_like(scores, -1.0)).flatten(1)
-        values, positions = scores.topk(min(self.top_k_points, h * w), dim=1)
-        weights = values.clamp(min=0)
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
-        return kernels.flatten(1).T[positions], weights
-
-    @staticmethod
-    def _stuff_kernels(logits, kernels, targets: PanopticFCNTargets):
-        """One kernel per present stuff class: the mean of the finest level's kernels over the
-        class region, weighted by the region's target fraction times the predicted score."""
-        region = targets.stuff_maps[0][targets.stuff_classes].flatten(1)
-        weights = region * logits.detach().sigmoid()[targets.stuff_classes].flatten(1)
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-6)
-        return weights @ kernels.flatten(1).T
-
     @torch.no_grad()
     def _inference(self, batched_inputs):
+        """
+        Each image gets the result it has alone, as the official (per-image) inference: the
+        heads' GroupNorm statistics and the convolutions at the padding border see all of a
+        batch's padding, so the images are run in groups of equal padded size (one group when
+        the sizes agree, as in a batch of one).
+        """
         images = self._images(batched_inputs)
-        thing_logits, stuff_logits, thing_kernels, stuff_kernels, encoded = self._network(
-            images.tensor
-        )
-        strides = self.target_generator.level_strides
-        encoder_stride = self.inference.encoder_stride
-        results = []
-        for b, (record, (h, w)) in enumerate(zip(batched_inputs, images.image_sizes)):
-            # Crop every map to the cells that cover the image, so padding never makes a candidate.
-            crops = [(-(-h // s), -(-w // s)) for s in strides]
-            output_size = (record.get("height", h), record.get("width", w))
-            results.append(
-                self.inference(
-                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_logits, crops)],
-                    stuff_logits[0][b, :, : crops[0][0], : crops[0][1]],
-                    [x[b, :, :ch, :cw] for x, (ch, cw) in zip(thing_kernels, crops)],
-                    stuff_kernels[b, :, : crops[0][0], : crops[0][1]],
-                    encoded[b, :, : -(-h // encoder_stride), : -(-w // encoder_stride)],
-                    (h, w),
-                    output_size,
-                )
+        divisibility = max(1, self.backbone.size_divisibility)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, (h, w) in enumerate(images.image_sizes):
+            padded = (-(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility)
+            groups.setdefault(padded, []).append(index)
+        results = [None] * len(batched_inputs)
+        for (h, w), members in groups.items():
+            if len(groups) == 1:
+                tensor = images.tensor[:, :, :h, :w]
+            else:
+                tensor = images.tensor[members, :, :h, :w]
+            thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
+                tensor
             )
+            for b, index in enumerate(members):
+                record, image_size = batched_inputs[index], images.image_sizes[index]
+                results[index] = self.inference(
+                    [x[b] for x in thing_logits],
+                    [x[b] for x in stuff_logits],
+                    [x[b] for x in thing_kernels],
+                    [x[b] for x in kernel_features],
+                    self.kernel_generator.embed_stuff,
+                    encoded[b],
+                    tuple(image_size),
+                    (record.get("height", image_size[0]), record.get("width", image_size[1])),
+                )
         return results

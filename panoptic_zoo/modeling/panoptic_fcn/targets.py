@@ -1,14 +1,17 @@
 """
-Training targets of Panoptic FCN for one padded image, built on the model's device from the
-mapper's ``instances`` (bit masks, thing classes) and ``sem_seg`` (stuff 1..S, things 0,
-void = ignore value):
+Training targets of Panoptic FCN for one image, built on the model's device from the mapper's
+``instances`` (bit masks, boxes, thing classes) and ``sem_seg`` (stuff 1..S, things 0, void =
+ignore value), both at the image's own (unpadded) size, as the official ``GenerateGT``:
 
-* things are assigned to kernel-generator levels by sqrt(mask area) ranges (overlapping, so a
-  thing may sit on two levels); each assignment gets a CornerNet-radius Gaussian at the mask's
-  mass center on its class channel;
-* stuff targets are the one-hot semantic map averaged down to each level (soft near borders);
-* mask targets are the thing masks and the one-hot stuff maps averaged down to the feature
-  encoder's stride.
+* masks and the one-hot semantic map are resampled bilinearly to the feature encoder's stride
+  (``int(size / stride + 0.5)``) and zero-padded to the encoder's (padded) size: these are the
+  segment targets, and void and padding count as background of every class;
+* things are assigned to kernel-generator levels by sqrt(box area) ranges (overlapping, so a
+  thing may sit on two levels); each assignment gets a CornerNet-radius Gaussian (sigma =
+  diameter / 3) on its class channel at the mass center of its resampled mask (every cell
+  above 0), rescaled to the level;
+* stuff position targets are the padded encoder-stride one-hot map resampled bilinearly to each
+  level, with values below 0.5 set to 0; the classes left on a level are that level's stuff.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["ThingAssignment", "PanopticFCNTargets", "PanopticFCNTargetGenerator", "gaussian_radius"]
+
+# Stuff cells whose resampled class fraction is below this are negatives (official GenerateGT).
+STUFF_POSITIVE_FRACTION = 0.5
+# sigma = diameter / this, for the thing-center Gaussians (official GAUSSIAN_SIGMA).
+GAUSSIAN_SIGMA_DIVISOR = 3
 
 
 def gaussian_radius(height: torch.Tensor, width: torch.Tensor, min_overlap: float) -> torch.Tensor:
@@ -54,12 +62,11 @@ class ThingAssignment:
 @dataclass
 class PanopticFCNTargets:
     thing_heatmaps: list[torch.Tensor]  # per level (T, h_l, w_l)
-    stuff_maps: list[torch.Tensor]  # per level (S + 1, h_l, w_l), soft one-hot
-    stuff_valid: list[torch.Tensor]  # per level (h_l, w_l): fraction of non-void pixels
+    stuff_maps: list[torch.Tensor]  # per level (S + 1, h_l, w_l): 0 or a fraction >= 0.5
+    stuff_classes: list[torch.Tensor]  # per level: stuff classes (0..S) with a positive cell
     assignments: list[ThingAssignment]  # per level
     thing_masks: torch.Tensor  # (N, H_e, W_e) soft masks at the encoder stride
-    stuff_classes: torch.Tensor  # (M,) stuff classes (0..S) present in the image
-    stuff_masks: torch.Tensor  # (M, H_e, W_e)
+    stuff_masks: torch.Tensor  # (S + 1, H_e, W_e) soft one-hot at the encoder stride
 
 
 class PanopticFCNTargetGenerator:
@@ -74,14 +81,14 @@ class PanopticFCNTargetGenerator:
         min_overlap: float,
         ignore_value: int,
     ):
+        self.num_thing_classes = num_thing_classes
+        self.num_stuff_classes = num_stuff_classes
         if len(level_strides) != len(instance_scales):
             raise ValueError(
                 f"{len(level_strides)} kernel-generator levels but {len(instance_scales)} "
                 "MODEL.PANOPTIC_FCN.KERNEL_GENERATOR.INSTANCE_SCALES ranges"
             )
-        self.num_thing_classes = num_thing_classes
-        self.num_stuff_classes = num_stuff_classes
-        self.level_strides = level_strides
+        self.level_strides = level_strides  # also what inference crops each level by
         self.instance_scales = instance_scales
         self.encoder_stride = encoder_stride
         self.min_overlap = min_overlap
@@ -90,17 +97,20 @@ class PanopticFCNTargetGenerator:
     def __call__(
         self,
         masks: torch.Tensor,
+        boxes: torch.Tensor,
         classes: torch.Tensor,
         sem_seg: torch.Tensor,
+        padded_size: tuple[int, int],
         level_sizes: list[tuple[int, int]],
         encoder_size: tuple[int, int],
     ) -> PanopticFCNTargets:
         """
         Args:
-            masks: (N, H, W) bool thing masks, padded to the batch's input size.
+            masks: (N, H, W) bool thing masks at the image's size.
+            boxes: (N, 4) thing boxes (x0, y0, x1, y1) in input pixels.
             classes: (N,) thing classes.
-            sem_seg: (H, W) int stuff map (0 = things, 1..S stuff, ignore value = void), padded
-                with the ignore value.
+            sem_seg: (H, W) int stuff map (0 = things, 1..S stuff, ignore value = void).
+            padded_size: (H_p, W_p) of the padded batch the network ran on.
             level_sizes: (h_l, w_l) of each kernel-generator level.
             encoder_size: (H_e, W_e) of the feature encoder's output.
         """
@@ -115,61 +125,75 @@ class PanopticFCNTargetGenerator:
                 f"thing class {int(classes.max())} but MODEL.PANOPTIC_FCN.NUM_THING_CLASSES is "
                 f"{self.num_thing_classes}"
             )
-        masks = masks.float()
-        heatmaps, assignments = self._thing_centers(masks, classes, level_sizes)
-        valid = (sem_seg != self.ignore_value).float()
-        one_hot = (
-            F.one_hot(
-                torch.where(sem_seg == self.ignore_value, 0, sem_seg).long(),
-                self.num_stuff_classes + 1,
-            )
-            .permute(2, 0, 1)
-            .float()
-            * valid
+        thing_masks = self._to_encoder(masks.float(), encoder_size)
+        heatmaps, assignments = self._thing_centers(
+            thing_masks, boxes.float(), classes, padded_size, level_sizes, encoder_size
         )
-        stuff_maps, stuff_valid = [], []
-        for stride, size in zip(self.level_strides, level_sizes):
-            stuff_maps.append(_downsample(one_hot, size, stride))
-            stuff_valid.append(_downsample(valid[None], size, stride)[0])
-        present = one_hot.flatten(1).any(dim=1).nonzero()[:, 0]
+        void = sem_seg == self.ignore_value
+        one_hot = F.one_hot(
+            torch.where(void, 0, sem_seg).long(), self.num_stuff_classes + 1
+        ).permute(2, 0, 1).float() * (~void)  # fmt: skip
+        stuff_masks = self._to_encoder(one_hot, encoder_size)
+        stuff_maps, stuff_classes = [], []
+        for size in level_sizes:
+            level = F.interpolate(
+                stuff_masks[None], size=size, mode="bilinear", align_corners=False
+            )
+            level = level[0].clamp(max=1.0)
+            level = torch.where(level < STUFF_POSITIVE_FRACTION, torch.zeros_like(level), level)
+            stuff_maps.append(level)
+            stuff_classes.append(level.flatten(1).any(dim=1).nonzero()[:, 0])
         return PanopticFCNTargets(
             thing_heatmaps=heatmaps,
             stuff_maps=stuff_maps,
-            stuff_valid=stuff_valid,
+            stuff_classes=stuff_classes,
             assignments=assignments,
-            thing_masks=_downsample(masks, encoder_size, self.encoder_stride),
-            stuff_classes=present,
-            stuff_masks=_downsample(one_hot[present], encoder_size, self.encoder_stride),
+            thing_masks=thing_masks,
+            stuff_masks=stuff_masks,
         )
 
-    def _thing_centers(self, masks, classes, level_sizes):
+    def _to_encoder(self, maps: torch.Tensor, encoder_size: tuple[int, int]) -> torch.Tensor:
+        """(C, H, W) maps resampled to the encoder stride and zero-padded to ``encoder_size``."""
+        h, w = maps.shape[-2:]
+        size = (int(h / self.encoder_stride + 0.5), int(w / self.encoder_stride + 0.5))
+        if size[0] > encoder_size[0] or size[1] > encoder_size[1]:
+            raise ValueError(
+                f"targets of a {h}x{w} image at stride {self.encoder_stride} are {size}, larger "
+                f"than the encoder's {tuple(encoder_size)}: pass the image's own (unpadded) masks"
+            )
+        out = maps.new_zeros((len(maps), *encoder_size))
+        if len(maps):
+            resized = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)
+            out[:, : size[0], : size[1]] = resized[0]
+        return out
+
+    def _thing_centers(self, masks, boxes, classes, padded_size, level_sizes, encoder_size):
         device = masks.device
-        _, height, width = masks.shape
-        area = masks.flatten(1).sum(dim=1)
-        scale = area.sqrt()
-        ys = torch.arange(height, device=device, dtype=torch.float32)
-        xs = torch.arange(width, device=device, dtype=torch.float32)
-        safe_area = area.clamp(min=1)
-        # Mass center, in input pixels (pixel centers at +0.5).
-        center_y = (masks.sum(dim=2) * ys).sum(dim=1) / safe_area + 0.5
-        center_x = (masks.sum(dim=1) * xs).sum(dim=1) / safe_area + 0.5
-        rows, cols = masks.any(dim=2), masks.any(dim=1)
-        box_h = _extent(rows)
-        box_w = _extent(cols)
+        occupied = masks > 0
+        count = occupied.flatten(1).sum(dim=1)
+        ys = torch.arange(masks.shape[1], device=device, dtype=torch.float32)
+        xs = torch.arange(masks.shape[2], device=device, dtype=torch.float32)
+        safe_count = count.clamp(min=1).float()
+        # Mass center of the resampled mask (its cells above 0), in encoder cells.
+        center_y = (occupied.sum(dim=2).float() * ys).sum(dim=1) / safe_count
+        center_x = (occupied.sum(dim=1).float() * xs).sum(dim=1) / safe_count
+        box_w = boxes[:, 2] - boxes[:, 0]
+        box_h = boxes[:, 3] - boxes[:, 1]
+        scale = (box_w * box_h).sqrt()
 
         heatmaps, assignments = [], []
-        for stride, (low, high), (h, w) in zip(
-            self.level_strides, self.instance_scales, level_sizes
-        ):
+        for (low, high), (h, w) in zip(self.instance_scales, level_sizes):
             heatmap = masks.new_zeros((self.num_thing_classes, h, w))
-            chosen = ((scale >= low) & (scale <= high) & (area > 0)).nonzero()[:, 0]
-            cy = (center_y[chosen] / stride).long().clamp(0, h - 1)
-            cx = (center_x[chosen] / stride).long().clamp(0, w - 1)
-            radius = (
-                gaussian_radius(box_h[chosen] / stride, box_w[chosen] / stride, self.min_overlap)
-                .long()
-                .clamp(min=0)
-            )
+            # A thing that vanishes at the encoder stride has no center (official: NaN, cast
+            # to cell 0) and an empty mask target; it is left out.
+            chosen = ((scale >= low) & (scale <= high) & (count > 0)).nonzero()[:, 0]
+            cy = (center_y[chosen] * (h / encoder_size[0])).long().clamp(0, h - 1)
+            cx = (center_x[chosen] * (w / encoder_size[1])).long().clamp(0, w - 1)
+            radius = gaussian_radius(
+                box_h[chosen] * (h / padded_size[0]),
+                box_w[chosen] * (w / padded_size[1]),
+                self.min_overlap,
+            ).clamp(min=0).long()  # fmt: skip
             if len(chosen):
                 gaussians = _gaussians(cy, cx, radius, h, w)  # (n, h, w)
                 # Overlapping Gaussians of one class keep their maximum (CornerNet).
@@ -183,30 +207,15 @@ class PanopticFCNTargetGenerator:
         return heatmaps, assignments
 
 
-def _extent(occupied: torch.Tensor) -> torch.Tensor:
-    """Length of the occupied span of each row of (N, L) booleans (0 for empty rows)."""
-    index = torch.arange(occupied.shape[1], device=occupied.device)
-    first = torch.where(occupied, index, occupied.shape[1]).min(dim=1).values
-    last = torch.where(occupied, index, -1).max(dim=1).values
-    return (last - first + 1).clamp(min=0).float()
-
-
 def _gaussians(cy, cx, radius, height, width) -> torch.Tensor:
-    """(n, height, width) CornerNet Gaussians (sigma = diameter / 6), zero outside the radius."""
+    """(n, height, width) CornerNet Gaussians (sigma = diameter / 3), zero outside the radius."""
     ys = torch.arange(height, device=cy.device)[None, :, None]
     xs = torch.arange(width, device=cy.device)[None, None, :]
     dy = ys - cy[:, None, None]
     dx = xs - cx[:, None, None]
     r = radius[:, None, None]
-    sigma = (2 * r + 1).float() / 6
-    values = torch.exp(-(dy**2 + dx**2).float() / (2 * sigma**2))
+    sigma = (2 * r + 1).double() / GAUSSIAN_SIGMA_DIVISOR
+    # float64 then float32: the official values, computed in NumPy, to the bit.
+    values = torch.exp(-(dy**2 + dx**2).double() / (2 * sigma**2)).float()
     inside = (dy.abs() <= r) & (dx.abs() <= r)
     return torch.where(inside, values, torch.zeros_like(values))
-
-
-def _downsample(maps: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
-    """Average (C, H, W) maps over stride x stride cells into ``size`` (cell i covers input
-    pixels [i * stride, (i + 1) * stride); the input is zero-padded or cropped to fit)."""
-    h, w = size
-    padded = F.pad(maps, (0, w * stride - maps.shape[2], 0, h * stride - maps.shape[1]))
-    return F.avg_pool2d(padded[None], stride)[0]

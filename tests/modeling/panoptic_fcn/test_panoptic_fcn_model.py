@@ -74,7 +74,9 @@ def test_training_step_reaches_every_parameter_with_deformable_heads(tiny_shapes
     batch = next(iter(Trainer.build_train_loader(cfg)))
     with EventStorage():
         losses = model(batch)
-    assert set(losses) == {"loss_pos_things", "loss_pos_stuff", "loss_seg"}
+    assert set(losses) == {
+        "loss_pos_things", "loss_pos_stuff", "loss_seg_things", "loss_seg_stuff"
+    }  # fmt: skip
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     for name, p in model.named_parameters():
@@ -88,13 +90,15 @@ def test_training_step_reaches_every_parameter_with_deformable_heads(tiny_shapes
 def test_prior_bias_sets_initial_heatmap_probability():
     generator = KernelGenerator(
         in_channels=8, num_thing_classes=3, num_stuff_classes=2, kernel_dim=4,
-        position_convs=1, position_dim=8, position_norm="", position_deform=False,
+        # GN (no conv bias) keeps the tower's output at 0 on a zero input.
+        position_convs=1, position_dim=32, position_norm="GN", position_deform=False,
         prior_prob=0.1, kernel_convs=1, kernel_convs_dim=8, kernel_norm="",
     )  # fmt: skip
-    things, stuff, thing_kernels, stuff_kernels = generator([torch.zeros(1, 8, 4, 4)] * 2)
+    things, stuff, thing_kernels, kernel_features = generator([torch.zeros(1, 8, 4, 4)] * 2)
     torch.testing.assert_close(things[0].sigmoid(), torch.full((1, 3, 4, 4), 0.1))
-    assert stuff[0].shape == (1, 3, 4, 4) and len(thing_kernels) == 2
-    assert thing_kernels[0].shape == stuff_kernels.shape == (1, 4, 4, 4)
+    assert stuff[0].shape == (1, 3, 4, 4) and len(thing_kernels) == len(kernel_features) == 2
+    assert thing_kernels[0].shape == (1, 4, 4, 4) and kernel_features[0].shape == (1, 8, 4, 4)
+    assert generator.embed_stuff(torch.zeros(5, 8)).shape == (5, 4)
 
 
 # detectron2's DatasetMapper turns read-only numpy masks into tensors (its own warning).
