@@ -128,9 +128,11 @@ class OurRecorder:
         self.model = model
         self.images: list = []
         self.backbone_calls: list = []
-        model.backbone.register_forward_hook(
-            lambda module, inputs, output: self.backbone_calls.append(output) and None
-        )
+
+        def record_backbone(module, inputs, output):
+            self.backbone_calls.append(output)
+
+        model.backbone.register_forward_hook(record_backbone)
         model.inference = _RecordingInference(model.inference, self.images)
 
     def __call__(self, records: list[dict]):
@@ -141,7 +143,7 @@ class OurRecorder:
         with torch.no_grad():
             results = self.model(records)
         # Images run in groups of equal padded size, each group in order of first appearance.
-        divisibility = self.model.backbone.size_divisibility
+        divisibility = max(1, self.model.backbone.size_divisibility)
         groups: dict = {}
         for index, record in enumerate(records):
             h, w = record["image"].shape[-2:]
@@ -154,10 +156,10 @@ class OurRecorder:
         return results, features, list(self.images)
 
 
-def max_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(max |a - b|, that divided by max |b|)."""
+def max_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float] | str:
+    """(max |a - b|, that divided by max |b|), or why they cannot be compared."""
     if a.shape != b.shape:
-        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        return f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
     if a.numel() == 0:
         return 0.0, 0.0
     diff = (a.float() - b.float()).abs().max().item()
@@ -177,10 +179,15 @@ def compare_image(official: tuple, ours: tuple, report) -> dict:
         report(f"kernel features L{level}", max_difference(kernel_features[level], weights[0]))
     report("encoded features", max_difference(encoded, stages["encoded"][0]))
 
-    official_scores = torch.cat([x[2] for x in stages["candidates"] if len(x[2])])
-    official_classes = torch.cat([x[1] for x in stages["candidates"] if len(x[1])])
+    # Levels without candidates give empty lists officially.
+    official_scores = torch.cat(
+        [x[2] for x in stages["candidates"] if len(x[2])] or [torch.zeros(0)]
+    )
+    official_classes = torch.cat(
+        [x[1] for x in stages["candidates"] if len(x[1])] or [torch.zeros(0, dtype=torch.long)]
+    )
     order = official_scores.argsort(descending=True, stable=True)
-    same = torch.equal(official_classes[order], our_stages["candidate_classes"])
+    same = torch.equal(official_classes[order].long(), our_stages["candidate_classes"])
     report("thing candidates (count, classes equal)",
            (len(official_scores), len(our_stages["candidate_scores"]), same))  # fmt: skip
     report("thing candidate scores",

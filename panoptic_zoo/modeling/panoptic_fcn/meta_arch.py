@@ -221,12 +221,8 @@ class PanopticFCN(nn.Module):
             groups.setdefault(padded, []).append(index)
         results = [None] * len(batched_inputs)
         for (h, w), members in groups.items():
-            if len(groups) == 1:
-                tensor = images.tensor[:, :, :h, :w]
-            else:
-                tensor = images.tensor[members, :, :h, :w]
             thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
-                tensor
+                images.tensor[members, :, :h, :w]
             )
             for b, index in enumerate(members):
                 record, image_size = batched_inputs[index], images.image_sizes[index]

@@ -147,6 +147,9 @@ def test_rescored_things_below_the_minimum_score_are_dropped():
     expected = (0.5 + 0.5 / 9) / 2 * torch.tensor([0.1]).sigmoid()  # 0.146
     torch.testing.assert_close(run(*args)["instances"].scores, expected)
     assert len(_inference(min_score=0.2)(*args)["instances"]) == 0
+    # No stuff class passes its threshold (class 0's mean probability is sigmoid(-10)): no stuff
+    # kernel and empty stuff masks, where the official inference fails.
+    assert run(*args)["sem_seg"].max() == 0
 
 
 def test_merge_drops_low_scores_overlaps_and_small_stuff():
