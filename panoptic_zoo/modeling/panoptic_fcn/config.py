@@ -45,9 +45,9 @@ def _panoptic_fcn_defaults() -> CN:
     # Channels of the semantic-FPN branches that bring every level to stride 4.
     fcn.FEATURE_ENCODER.FPN_DIM = 256
     # Norm of those branches (official SEMANTIC_FPN.NORM) and of the convolutions after the
-    # coordinates (official FEATURE_ENCODER.NORM, which is "" there).
+    # coordinates (official FEATURE_ENCODER.NORM: none).
     fcn.FEATURE_ENCODER.FPN_NORM = "GN"
-    fcn.FEATURE_ENCODER.NORM = "GN"
+    fcn.FEATURE_ENCODER.NORM = ""
     # Convolutions after the coordinate channels; CONVS_DIM (C_e) is also the kernel size.
     # The enhanced variant (PanopticFCN*) uses 256 channels and deformable convolutions.
     fcn.FEATURE_ENCODER.NUM_CONVS = 3
