@@ -104,6 +104,25 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
 
 
 def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata):
+    # detectron2's loader only says "run createPanopticImgs.py", even when the whole dataset
+    # root is wrong: name the root and what is missing first.
+    root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    for path, what in ((image_dir, "image directory"), (gt_dir, "panoptic PNG directory")):
+        if not os.path.isdir(path):
+            hint = (
+                f"DETECTRON2_DATASETS is {root!r}"
+                if "DETECTRON2_DATASETS" in os.environ
+                else f"DETECTRON2_DATASETS is not set, so the root is {os.path.abspath(root)}"
+            )
+            raise FileNotFoundError(
+                f"Cityscapes {what} {path} does not exist ({hint}); set DETECTRON2_DATASETS to "
+                "the directory holding cityscapes/, see docs/DATASETS.md"
+            )
+    if not os.path.isfile(gt_json):
+        raise FileNotFoundError(
+            f"Cityscapes panoptic JSON {gt_json} does not exist: run cityscapesscripts' "
+            "createPanopticImgs (docs/DATASETS.md)"
+        )
     # detectron2's loader finds the files (images sit in per-city folders) and converts category
     # ids in place. Let it keep dataset ids (identity maps) so that `isthing` can still be told
     # apart: in separated ids, things and stuff overlap.
