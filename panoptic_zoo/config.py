@@ -82,10 +82,14 @@ class PanopticZooConfig(CfgNode):
     detectron2's CfgNode where merging the dataset's class counts (``DATASETS.NUM_THING_CLASSES``
     and ``NUM_STUFF_CLASSES``, from a Base YAML or the command line) sets every model key that
     holds one (:data:`CLASS_COUNT_KEYS`), so that a method YAML names none and the same method
-    YAML works on any dataset. A merge that sets both a dataset count and a disagreeing model
-    key is an error naming the two; a model key merged alone (e.g. by a test) is kept, and
-    :func:`check_class_counts` compares it with the dataset at set-up.
+    YAML works on any dataset. A model key merged explicitly (by a file or a list, e.g. a
+    test's model with 3 classes) is never overwritten: if the dataset's counts make it another
+    value, that merge is an error naming both keys; a model key merged while the dataset's
+    counts are unset is compared with the dataset at set-up by :func:`check_class_counts`.
     """
+
+    # Not a config key: the model count keys merged explicitly so far (kept by clone()).
+    _EXPLICIT = "_explicit_class_count_keys"
 
     def merge_from_other_cfg(self, cfg_other):
         given = _flat_keys(cfg_other)
@@ -98,6 +102,8 @@ class PanopticZooConfig(CfgNode):
         self._derive_class_counts(given)
 
     def _derive_class_counts(self, given: set[str]) -> None:
+        explicit = self.__dict__.setdefault(self._EXPLICIT, set())
+        explicit |= given & set(CLASS_COUNT_KEYS)
         if "DATASETS" not in self or not given & set(DATASET_COUNT_KEYS):
             return
         things, stuff = (_get(self, key) for key in DATASET_COUNT_KEYS)
@@ -105,7 +111,7 @@ class PanopticZooConfig(CfgNode):
             return
         for key, count_of in CLASS_COUNT_KEYS.items():
             count = count_of(things, stuff)
-            if key in given and _get(self, key) != count:
+            if key in explicit and _get(self, key) != count:
                 raise ValueError(
                     f"{key} is {_get(self, key)}, but DATASETS.NUM_THING_CLASSES {things} and "
                     f"DATASETS.NUM_STUFF_CLASSES {stuff} make it {count}: remove {key} from "

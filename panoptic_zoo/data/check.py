@@ -84,14 +84,20 @@ class DatasetCheck:
         return "\n".join(lines)
 
 
+def _problem(file: str, error: Exception) -> tuple[str, str]:
+    """(file, message and fix) of a failed check; the message without its leading file name."""
+    message = str(error).removeprefix(f"{file}: ")
+    return file, f"{message} ({_fix_for(error)})"
+
+
 def _fix_for(error: Exception) -> str:
     if isinstance(error, FileNotFoundError):
         return "fix: put the file there, or correct its name in the annotation JSON"
     text = str(error)
     if "segments_info" in text:
         return "fix: make the PNG's ids and its segments_info the same (re-export the annotation)"
-    if " is " in text and "x" in text and "(WxH)" in text:
-        return "fix: give the PNG the image's size, or correct images[].width/height"
+    if "(WxH)" in text:
+        return "fix: give the PNG its image's size"
     return "fix: re-export the file (or drop it from the annotation JSON)"
 
 
@@ -129,25 +135,35 @@ def check_dataset(
     result.segments.update({class_name: 0 for class_name in [*thing_classes, *stuff_classes[1:]]})
     for record in tqdm(records, desc=f"checking {name}", unit="img", disable=not progress):
         result.images += 1
+        # The PNGs are compared with the image itself where it is readable, so that a wrong
+        # size in the JSON is one problem, not one per file.
         height, width = record["height"], record["width"]
         try:
             image = open_image_checked(record["file_name"])
-            if (image.height, image.width) != (height, width):
-                raise AnnotationError(
-                    f"image is {image.width}x{image.height} (WxH) but the annotation JSON says "
-                    f"{width}x{height}"
-                )
         except (AnnotationError, FileNotFoundError, OSError) as e:
-            result.problems.append((record["file_name"], f"{e} ({_fix_for(e)})"))
+            result.problems.append(_problem(record["file_name"], e))
+        else:
+            if (image.height, image.width) != (height, width):
+                result.problems.append(
+                    (
+                        record["file_name"],
+                        f"image is {image.width}x{image.height} (WxH) but the annotation JSON "
+                        f"says {width}x{height} (fix: correct its width/height in 'images')",
+                    )
+                )
+                height, width = image.height, image.width
+        panoptic_ok = True
         if "pan_seg_file_name" in record:
             try:
                 ids = read_panoptic_png(record, (height, width))
             except (AnnotationError, FileNotFoundError, OSError) as e:
-                result.problems.append((record["pan_seg_file_name"], f"{e} ({_fix_for(e)})"))
+                result.problems.append(_problem(record["pan_seg_file_name"], e))
+                panoptic_ok = False
             else:
                 result.void_pixels += int((ids == 0).sum())
                 result.pixels += ids.size
-        if "sem_seg_file_name" in record:
+        # A bad panoptic PNG is one problem, not also one of the semantic PNG derived from it.
+        if "sem_seg_file_name" in record and panoptic_ok:
             try:
                 labels = read_label_png(record["sem_seg_file_name"])
                 if labels.shape != (height, width):
@@ -162,7 +178,7 @@ def check_dataset(
                         f"class (0..{len(stuff_classes) - 1}, 255 void)"
                     )
             except (AnnotationError, FileNotFoundError, OSError) as e:
-                result.problems.append((record["sem_seg_file_name"], f"{e} ({_fix_for(e)})"))
+                result.problems.append(_problem(record["sem_seg_file_name"], e))
         for segment in record.get("segments_info", []):
             classes = thing_classes if segment["isthing"] else stuff_classes
             result.segments[classes[segment["category_id"]]] += 1

@@ -104,7 +104,10 @@ def derive_semantic_pngs(
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         for record in records:
-            rgb = np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB"), np.int64)
+            try:
+                rgb = np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB"), np.int64)
+            except (OSError, ValueError):
+                continue  # the data check reports it, with the other problems
             ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
             labels = np.full(ids.shape, 255, dtype=np.uint8)
             for segment in record["segments_info"]:
@@ -130,7 +133,15 @@ def register_coco_panoptic(
     instances_json: str | None = None,
     sem_seg_root: str | None = None,
 ) -> None:
-    """Register a COCO-panoptic-format dataset, classes from the JSON's ``categories``."""
+    """
+    Register a COCO-panoptic-format dataset, classes from the JSON's ``categories``. Relative
+    paths are taken from the working directory now, so that later loads do not depend on it.
+    """
+    image_root, panoptic_json, panoptic_root = map(
+        os.path.abspath, (image_root, panoptic_json, panoptic_root)
+    )
+    instances_json = os.path.abspath(instances_json) if instances_json else None
+    sem_seg_root = os.path.abspath(sem_seg_root) if sem_seg_root else None
     metadata = separated_metadata(read_categories(panoptic_json))
     prepare = None
     if not sem_seg_root:
@@ -142,7 +153,7 @@ def register_coco_panoptic(
 
     register_panoptic_dataset(
         name, metadata, image_root=image_root, panoptic_root=panoptic_root,
-        panoptic_json=panoptic_json, instances_json=instances_json or None,
+        panoptic_json=panoptic_json, instances_json=instances_json,
         sem_seg_root=sem_seg_root, prepare=prepare,
     )  # fmt: skip
     MetadataCatalog.get(name).set(registered_from=panoptic_json)
@@ -167,7 +178,7 @@ def register_from_config(cfg: CfgNode) -> list[str]:
             )
         if name in DatasetCatalog.list():
             registered = MetadataCatalog.get(name).get("registered_from")
-            if registered == node.PANOPTIC_JSON:
+            if registered == os.path.abspath(node.PANOPTIC_JSON):
                 names.append(name)
                 continue
             raise ValueError(
