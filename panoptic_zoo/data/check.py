@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         register_from_config(cfg)
         if args.config_file:
-            names += [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in names]
+            names = list(dict.fromkeys([*names, *cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]))
             check_class_counts(cfg)
             class_counts = (cfg.DATASETS.NUM_THING_CLASSES, cfg.DATASETS.NUM_STUFF_CLASSES)
     except (ValueError, KeyError, FileNotFoundError) as e:
