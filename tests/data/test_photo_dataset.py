@@ -286,3 +286,21 @@ def test_class_counts_that_disagree_with_the_dataset_are_named(photos, tmp_path)
         setup_cfg(_train_net_args([*base, *swap[:4], "DATASETS.NUM_THING_CLASSES", "8",
                                    "DATASETS.NUM_STUFF_CLASSES", "5",
                                    "MODEL.ROI_HEADS.NUM_CLASSES", "3"]))  # fmt: skip
+
+
+def test_pq_compute_cli_reads_the_ground_truth_of_a_registered_dataset(photos, tmp_path):
+    from panoptic_zoo.evaluation import pq_compute
+
+    config = tmp_path / "photos.yaml"
+    config.write_text(
+        "DATASETS:\n  REGISTER:\n    photos_cli:\n"
+        f"      IMAGE_ROOT: {photos['images']}\n      PANOPTIC_JSON: {photos['json']}\n"
+        f"      PANOPTIC_ROOT: {photos['pngs']}\n"
+    )
+    output = tmp_path / "pq.json"
+    # The ground truth as its own prediction: PQ 1 over the 13 classes.
+    argv = ["--dataset", "photos_cli", "--config-file", str(config), "--pred_json_file",
+            photos["json"], "--pred_folder", photos["pngs"], "--output_json", str(output)]  # fmt: skip
+    assert pq_compute.main(argv) == 0
+    results = json.loads(output.read_text())
+    assert results["All"]["pq"] == pytest.approx(1.0) and results["All"]["n"] == 13
