@@ -182,7 +182,7 @@ def dataset_class_counts(name: str) -> tuple[int, int]:
     if name not in DatasetCatalog.list():
         raise KeyError(
             f"dataset {name!r} is not registered: name it in DATASETS.REGISTER (or pass "
-            "--dataset NAME=PANOPTIC_JSON), see docs/DATASETS.md"
+            "--dataset NAME IMAGE_ROOT PANOPTIC_JSON PANOPTIC_ROOT), see docs/DATASETS.md"
         )
     metadata = MetadataCatalog.get(name)
     things = metadata.get("thing_classes")

@@ -17,7 +17,7 @@ from detectron2.data.detection_utils import read_image
 from PIL import Image
 from torch import nn
 
-from ..config import check_class_counts, get_cfg
+from ..config import get_cfg
 from ..data.datasets.custom import register_from_config
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
@@ -78,11 +78,8 @@ def load_config(path: str, settings: BenchmarkSettings) -> CfgNode:
     cfg.MODEL.DEVICE = settings.device
     if settings.eval_dataset:
         cfg.DATASETS.TEST = (settings.eval_dataset,)
-        cfg.DATASETS.TRAIN = ()  # nothing is trained: only the evaluated dataset's classes matter
-    # Datasets of DATASETS.REGISTER (e.g. --eval-dataset on your own data); the model's class
-    # counts are then those of the datasets it is evaluated on.
+    # Datasets of DATASETS.REGISTER (e.g. for --eval-dataset on your own data).
     register_from_config(cfg)
-    check_class_counts(cfg)
     # Evaluation writes its files here (eval_results.json, predictions).
     cfg.OUTPUT_DIR = str(settings.output_dir / "evaluation" / Path(path).stem)
     cfg.freeze()

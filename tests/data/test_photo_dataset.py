@@ -304,3 +304,14 @@ def test_pq_compute_cli_reads_the_ground_truth_of_a_registered_dataset(photos, t
     assert pq_compute.main(argv) == 0
     results = json.loads(output.read_text())
     assert results["All"]["pq"] == pytest.approx(1.0) and results["All"]["n"] == 13
+
+
+def test_a_directory_named_as_an_image_is_found_before_training(photos, tmp_path, capsys):
+    root = Path(shutil.copytree(photos["root"], tmp_path / "with_directory"))
+    (root / "images" / "coffee.jpg").unlink()
+    (root / "images" / "coffee.jpg").mkdir()
+    argv = ["--dataset", "photos_directory", str(root / "images"), str(root / "panoptic.json"),
+            str(root / "panoptic")]  # fmt: skip
+    assert check.main(argv) == 1
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  - ")]
+    assert "coffee.jpg" in line and "IsADirectoryError" in line and "fix:" in line
