@@ -8,12 +8,18 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import yaml
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from panoptic_testing import CONFIGS, REPO
 
-from panoptic_zoo.config import add_panoptic_zoo_config, check_class_counts, get_cfg
+from panoptic_zoo.config import (
+    CLASS_COUNT_KEYS,
+    add_panoptic_zoo_config,
+    check_class_counts,
+    get_cfg,
+)
 from panoptic_zoo.data.datasets.custom import register_from_config
 from panoptic_zoo.data import DATASET_MAPPER_REGISTRY
 from panoptic_zoo.engine import Trainer
@@ -57,3 +63,14 @@ def test_add_config_is_idempotent_and_keeps_user_values():
     add_panoptic_zoo_config(cfg)
     add_panoptic_zoo_config(cfg)
     assert cfg.dump() == before
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_no_config_file_names_a_model_class_count(path):
+    """Class counts are the dataset's (DATASETS.NUM_*_CLASSES or its metadata), never a model key's."""
+    content = yaml.safe_load(path.read_text())
+    for key in CLASS_COUNT_KEYS:
+        node = content
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        assert node is None, f"{path.relative_to(CONFIGS)} sets {key}"
