@@ -120,7 +120,6 @@ class PanopticZooConfig(CfgNode):
             _set(self, key, count)
 
 
-
 def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     """Options shared by all methods."""
     if "DATASET_MAPPER_NAME" not in cfg.INPUT:

@@ -115,7 +115,9 @@ def check_dataset(
     except (AnnotationError, FileNotFoundError, OSError) as e:
         metadata = MetadataCatalog.get(name)
         where = metadata.get("panoptic_json", name)
-        result.problems.append((where, f"{e} (fix: correct the annotation file; see docs/DATASETS.md)"))
+        result.problems.append(
+            (where, f"{e} (fix: correct the annotation file; see docs/DATASETS.md)")
+        )
         return result
     metadata = MetadataCatalog.get(name)
     thing_classes = metadata.get("thing_classes", [])

@@ -159,7 +159,9 @@ def main(argv=None) -> int:
     if args.dataset:
         gt_json_file, gt_folder = dataset_ground_truth(args.dataset, args.config_file)
     start = time.perf_counter()
-    results = pq_compute(gt_json_file, args.pred_json_file, gt_folder, args.pred_folder, args.threads)
+    results = pq_compute(
+        gt_json_file, args.pred_json_file, gt_folder, args.pred_folder, args.threads
+    )
     print(format_pq_table(results))
     print(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds")
     if args.output_json:

@@ -220,7 +220,6 @@ def test_training_stops_before_the_first_iteration(photos, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-
 def test_training_skips_bad_images_only_by_option(photos, tmp_path, caplog):
     root = _broken_copy(photos, tmp_path, ("missing image", "unknown PNG id"))
     dataset = ["--dataset", "photos_skipping", str(root / "images"), str(root / "panoptic.json"),
@@ -230,7 +229,8 @@ def test_training_skips_bad_images_only_by_option(photos, tmp_path, caplog):
             "OUTPUT_DIR", str(tmp_path / "run")]  # fmt: skip
     cfg = setup_cfg(_train_net_args(argv))
     assert {Path(f).name for f in check.check_training_datasets(cfg)} == {
-        "chelsea.jpg", "rocket.jpg"
+        "chelsea.jpg",
+        "rocket.jpg",
     }
     assert "skipping 2 of the images of photos_skipping" in caplog.text
 

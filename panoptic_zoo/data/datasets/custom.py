@@ -211,5 +211,9 @@ def set_dataset_arguments(cfg: CfgNode, datasets: list[list[str]]) -> None:
     """Add the ``--dataset`` entries to ``cfg.DATASETS.REGISTER`` (``cfg`` not frozen)."""
     for name, image_root, panoptic_json, panoptic_root in datasets:
         cfg.DATASETS.REGISTER[name] = CfgNode(
-            {"IMAGE_ROOT": image_root, "PANOPTIC_JSON": panoptic_json, "PANOPTIC_ROOT": panoptic_root}
+            {
+                "IMAGE_ROOT": image_root,
+                "PANOPTIC_JSON": panoptic_json,
+                "PANOPTIC_ROOT": panoptic_root,
+            }
         )
