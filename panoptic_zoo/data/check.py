@@ -28,7 +28,6 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog

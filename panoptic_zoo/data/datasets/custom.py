@@ -32,8 +32,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from ...utils.checksum import sha256_of
-from .panoptic import AnnotationError, load_panoptic_json, register_panoptic_dataset
-from .panoptic import separated_metadata
+from .panoptic import (
+    AnnotationError,
+    load_panoptic_json,
+    register_panoptic_dataset,
+    separated_metadata,
+)
 
 __all__ = [
     "DATASET_KEYS",
