@@ -24,7 +24,7 @@ from PIL import Image
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data import check
 from panoptic_zoo.data.datasets.custom import register_from_config
-from panoptic_zoo.engine import setup_cfg
+from panoptic_zoo.engine import Trainer, setup_cfg
 from panoptic_zoo.utils.config import shrink_to_test_size
 
 
@@ -233,6 +233,21 @@ def test_training_skips_bad_images_only_by_option(photos, tmp_path, caplog):
         "rocket.jpg",
     }
     assert "skipping 2 of the images of photos_skipping" in caplog.text
+    # Training reads only the two good photos: one batch of both, no error from the others.
+    cfg.defrost()
+    shrink_to_test_size(cfg)
+    cfg.SOLVER.MAX_ITER = 1
+    cfg.DATASETS.TEST = ()
+    cfg.freeze()
+    trainer = Trainer(cfg)
+    records = trainer._trainer.data_loader.dataset.records
+    assert sorted(Path(d["file_name"]).name for d in records) == [
+        "astronaut.jpg",
+        "coffee.jpg",
+    ]
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert trainer.iter == 1  # one iteration done
 
 
 @pytest.mark.parametrize(
