@@ -6,11 +6,17 @@ Train or evaluate any panoptic_zoo method; the method is chosen by the config fi
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --resume
     python train_net.py --config-file ... --num-gpus 2    # without CUDA: 2 CPU processes (gloo)
+    python train_net.py --config-file ... --dataset my_train IMAGES PANOPTIC.json PANOPTIC_PNGS \
+        DATASETS.TRAIN "('my_train',)"                      # your own dataset (docs/DATASETS.md)
+
+Training checks the training data first (python -m panoptic_zoo.data.check) and stops, listing
+every problem, before the first iteration.
 """
 
 from detectron2.engine import default_argument_parser, launch
 
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
+from panoptic_zoo.data.datasets.custom import add_dataset_argument
 from panoptic_zoo.engine import Trainer, build_inference_model, setup_cfg
 
 
@@ -25,7 +31,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    add_dataset_argument(parser)
+    args = parser.parse_args()
     launch(
         main,
         args.num_gpus,

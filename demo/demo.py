@@ -10,6 +10,10 @@ detectron2's Visualizer (things and stuff labelled, over the image).
         --output out/ --opts MODEL.WEIGHTS output/shapes/panoptic_fpn_R_18/model_final.pth
 
 Images are written as ``<output>/<name>.png``. Runs on the CPU when CUDA is not available.
+Segments are labelled with the classes of the config's first DATASETS.TEST dataset (your own:
+``--dataset NAME IMAGE_ROOT PANOPTIC_JSON PANOPTIC_ROOT`` and ``DATASETS.TEST "('NAME',)"``),
+checked against the model's class counts before the model is loaded. An unreadable image in
+the inputs is reported at the end; the others are still drawn.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from detectron2.data import transforms as T
 from tqdm import tqdm
 
 import panoptic_zoo  # noqa: F401  (registers datasets, models and metadata)
-from panoptic_zoo.config import get_cfg
+from panoptic_zoo.config import check_class_counts, get_cfg
+from panoptic_zoo.data.datasets.custom import (
+    add_dataset_argument,
+    register_from_config,
+    set_dataset_arguments,
+)
 from panoptic_zoo.data.mappers import read_image_checked
 from panoptic_zoo.engine import build_inference_model
 from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
@@ -46,6 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", nargs="+", required=True, help="images, a folder, or videos")
     parser.add_argument("--output", required=True, help="directory for the drawn predictions")
+    add_dataset_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -54,6 +64,16 @@ def setup_cfg(args):
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    set_dataset_arguments(cfg, args.dataset)
+    register_from_config(cfg)
+    if not cfg.DATASETS.TEST:
+        raise DemoInputError(
+            "DATASETS.TEST is empty: the demo labels segments with the classes of its first "
+            "dataset; name one (e.g. --opts DATASETS.TEST \"('my_val',)\")"
+        )
+    # The classes drawn are the dataset's: they must be the ones the model was built for.
+    cfg.DATASETS.TRAIN = ()
+    check_class_counts(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
@@ -93,8 +113,7 @@ class PanopticDrawer:
         self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
-        dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
-        self.metadata = MetadataCatalog.get(dataset)
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
 
     @torch.no_grad()
     def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
@@ -158,19 +177,34 @@ def main(argv=None) -> int:
     except DemoInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        cfg = setup_cfg(args)
+    except (DemoInputError, KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"labelling segments with the classes of dataset {cfg.DATASETS.TEST[0]}")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    drawer = PanopticDrawer(setup_cfg(args))
-    try:
-        for path in tqdm(images, desc="images", unit="img"):
+    drawer = PanopticDrawer(cfg)
+    unreadable = []
+    for path in tqdm(images, desc="images", unit="img"):
+        try:
             image = read_image_checked(str(path), format="BGR")
-            cv2.imwrite(str(output / f"{path.stem}.png"), drawer(image))
+        except (OSError, ValueError) as e:
+            unreadable.append(f"{path}: {e}")
+            continue
+        cv2.imwrite(str(output / f"{path.stem}.png"), drawer(image))
+    try:
         for path in videos:
             run_video(drawer, path, output)
     except (DemoInputError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(images)} images and {len(videos)} videos to {output}")
+    print(f"wrote {len(images) - len(unreadable)} images and {len(videos)} videos to {output}")
+    if unreadable:
+        print(f"skipped {len(unreadable)} unreadable image(s):", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in unreadable), file=sys.stderr)
+        return 1
     return 0
 
 

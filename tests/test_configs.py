@@ -5,24 +5,46 @@ optimizer and learning-rate schedule.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+import yaml
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-from panoptic_testing import CONFIGS
+from panoptic_testing import CONFIGS, REPO
 
-from panoptic_zoo.config import add_panoptic_zoo_config, get_cfg
+from panoptic_zoo.config import (
+    CLASS_COUNT_KEYS,
+    add_panoptic_zoo_config,
+    check_class_counts,
+    get_cfg,
+)
+from panoptic_zoo.data.datasets.custom import register_from_config
 from panoptic_zoo.data import DATASET_MAPPER_REGISTRY
 from panoptic_zoo.engine import Trainer
 
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
 
+spec = importlib.util.spec_from_file_location(
+    "make_photo_dataset", REPO / "tools" / "make_photo_dataset.py"
+)
+make_photo_dataset = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_photo_dataset)
+
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_config_builds(path):
+def test_config_builds(path, tmp_path, monkeypatch):
     cfg = get_cfg()
     cfg.merge_from_file(str(path))
     cfg.MODEL.DEVICE = "cpu"
+    if cfg.DATASETS.REGISTER:
+        # The photos of docs/DATASETS.md, where the config expects them, at a quarter size.
+        make_photo_dataset.write_photo_dataset(tmp_path / "datasets" / "photos", scale=0.25)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("PANOPTIC_ZOO_DATASETS", str(tmp_path / "cache"))
+        register_from_config(cfg)
+    check_class_counts(cfg)  # the model's class counts are the dataset's
     for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST):
         assert name in DatasetCatalog.list(), f"{path}: dataset {name} is not registered"
     assert cfg.INPUT.DATASET_MAPPER_NAME in DATASET_MAPPER_REGISTRY
@@ -41,3 +63,14 @@ def test_add_config_is_idempotent_and_keeps_user_values():
     add_panoptic_zoo_config(cfg)
     add_panoptic_zoo_config(cfg)
     assert cfg.dump() == before
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_no_config_file_names_a_model_class_count(path):
+    """Class counts are the dataset's (DATASETS.NUM_*_CLASSES or its metadata), never a model key's."""
+    content = yaml.safe_load(path.read_text())
+    for key in CLASS_COUNT_KEYS:
+        node = content
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        assert node is None, f"{path.relative_to(CONFIGS)} sets {key}"

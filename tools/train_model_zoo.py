@@ -4,7 +4,10 @@ Train, evaluate and publish one model zoo config:
 
 1. train ``configs/<config>`` with the project's Trainer (which evaluates at the end) into
    ``--output-dir`` -- or take a finished run from ``--from-output DIR`` (its model_final.pth,
-   eval_results.json, or an evaluation run now if that is missing);
+   eval_results.json, or an evaluation run now if that is missing). The run must be of this
+   config: its config.yaml must agree on the method, datasets, class counts and schedule, and
+   its checkpoint must be of the last iteration. Nothing in DIR is overwritten: this tool's own
+   files (its config dump, a new evaluation) go to ``DIR/model_zoo_publish``;
 2. install the weights (model only, loadable with ``torch.load(weights_only=True)``) as
    ``<model zoo dir>/<config without .yaml>/model_final.pth`` and compute their sha256;
 3. add or replace the config's row in docs/model_zoo.json and re-render docs/MODEL_ZOO.md.
@@ -30,6 +33,7 @@ import torch
 
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.checkpoint import build_checkpointer
+from panoptic_zoo.config import CLASS_COUNT_KEYS, get_cfg
 from panoptic_zoo.engine import Trainer, setup_cfg
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
 from panoptic_zoo.model_zoo import checkpoint_path, get_config_file, model_zoo_root
@@ -96,6 +100,57 @@ def trained_run(cfg) -> tuple[dict, str]:
     return json.loads((Path(cfg.OUTPUT_DIR) / EVAL_RESULTS_FILE).read_text()), elapsed
 
 
+# What a finished run must share with the config it is published as.
+RUN_KEYS = (
+    "MODEL.META_ARCHITECTURE",
+    "DATASETS.TRAIN",
+    "DATASETS.TEST",
+    "DATASETS.NUM_THING_CLASSES",
+    "DATASETS.NUM_STUFF_CLASSES",
+    *CLASS_COUNT_KEYS,
+    "SOLVER.MAX_ITER",
+    "SOLVER.IMS_PER_BATCH",
+    "SOLVER.BASE_LR",
+    "SOLVER.STEPS",
+)
+
+
+def _value(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if isinstance(node, (list, tuple)) else node
+
+
+def check_run_matches(cfg, output_dir: Path) -> None:
+    """Raise ValueError listing every way the run in ``output_dir`` differs from ``cfg``."""
+    run_config = output_dir / "config.yaml"
+    if not run_config.is_file():
+        raise ValueError(
+            f"{run_config} does not exist: --from-output needs the config the run was trained "
+            "with (train_net.py writes it), to check that the run is of this config"
+        )
+    run = get_cfg()
+    run.merge_from_file(str(run_config))
+    differences = [
+        f"{key}: run {_value(run, key)!r}, config {_value(cfg, key)!r}"
+        for key in RUN_KEYS
+        if _value(run, key) != _value(cfg, key)
+    ]
+    checkpoint = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
+    iteration = checkpoint.get("iteration")
+    if iteration is not None and iteration + 1 != cfg.SOLVER.MAX_ITER:
+        differences.append(
+            f"model_final.pth is of iteration {iteration + 1}, SOLVER.MAX_ITER is "
+            f"{cfg.SOLVER.MAX_ITER}"
+        )
+    if differences:
+        raise ValueError(
+            f"the run in {output_dir} is not of this config:\n"
+            + "\n".join(f"  - {d}" for d in differences)
+        )
+
+
 def finished_run(cfg, output_dir: Path) -> tuple[dict, str]:
     results_file = output_dir / EVAL_RESULTS_FILE
     if results_file.is_file():
@@ -103,7 +158,7 @@ def finished_run(cfg, output_dir: Path) -> tuple[dict, str]:
     else:
         model = Trainer.build_model(cfg)
         build_checkpointer(cfg, model, exact_fit=True).load(str(output_dir / "model_final.pth"))
-        results = Trainer.test(cfg, model)
+        results = Trainer.test(cfg, model)  # written under cfg.OUTPUT_DIR, not the run's
     return results, logged_training_time(output_dir)
 
 
@@ -120,11 +175,18 @@ def main(argv=None) -> int:
     config_file = get_config_file(args.config)
     name = str(Path(args.config).with_suffix(""))
     output_dir = Path(args.from_output or args.output_dir or REPO / "output" / "model_zoo" / name)
+    # A finished run's directory is the user's: this tool writes only into its own subfolder.
+    own_dir = output_dir / "model_zoo_publish" if args.from_output else output_dir
     setup_args = argparse.Namespace(
-        config_file=config_file, opts=[*args.opts, "OUTPUT_DIR", str(output_dir)], eval_only=False
+        config_file=config_file, opts=[*args.opts, "OUTPUT_DIR", str(own_dir)], eval_only=False
     )
     cfg = setup_cfg(setup_args)
     if args.from_output:
+        try:
+            check_run_matches(cfg, output_dir)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         results, train_time = finished_run(cfg, output_dir)
     else:
         results, train_time = trained_run(cfg)

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import get_cfg
+from ..data.datasets.custom import register_from_config
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
 from .floor import FULL_FLOOR, TINY_FLOOR, FloorProblem
@@ -77,6 +78,8 @@ def load_config(path: str, settings: BenchmarkSettings) -> CfgNode:
     cfg.MODEL.DEVICE = settings.device
     if settings.eval_dataset:
         cfg.DATASETS.TEST = (settings.eval_dataset,)
+    # Datasets of DATASETS.REGISTER (e.g. for --eval-dataset on your own data).
+    register_from_config(cfg)
     # Evaluation writes its files here (eval_results.json, predictions).
     cfg.OUTPUT_DIR = str(settings.output_dir / "evaluation" / Path(path).stem)
     cfg.freeze()

@@ -150,8 +150,13 @@ def _landscape_flags(dataset_dicts: list[dict[str, Any]]) -> list[bool]:
     return flags
 
 
-def build_resumable_train_loader(cfg, mapper, seed: int) -> ResumableTrainLoader:
-    """The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``."""
+def build_resumable_train_loader(
+    cfg, mapper, seed: int, skip_files: frozenset[str] = frozenset()
+) -> ResumableTrainLoader:
+    """
+    The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``, without the
+    records whose image file is in ``skip_files``.
+    """
     dataset_dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
@@ -160,6 +165,8 @@ def build_resumable_train_loader(cfg, mapper, seed: int) -> ResumableTrainLoader
         ),
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+    if skip_files:
+        dataset_dicts = [d for d in dataset_dicts if d["file_name"] not in skip_files]
     world_size = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(

@@ -10,7 +10,8 @@ from detectron2.config import CfgNode
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 
-from ..config import get_cfg
+from ..config import check_class_counts, get_cfg
+from ..data.datasets.custom import register_from_config, set_dataset_arguments
 from ..utils.allocator import reuse_freed_heap_memory
 
 __all__ = ["setup_cfg"]
@@ -20,8 +21,10 @@ logger = logging.getLogger(__name__)
 
 def setup_cfg(args) -> CfgNode:
     """
-    Config from ``args.config_file`` and ``args.opts``, frozen, after detectron2's
-    ``default_setup`` (logging, seed, config dump in OUTPUT_DIR).
+    Config from ``args.config_file``, ``args.opts`` and ``args.dataset`` (``--dataset``
+    entries, added to DATASETS.REGISTER), frozen, after detectron2's ``default_setup``
+    (logging, seed, config dump in OUTPUT_DIR). The datasets of DATASETS.REGISTER are
+    registered, and the class counts of the config checked against the datasets' metadata.
 
     Without CUDA, a ``cuda`` device falls back to ``cpu``, and CPU worker processes split the
     cores between them instead of each using all of them. On the CPU, freed tensor memory is
@@ -30,6 +33,9 @@ def setup_cfg(args) -> CfgNode:
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    set_dataset_arguments(cfg, getattr(args, "dataset", None) or [])
+    register_from_config(cfg)
+    check_class_counts(cfg)
     cpu_fallback = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
     if cpu_fallback:
         cfg.MODEL.DEVICE = "cpu"

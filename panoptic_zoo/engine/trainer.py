@@ -14,6 +14,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import build_checkpointer
 from ..data import build_dataset_mapper
+from ..data.check import check_training_datasets
 from ..data.train_loader import build_resumable_train_loader
 from ..evaluation import build_evaluators
 from ..solver import build_lr_scheduler, build_optimizer
@@ -97,8 +98,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        # Every problem of the training data is reported here, before any iteration runs.
+        skip_files = frozenset(check_training_datasets(cfg))
         mapper = build_dataset_mapper(cfg, is_train=True)
-        return build_resumable_train_loader(cfg, mapper, training_seed(cfg))
+        return build_resumable_train_loader(cfg, mapper, training_seed(cfg), skip_files)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

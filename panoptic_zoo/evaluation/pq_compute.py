@@ -5,6 +5,11 @@ rounding, see :mod:`.pq`), same table.
     python -m panoptic_zoo.evaluation.pq_compute \\
         --gt_json_file gt.json --pred_json_file pred.json [--gt_folder DIR] [--pred_folder DIR] \\
         [--output_json results.json] [--threads N]
+    python -m panoptic_zoo.evaluation.pq_compute --dataset photos \\
+        --config-file configs/photos/panoptic_fpn_R_18.yaml --pred_json_file pred.json
+
+With ``--dataset NAME``, the ground truth is a registered dataset's panoptic JSON and PNGs: a
+builtin one, or one of ``--config-file``'s DATASETS.REGISTER.
 
 As in panopticapi, a PNG folder defaults to its JSON file's path without ``.json``, every
 ground-truth annotation needs a prediction for its ``image_id`` and extra predictions are
@@ -112,9 +117,34 @@ def pq_compute(
     return stats.pq_results()
 
 
+def dataset_ground_truth(name: str, config_file: str | None) -> tuple[str, str]:
+    """(panoptic JSON, PNG folder) of the registered dataset ``name``."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from ..config import get_cfg
+    from ..data.datasets.custom import register_from_config
+
+    if config_file:
+        cfg = get_cfg()
+        cfg.merge_from_file(config_file)
+        register_from_config(cfg)
+    if name not in DatasetCatalog.list():
+        raise SystemExit(
+            f"error: dataset {name!r} is not registered (give the --config-file whose "
+            "DATASETS.REGISTER names it)"
+        )
+    metadata = MetadataCatalog.get(name)
+    if not hasattr(metadata, "panoptic_json"):
+        raise SystemExit(f"error: dataset {name!r} has no panoptic ground truth (panoptic_json)")
+    return metadata.panoptic_json, metadata.panoptic_root
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gt_json_file", required=True, help="ground-truth COCO panoptic JSON")
+    ground_truth = parser.add_mutually_exclusive_group(required=True)
+    ground_truth.add_argument("--gt_json_file", help="ground-truth COCO panoptic JSON")
+    ground_truth.add_argument("--dataset", help="ground truth: this registered dataset's")
+    parser.add_argument("--config-file", help="register its DATASETS.REGISTER (for --dataset)")
     parser.add_argument("--pred_json_file", required=True, help="predicted COCO panoptic JSON")
     parser.add_argument(
         "--gt_folder", help="ground-truth PNGs (default: the JSON path without .json)"
@@ -125,9 +155,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output_json", help="also write the results (pq_compute's dict) here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    gt_json_file, gt_folder = args.gt_json_file, args.gt_folder
+    if args.dataset:
+        gt_json_file, gt_folder = dataset_ground_truth(args.dataset, args.config_file)
     start = time.perf_counter()
     results = pq_compute(
-        args.gt_json_file, args.pred_json_file, args.gt_folder, args.pred_folder, args.threads
+        gt_json_file, args.pred_json_file, gt_folder, args.pred_folder, args.threads
     )
     print(format_pq_table(results))
     print(f"Time elapsed: {time.perf_counter() - start:0.2f} seconds")

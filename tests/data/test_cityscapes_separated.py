@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import CITYSCAPES_CATEGORIES
 from PIL import Image
 
@@ -41,7 +44,9 @@ def _fake_cityscapes(root):
     annotation = {"image_id": name, "file_name": f"{name}_gtFine_panoptic.png",
                   "segments_info": segments}  # fmt: skip
     gt_json = root / "gtFine" / "cityscapes_panoptic_train.json"
-    gt_json.write_text(json.dumps({"annotations": [annotation], "categories": CITYSCAPES_CATEGORIES}))
+    gt_json.write_text(
+        json.dumps({"annotations": [annotation], "categories": CITYSCAPES_CATEGORIES})
+    )
     return str(image_dir), str(gt_dir), str(gt_json)
 
 
@@ -65,3 +70,15 @@ def test_cityscapes_segments_get_separated_ids_and_train_targets(tmp_path):
     assert sample["instances"].gt_boxes.tensor.tolist() == [[10.0, 5.0, 40.0, 20.0]]
     sem_seg = sample["sem_seg"]
     assert (sem_seg[5:20, 10:40] == 0).all() and (sem_seg[:5] == road_index).all()
+
+
+def test_a_wrong_datasets_root_is_named():
+    """Not detectron2's "run createPanopticImgs.py": the missing directory and the root."""
+    if os.path.isdir(MetadataCatalog.get("cityscapes_fine_panoptic_val_separated").image_root):
+        pytest.skip("Cityscapes is installed under DETECTRON2_DATASETS")
+    with pytest.raises(FileNotFoundError) as error:
+        DatasetCatalog.get("cityscapes_fine_panoptic_val_separated")
+    message = str(error.value)
+    assert "Cityscapes image directory" in message and "leftImg8bit/val" in message
+    assert "the datasets root is" in message and "DETECTRON2_DATASETS is" in message
+    assert "createPanopticImgs" not in message

@@ -56,10 +56,6 @@ def test_images_folder_and_video(tmp_path):
         (lambda d: (d / "empty").mkdir() or d / "empty", "has no images"),
         (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "unknown kind"),
         (
-            lambda d: (d / "broken.png").write_bytes(b"not a png") and d / "broken.png",
-            "not a readable image",
-        ),
-        (
             lambda d: (d / "broken.mp4").write_bytes(b"not a video") and d / "broken.mp4",
             "cannot be opened",
         ),
@@ -70,3 +66,41 @@ def test_unreadable_inputs_are_named(tmp_path, capsys, make, message):
     assert demo.main([*CONFIG, "--input", str(path), "--output", str(tmp_path / "out"), *OPTS]) == 2
     error = capsys.readouterr().err
     assert message in error and path.name in error
+
+
+def test_folder_goes_on_past_an_unreadable_image(tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_good.png"), _image(0))
+    (folder / "b_broken.png").write_bytes(b"not a png")
+    cv2.imwrite(str(folder / "c_good.png"), _image(1))
+    out = tmp_path / "out"
+
+    assert demo.main([*CONFIG, "--input", str(folder), "--output", str(out), *OPTS]) == 1
+
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.png", "c_good.png"]
+    error = capsys.readouterr().err
+    assert "skipped 1 unreadable image" in error and "b_broken.png" in error
+    assert "not a readable image" in error
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["DATASETS.TEST", "('not_registered',)"], "'not_registered' is not registered"),
+        (["DATASETS.TEST", "()"], "DATASETS.TEST is empty"),
+        # A model built for 3 thing classes, drawn with the shapes dataset's 5.
+        (["MODEL.ROI_HEADS.NUM_CLASSES", "3"], "MODEL.ROI_HEADS.NUM_CLASSES is 3"),
+    ],
+)
+def test_dataset_classes_checked_before_the_model_is_loaded(tmp_path, capsys, opts, message):
+    image = tmp_path / "picture.png"
+    cv2.imwrite(str(image), _image(0))
+    # Weights that do not exist: the check must stop the demo before they are read.
+    args = [*CONFIG, "--input", str(image), "--output", str(tmp_path / "out"), *OPTS, *opts]
+    args[args.index("MODEL.WEIGHTS") + 1] = str(tmp_path / "missing.pth")
+
+    assert demo.main(args) == 2
+
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

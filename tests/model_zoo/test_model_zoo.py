@@ -95,6 +95,8 @@ def test_publish_a_finished_run(zoo, tmp_path):
                "segm": {"AP": 4.6}, "sem_seg": {"mIoU": 87.4}}  # fmt: skip
     (run / "eval_results.json").write_text(json.dumps(results))
     (run / "log.txt").write_text("[x] Total training time: 0:08:11 (0:00:05 on hooks)\n")
+    run_config = model_zoo.get_config(CONFIG).dump()
+    (run / "config.yaml").write_text(run_config)
     docs = _docs(tmp_path)
     argv = ["--config", CONFIG, "--from-output", str(run), "--docs-dir", str(docs),
             "--measured", "2026-11-21, test", "MODEL.DEVICE", "cpu"]  # fmt: skip
@@ -116,3 +118,53 @@ def test_publish_a_finished_run(zoo, tmp_path):
     (run / "eval_results.json").write_text(json.dumps(results))
     assert train_model_zoo.main(argv) == 0
     assert [e.pq for e in read_entries(docs / "model_zoo.json")] == [50.0]
+    assert (run / "config.yaml").read_text() == run_config  # the run's own file, untouched
+
+
+def _finished_run(run, cfg, iteration):
+    run.mkdir()
+    torch.save({"model": _model().state_dict(), "iteration": iteration}, run / "model_final.pth")
+    (run / "eval_results.json").write_text(json.dumps({"panoptic_seg": {"PQ": 1.0}}))
+    (run / "config.yaml").write_text(cfg.dump())
+
+
+def test_a_run_of_another_dataset_or_schedule_is_refused(zoo, tmp_path, capsys):
+    # The case: a 20-class 30-iteration run on another dataset.
+    other = model_zoo.get_config(CONFIG)
+    other.merge_from_list(["DATASETS.NUM_THING_CLASSES", 12, "DATASETS.NUM_STUFF_CLASSES", 8,
+                           "SOLVER.MAX_ITER", 30, "DATASETS.TRAIN", ("photos_train",)])  # fmt: skip
+    run = tmp_path / "run"
+    _finished_run(run, other, iteration=29)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    docs = _docs(tmp_path)
+    argv = ["--config", CONFIG, "--from-output", str(run), "--docs-dir", str(docs),
+            "MODEL.DEVICE", "cpu"]  # fmt: skip
+
+    assert train_model_zoo.main(argv) == 2
+
+    error = capsys.readouterr().err
+    for key in ("DATASETS.TRAIN", "DATASETS.NUM_THING_CLASSES", "MODEL.ROI_HEADS.NUM_CLASSES",
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "SOLVER.MAX_ITER", "iteration 30"):  # fmt: skip
+        assert key in error
+    assert not (docs / "model_zoo.json").exists()
+    assert not model_zoo.checkpoint_path(CONFIG).exists()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_run_stopped_early_is_refused(zoo, tmp_path, capsys):
+    run = tmp_path / "run"
+    _finished_run(run, model_zoo.get_config(CONFIG), iteration=99)
+    argv = ["--config", CONFIG, "--from-output", str(run), "--docs-dir", str(_docs(tmp_path)),
+            "MODEL.DEVICE", "cpu"]  # fmt: skip
+    assert train_model_zoo.main(argv) == 2
+    assert "model_final.pth is of iteration 100, SOLVER.MAX_ITER is 800" in capsys.readouterr().err
+
+
+def test_a_run_without_its_config_is_refused(zoo, tmp_path, capsys):
+    run = tmp_path / "run"
+    _finished_run(run, model_zoo.get_config(CONFIG), iteration=799)
+    (run / "config.yaml").unlink()
+    argv = ["--config", CONFIG, "--from-output", str(run), "--docs-dir", str(_docs(tmp_path)),
+            "MODEL.DEVICE", "cpu"]  # fmt: skip
+    assert train_model_zoo.main(argv) == 2
+    assert "config.yaml does not exist" in capsys.readouterr().err

@@ -90,6 +90,12 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
     cityscapesscripts' ``createPanopticImgs``) with separated ids, read by detectron2's loader.
     """
     metadata = separated_metadata(CITYSCAPES_CATEGORIES)
+    root_source = (
+        f"DETECTRON2_DATASETS is {os.environ['DETECTRON2_DATASETS']!r}"
+        if "DETECTRON2_DATASETS" in os.environ
+        else "DETECTRON2_DATASETS is unset"
+    )
+    root_hint = f"the datasets root is {os.path.abspath(root)}: {root_source}"
     for split, (image_dir, gt_dir) in _CITYSCAPES_PANOPTIC_SPLITS.items():
         name = f"cityscapes_fine_panoptic_{split}_separated"
         image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
@@ -97,13 +103,28 @@ def register_cityscapes_panoptic_separated(root: str) -> None:
         DatasetCatalog.register(
             name,
             functools.partial(
-                _load_cityscapes_panoptic_separated, image_dir, gt_dir, gt_json, metadata
-            ),
+                _load_cityscapes_panoptic_separated, image_dir, gt_dir, gt_json, metadata,
+                root_hint=root_hint,
+            ),  # fmt: skip
         )
         set_panoptic_metadata(name, metadata, image_dir, gt_dir, gt_json)
 
 
-def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata):
+def _load_cityscapes_panoptic_separated(image_dir, gt_dir, gt_json, metadata, root_hint=""):
+    # detectron2's loader only says "run createPanopticImgs.py", even when the whole dataset
+    # root is wrong: name what is missing and where the root came from first.
+    for path, what in ((image_dir, "image directory"), (gt_dir, "panoptic PNG directory")):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"Cityscapes {what} {path} does not exist ({root_hint}); set "
+                "DETECTRON2_DATASETS, before importing panoptic_zoo, to the directory holding "
+                "cityscapes/ (docs/DATASETS.md)"
+            )
+    if not os.path.isfile(gt_json):
+        raise FileNotFoundError(
+            f"Cityscapes panoptic JSON {gt_json} does not exist: run cityscapesscripts' "
+            "createPanopticImgs (docs/DATASETS.md)"
+        )
     # detectron2's loader finds the files (images sit in per-city folders) and converts category
     # ids in place. Let it keep dataset ids (identity maps) so that `isthing` can still be told
     # apart: in separated ids, things and stuff overlap.

@@ -1,0 +1,307 @@
+"""
+Check a panoptic dataset before training on it: every problem listed at once, with its file and
+its fix, and a summary of what the dataset holds.
+
+    python -m panoptic_zoo.data.check my_train my_val                     # registered names
+    python -m panoptic_zoo.data.check --config-file configs/my/panoptic_fpn.yaml   # its datasets
+    python -m panoptic_zoo.data.check --dataset my_train IMAGES PANOPTIC.json PANOPTIC_PNGS
+
+Checked: the annotation JSON loads (known categories, unique segment ids, ...), every image and
+panoptic PNG is readable, sizes agree with the JSON, the ids in each PNG are those of its
+segments_info, the semantic PNGs (when the dataset has them) are readable and of the image's
+size, and, with a config, the class counts of the config match the dataset. The summary table
+gives images, segments per class, crowd segments and the void fraction.
+
+Training runs the same check on DATASETS.TRAIN first (:func:`check_training_datasets`), once per
+dataset content: the result is cached under a key of the JSON's checksum and every file's size
+and modification time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from tqdm import tqdm
+
+from ..utils.io import atomic_write_json
+from .datasets.panoptic import AnnotationError
+from .mappers import open_image_checked, read_label_png, read_panoptic_png
+
+__all__ = ["DatasetCheck", "DatasetProblemsError", "check_dataset", "check_training_datasets"]
+
+logger = logging.getLogger(__name__)
+
+# Bump when the checks change, so that cached results of older checks are not reused.
+CHECK_VERSION = 1
+
+
+class DatasetProblemsError(ValueError):
+    """A dataset has problems that training would stop on (all of them listed)."""
+
+
+@dataclass
+class DatasetCheck:
+    """What :func:`check_dataset` found in one dataset."""
+
+    name: str
+    images: int = 0
+    segments: Counter = field(default_factory=Counter)  # per class name
+    crowd: int = 0
+    void_pixels: int = 0
+    pixels: int = 0
+    # (file, problem and fix): every problem found, in dataset order.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def bad_files(self) -> set[str]:
+        return {file for file, _ in self.problems}
+
+    def summary(self) -> str:
+        """The summary table and the list of problems, as printed by the command."""
+        void = 100.0 * self.void_pixels / self.pixels if self.pixels else 0.0
+        lines = [
+            f"dataset {self.name}: {self.images} images, {sum(self.segments.values())} "
+            f"segments ({self.crowd} crowd), void {void:.1f} % of pixels",
+            f"  {'class':<24} {'segments':>8}",
+        ]
+        lines += [f"  {name:<24} {count:>8}" for name, count in self.segments.items()]
+        if self.problems:
+            lines.append(f"  {len(self.problems)} problem(s):")
+            lines += [f"  - {file}: {problem}" for file, problem in self.problems]
+        else:
+            lines.append("  no problems found")
+        return "\n".join(lines)
+
+
+def _problem(file: str, error: Exception) -> tuple[str, str]:
+    """(file, message and fix) of a failed check; the message without its leading file name."""
+    message = str(error).removeprefix(f"{file}: ")
+    return file, f"{message} ({_fix_for(error)})"
+
+
+def _fix_for(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "fix: put the file there, or correct its name in the annotation JSON"
+    text = str(error)
+    if "segments_info" in text:
+        return "fix: make the PNG's ids and its segments_info the same (re-export the annotation)"
+    if "(WxH)" in text:
+        return "fix: give the PNG its image's size"
+    return "fix: re-export the file (or drop it from the annotation JSON)"
+
+
+def check_dataset(
+    name: str, class_counts: tuple[int, int] | None = None, progress: bool = True
+) -> DatasetCheck:
+    """
+    Check every record of the registered dataset ``name``; with ``class_counts`` (things,
+    stuff), also that the dataset has these counts. Never raises for a dataset problem: the
+    problems are in the result.
+    """
+    result = DatasetCheck(name)
+    try:
+        records = DatasetCatalog.get(name)
+    except (AnnotationError, FileNotFoundError, OSError) as e:
+        metadata = MetadataCatalog.get(name)
+        where = metadata.get("panoptic_json", name)
+        result.problems.append(
+            (where, f"{e} (fix: correct the annotation file; see docs/DATASETS.md)")
+        )
+        return result
+    metadata = MetadataCatalog.get(name)
+    thing_classes = metadata.get("thing_classes", [])
+    stuff_classes = metadata.get("stuff_classes", [])
+    if class_counts is not None:
+        found = (len(thing_classes), len(stuff_classes) - 1)
+        if found != tuple(class_counts):
+            result.problems.append(
+                (
+                    metadata.get("panoptic_json", name),
+                    f"the dataset has {found[0]} thing / {found[1]} stuff classes but the config "
+                    f"has {class_counts[0]} / {class_counts[1]} (fix: set DATASETS.NUM_THING_CLASSES "
+                    f"{found[0]} and DATASETS.NUM_STUFF_CLASSES {found[1]}, or -1 for the dataset's)",
+                )
+            )
+    # Every class in the table, in id order, those without segments too.
+    result.segments.update({class_name: 0 for class_name in [*thing_classes, *stuff_classes[1:]]})
+    for record in tqdm(records, desc=f"checking {name}", unit="img", disable=not progress):
+        result.images += 1
+        # The PNGs are compared with the image itself where it is readable, so that a wrong
+        # size in the JSON is one problem, not one per file.
+        height, width = record["height"], record["width"]
+        try:
+            image = open_image_checked(record["file_name"])
+        except (AnnotationError, FileNotFoundError, OSError) as e:
+            result.problems.append(_problem(record["file_name"], e))
+        else:
+            if (image.height, image.width) != (height, width):
+                result.problems.append(
+                    (
+                        record["file_name"],
+                        f"image is {image.width}x{image.height} (WxH) but the annotation JSON "
+                        f"says {width}x{height} (fix: correct its width/height in 'images')",
+                    )
+                )
+                height, width = image.height, image.width
+        panoptic_ok = True
+        if "pan_seg_file_name" in record:
+            try:
+                ids = read_panoptic_png(record, (height, width))
+            except (AnnotationError, FileNotFoundError, OSError) as e:
+                result.problems.append(_problem(record["pan_seg_file_name"], e))
+                panoptic_ok = False
+            else:
+                result.void_pixels += int((ids == 0).sum())
+                result.pixels += ids.size
+        # A bad panoptic PNG is one problem, not also one of the semantic PNG derived from it.
+        if "sem_seg_file_name" in record and panoptic_ok:
+            try:
+                labels = read_label_png(record["sem_seg_file_name"])
+                if labels.shape != (height, width):
+                    raise AnnotationError(
+                        f"{record['sem_seg_file_name']}: semantic PNG is {labels.shape[1]}x"
+                        f"{labels.shape[0]} (WxH) but the image is {width}x{height}"
+                    )
+                unknown = set(np.unique(labels).tolist()) - set(range(len(stuff_classes))) - {255}
+                if unknown:
+                    raise AnnotationError(
+                        f"{record['sem_seg_file_name']}: labels {sorted(unknown)} are no stuff "
+                        f"class (0..{len(stuff_classes) - 1}, 255 void)"
+                    )
+            except (AnnotationError, FileNotFoundError, OSError) as e:
+                result.problems.append(_problem(record["sem_seg_file_name"], e))
+        for segment in record.get("segments_info", []):
+            classes = thing_classes if segment["isthing"] else stuff_classes
+            result.segments[classes[segment["category_id"]]] += 1
+            result.crowd += int(segment.get("iscrowd", 0))
+    return result
+
+
+def _content_key(name: str, class_counts: tuple[int, int] | None) -> str:
+    """A key that changes when any file of the dataset (or the check) changes."""
+    metadata = MetadataCatalog.get(name)
+    digest = hashlib.sha256(f"{CHECK_VERSION} {name} {class_counts}".encode())
+    for key in ("panoptic_json", "json_file"):
+        path = metadata.get(key)
+        if path and os.path.isfile(path):
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    for record in DatasetCatalog.get(name):
+        for key in ("file_name", "pan_seg_file_name", "sem_seg_file_name"):
+            if key in record:
+                try:
+                    stat = os.stat(record[key])
+                    digest.update(f"{record[key]} {stat.st_size} {stat.st_mtime_ns}".encode())
+                except OSError:
+                    digest.update(f"{record[key]} missing".encode())
+    return digest.hexdigest()[:24]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("PANOPTIC_ZOO_DATASETS")
+    if base:
+        return Path(base).expanduser() / "checks"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return cache / "panoptic_zoo" / "checks"
+
+
+def check_training_datasets(cfg) -> set[str]:
+    """
+    Check the datasets of ``cfg.DATASETS.TRAIN`` (cached by content: a dataset found clean is
+    not read again). Raises :class:`DatasetProblemsError` listing every problem, unless
+    ``cfg.DATALOADER.SKIP_BAD_IMAGES``; then returns the image files of the records to skip.
+    """
+    class_counts = (cfg.DATASETS.NUM_THING_CLASSES, cfg.DATASETS.NUM_STUFF_CLASSES)
+    if min(class_counts) < 0:
+        class_counts = None
+    skipped = set()
+    for name in cfg.DATASETS.TRAIN:
+        cached = _cache_dir() / f"{_content_key(name, class_counts)}.json"
+        if cached.is_file():
+            payload = json.loads(cached.read_text())
+            problems, bad_images = payload["problems"], set(payload["bad_images"])
+        else:
+            result = check_dataset(name, class_counts, progress=True)
+            logger.info("dataset check:\n%s", result.summary())
+            problems = [list(p) for p in result.problems]
+            bad_images = _bad_images(name, result.bad_files)
+            atomic_write_json(cached, {"problems": problems, "bad_images": sorted(bad_images)})
+        if not problems:
+            continue
+        listed = "\n".join(f"  - {file}: {problem}" for file, problem in problems)
+        if not cfg.DATALOADER.SKIP_BAD_IMAGES or not bad_images:
+            raise DatasetProblemsError(
+                f"dataset {name} has {len(problems)} problem(s); fix them (or set "
+                f"DATALOADER.SKIP_BAD_IMAGES True to train without the affected images):\n{listed}"
+            )
+        logger.warning(
+            "DATALOADER.SKIP_BAD_IMAGES: skipping %d of the images of %s:\n%s",
+            len(bad_images), name, listed,
+        )  # fmt: skip
+        skipped |= bad_images
+    return skipped
+
+
+def _bad_images(name: str, bad_files: set[str]) -> set[str]:
+    """Image files of the records that a bad file (image, PNG) belongs to."""
+    bad = set()
+    for record in DatasetCatalog.get(name):
+        files = {record.get(k) for k in ("file_name", "pan_seg_file_name", "sem_seg_file_name")}
+        if files & bad_files:
+            bad.add(record["file_name"])
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import check_class_counts, get_cfg
+    from .datasets.custom import add_dataset_argument, register_from_config, set_dataset_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="registered dataset names")
+    parser.add_argument("--config-file", help="check DATASETS.TRAIN and TEST of this config")
+    add_dataset_argument(parser)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    set_dataset_arguments(cfg, args.dataset)
+    names = list(args.names) + [entry[0] for entry in args.dataset]
+    class_counts = None
+    try:
+        register_from_config(cfg)
+        if args.config_file:
+            names = list(dict.fromkeys([*names, *cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]))
+            check_class_counts(cfg)
+            class_counts = (cfg.DATASETS.NUM_THING_CLASSES, cfg.DATASETS.NUM_STUFF_CLASSES)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not names:
+        parser.error("name a dataset, a --config-file or a --dataset")
+    unknown = [n for n in names if n not in DatasetCatalog.list()]
+    if unknown:
+        print(f"error: datasets {unknown} are not registered (--dataset or DATASETS.REGISTER)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    results = [check_dataset(name, class_counts) for name in names]
+    for result in results:
+        print(result.summary())
+    problems = sum(len(r.problems) for r in results)
+    print(f"{problems} problem(s) in {len(results)} dataset(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
