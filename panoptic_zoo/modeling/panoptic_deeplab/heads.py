@@ -78,7 +78,9 @@ class _DecoderWithoutCatCopy(DeepLabV3PlusHead):
 def _concat_upsampled(projected: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     """``torch.cat([projected, bilinear upsampling of coarse to projected's size], 1)``."""
     size = projected.shape[-2:]
-    if torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad):
+    # The ONNX tracer drops writes into views (``out=``): exports take the plain concatenation.
+    recorded = torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad)
+    if recorded or torch.onnx.is_in_onnx_export():
         upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
         return torch.cat([projected, upsampled], dim=1)
     split = projected.shape[1]
