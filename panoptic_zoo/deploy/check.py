@@ -32,8 +32,8 @@ def compare_panoptic(expected: dict, got: dict) -> dict:
 def check_deployed(eager_model, deployed, batched_inputs: list[dict]) -> list[dict]:
     """
     ``compare_panoptic`` of each input's eager and deployed predictions, one image per call;
-    raises when an image's agreement is under :data:`MIN_PIXEL_AGREEMENT` or its segments
-    differ. ``instances`` and ``sem_seg`` must have the same fields and shapes.
+    raises when an image's agreement is under :data:`MIN_PIXEL_AGREEMENT`, its segments differ,
+    or its ``instances`` have other classes; ``sem_seg`` must have the same shape.
     """
     reports = []
     for inputs in batched_inputs:
@@ -43,8 +43,12 @@ def check_deployed(eager_model, deployed, batched_inputs: list[dict]) -> list[di
         if "sem_seg" in expected and expected["sem_seg"].shape != got["sem_seg"].shape:
             raise AssertionError("sem_seg shapes differ")
         report = compare_panoptic(expected, got)
+        if "instances" in expected:
+            classes = [x["instances"].pred_classes.tolist() for x in (expected, got)]
+            report["same_segments"] &= classes[0] == classes[1]
+            report["instances"] = len(classes[0])
         size = tuple(inputs["image"].shape[-2:])
         if report["pixel_agreement"] < MIN_PIXEL_AGREEMENT or not report["same_segments"]:
-            raise AssertionError(f"image of size {size}: exported output differs: {report}")
+            raise AssertionError(f"image of size {size}: exported output differs: {report} {expected['panoptic_seg'][1][:2]} {got['panoptic_seg'][1][:2]}")
         reports.append({"size": size, **report})
     return reports

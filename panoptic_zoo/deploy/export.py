@@ -6,7 +6,7 @@ TorchScript: ``torch.jit.trace``; the project's C kernels (deformable and depthw
 convolutions) are custom operators and stay in the traced graph (``import panoptic_zoo`` loads
 them). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable convolutions
 become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it), depthwise
-convolutions grouped ``Conv``. The dynamo exporter (torch 2.13's default) needs the
+convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The dynamo exporter (torch 2.13's default) needs the
 ``onnxscript`` package and custom-op translations of its own; the traced exporter needs neither.
 """
 
@@ -23,7 +23,14 @@ from torch.utils import _pytree as pytree
 
 from .network import DeployNetwork
 
-__all__ = ["FORMATS", "ONNX_OPSET", "eager_part_path", "export_config", "export_network"]
+__all__ = [
+    "FORMATS",
+    "ONNX_OPSET",
+    "eager_part_path",
+    "export_config",
+    "export_network",
+    "network_input",
+]
 
 FORMATS = ("torchscript", "onnx")
 # The first opset with DeformConv.
@@ -63,12 +70,48 @@ def _onnx_depthwise_conv2d(g, x, weight, bias, dilation, relu):
     return g.op("Relu", out) if symbolic_helper._get_const(relu, "b", "relu") else out
 
 
+def _onnx_linspace(g, start, end, steps, dtype, layout, device, pin_memory):
+    """``torch.linspace`` in float32. torch's own translation divides by ``steps - 1``: NaN for
+    one step (Panoptic FCN's coordinates of a 1-pixel map), where torch gives ``[start]``."""
+    float32 = torch.onnx.TensorProtoDataType.FLOAT
+    start, end = (g.op("Cast", x, to_i=float32) for x in (start, end))
+    positions = g.op("Cast", symbolic_helper._arange_helper(g, steps, None), to_i=float32)
+    one = g.op("Constant", value_t=torch.tensor(1.0))
+    intervals = g.op("Max", g.op("Sub", g.op("Cast", steps, to_i=float32), one), one)
+    step = g.op("Div", g.op("Sub", end, start), intervals)
+    return g.op("Add", g.op("Mul", positions, step), start)
+
+
+torch.onnx.register_custom_op_symbolic("aten::linspace", _onnx_linspace, ONNX_OPSET)
 torch.onnx.register_custom_op_symbolic(
     "panoptic_zoo::sampled_deform_conv3x3", _onnx_deform_conv3x3, ONNX_OPSET
 )
 torch.onnx.register_custom_op_symbolic(
     "panoptic_zoo::depthwise_conv2d", _onnx_depthwise_conv2d, ONNX_OPSET
 )
+
+
+class _NetworkInput(Exception):
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+
+@torch.no_grad()
+def network_input(model: nn.Module, batched_inputs: list[dict]) -> torch.Tensor:
+    """The normalized, padded batch that ``model``'s own preprocessing makes of
+    ``batched_inputs``: its backbone's input (the model stops there)."""
+
+    def stop(module, args):
+        raise _NetworkInput(args[0])
+
+    handle = model.backbone.register_forward_pre_hook(stop)
+    try:
+        model(batched_inputs)
+    except _NetworkInput as captured:
+        return captured.images
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(model).__name__} did not call its backbone")
 
 
 def export_config(cfg: CfgNode, format: str) -> CfgNode:
