@@ -8,6 +8,7 @@ detectron2's Visualizer (things and stuff labelled, over the image).
         --input my_folder/                     # every image in a folder
         --input clip.mp4                       # a video: each frame, written as <output>/clip.mp4
         --output out/ --opts MODEL.WEIGHTS output/shapes/panoptic_fpn_R_18/model_final.pth
+        [--backend onnxruntime --export output/export/panoptic_fpn_R_18.onnx]
 
 Images are written as ``<output>/<name>.png``. Runs on the CPU when CUDA is not available.
 """
@@ -29,6 +30,7 @@ from tqdm import tqdm
 import panoptic_zoo  # noqa: F401  (registers datasets, models and metadata)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data.mappers import read_image_checked
+from panoptic_zoo.deploy import BACKENDS, load
 from panoptic_zoo.engine import build_inference_model
 from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
 from panoptic_zoo.utils.visualization import draw_panoptic
@@ -46,8 +48,17 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", nargs="+", required=True, help="images, a folder, or videos")
     parser.add_argument("--output", required=True, help="directory for the drawn predictions")
+    parser.add_argument(
+        "--backend", choices=["eager", *BACKENDS], default="eager",
+        help="eager PyTorch, or an export of tools/export_model.py (--export) run by TorchScript "
+        "or ONNX Runtime, post-processed by the same eager code",
+    )  # fmt: skip
+    parser.add_argument("--export", help="the exported network (.onnx, .ts) for --backend")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.backend == "eager") != (args.export is None):
+        parser.error("--export names the exported network of --backend torchscript|onnxruntime")
+    return args
 
 
 def setup_cfg(args):
@@ -89,8 +100,11 @@ class PanopticDrawer:
     """The model of a config, run on BGR images and drawn on them (detectron2's DefaultPredictor
     steps, with this project's weights-only, exact-fit checkpoint loading)."""
 
-    def __init__(self, cfg):
-        self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
+    def __init__(self, cfg, backend: str = "eager", export: str | None = None):
+        if backend == "eager":
+            self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
+        else:
+            self.model = load(export, backend)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
@@ -160,7 +174,7 @@ def main(argv=None) -> int:
         return 2
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    drawer = PanopticDrawer(setup_cfg(args))
+    drawer = PanopticDrawer(setup_cfg(args), args.backend, args.export)
     try:
         for path in tqdm(images, desc="images", unit="img"):
             image = read_image_checked(str(path), format="BGR")

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import get_cfg
+from ..deploy.runtime import BACKENDS
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
 from .floor import FULL_FLOOR, TINY_FLOOR, FloorProblem
@@ -49,6 +50,8 @@ class BenchmarkSettings:
     tiny: bool = False  # configs shrunk to test size, tiny floor problems
     skip_reference: bool = False
     opts: tuple[str, ...] = ()  # KEY VALUE pairs applied to every config
+    # Deployment backends (panoptic_zoo.deploy) timed besides eager PyTorch, CPU only.
+    backends: tuple[str, ...] = ()
 
     @property
     def floor_problem(self) -> FloorProblem:
@@ -62,6 +65,11 @@ class BenchmarkSettings:
             )
         if "amp" in self.precisions and not self.device.startswith("cuda"):
             raise ValueError("amp (float16 autocast) is measured on CUDA only: use --device cuda")
+        unknown = set(self.backends) - set(BACKENDS)
+        if unknown:
+            raise ValueError(f"unknown backends {sorted(unknown)}; choose from {list(BACKENDS)}")
+        if self.backends and self.device != "cpu":
+            raise ValueError("deployment backends are timed on the CPU only: use --device cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}, but CUDA is not available")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
+from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..engine.inference import apply_inference_changes
@@ -22,15 +23,16 @@ __all__ = ["BACKENDS", "DeployedModel", "load"]
 BACKENDS = ("torchscript", "onnxruntime")
 
 
-class DeployedModel:
+class DeployedModel(nn.Module):
     """
     The eager model of the export's config, whose backbone and heads answer with the exported
     network's outputs (:func:`~panoptic_zoo.deploy.network.serve_network_outputs`): calling it
-    runs the method's own ``forward`` on them. ``model`` is that eager model (for hooks, e.g. the
-    benchmark's network / post-processing split).
+    runs the method's own ``forward`` on them. ``model`` is that eager model; its modules' hooks
+    fire as in the eager model (the benchmark's network / post-processing split).
     """
 
     def __init__(self, path: str | Path, backend: str | None = None, threads: int | None = None):
+        super().__init__()
         path = Path(path)
         eager_path = eager_part_path(path)
         if not path.is_file() or not eager_path.is_file():
@@ -57,7 +59,13 @@ class DeployedModel:
                 f"unexpected {unexpected[:5]}; export again with this version of panoptic_zoo"
             )
         if self.backend == "onnxruntime":
-            import onnxruntime
+            try:
+                import onnxruntime
+            except ImportError as e:
+                raise ImportError(
+                    "ONNX Runtime is the optional extra 'deploy': uv sync --extra deploy "
+                    "(or pip install onnxruntime)"
+                ) from e
 
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -66,7 +74,10 @@ class DeployedModel:
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         else:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            # Not a submodule: hooks (the benchmark's) go on the eager model's modules only.
+            object.__setattr__(self, "script", torch.jit.load(str(path), map_location="cpu").eval())
+        self.exported_network = _ExportedNetworkRun(self._run_backend)
+        self.eval()
 
     def _exported_keys(self) -> set[str]:
         from .network import DeployNetwork
@@ -76,6 +87,9 @@ class DeployedModel:
 
     def run_network(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The exported network on a normalized, padded batch: its flat outputs."""
+        return self.exported_network(images)
+
+    def _run_backend(self, images: torch.Tensor) -> list[torch.Tensor]:
         if self.input_shape is not None and list(images.shape) != self.input_shape:
             raise ValueError(
                 f"this export takes padded batches of shape {self.input_shape} only, got "
@@ -84,12 +98,26 @@ class DeployedModel:
         if self.backend == "onnxruntime":
             feed = {INPUT_NAME: images.contiguous().numpy()}
             return [torch.from_numpy(x) for x in self.session.run(None, feed)]
-        return list(self.module(images))
+        return list(self.script(images))
 
     @torch.no_grad()
-    def __call__(self, batched_inputs: list[dict]) -> list[dict]:
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
         with serve_network_outputs(self.model, self.run_network, self.spec):
             return self.model(batched_inputs)
+
+
+class _ExportedNetworkRun(nn.Module):
+    """A module call around the backend's run, so that forward hooks see it end (the
+    benchmark's network / post-processing split)."""
+
+    runs_exported_network = True
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(images)
 
 
 def load(path: str | Path, backend: str | None = None, threads: int | None = None):
