@@ -64,8 +64,12 @@ def check_inputs(cfg, paths: list[str], same_size: bool) -> list[dict]:
         height, width = image.shape[:2]
         resized = resize.get_transform(image).apply_image(image)
         if same_size and inputs:
-            resized = T.ResizeTransform(*resized.shape[:2], *inputs[0]["image"].shape[1:]).apply_image(resized)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)), dtype=torch.float32)
+            resized = T.ResizeTransform(
+                *resized.shape[:2], *inputs[0]["image"].shape[1:]
+            ).apply_image(resized)
+        tensor = torch.as_tensor(
+            np.ascontiguousarray(resized.transpose(2, 0, 1)), dtype=torch.float32
+        )
         inputs.append({"image": tensor, "height": height, "width": width})
     return inputs
 
@@ -91,7 +95,10 @@ def main(argv=None) -> int:
             f"image {report['size'][0]}x{report['size'][1]}: {report['pixel_agreement']:.2%} of "
             f"pixels and all {report['segments']} segments as the eager model"
         )
-    print(f"exported {type(model).__name__}'s network to {output} ({Path(output).stat().st_size / 2**20:.1f} MiB)")
+    print(
+        f"exported {type(model).__name__}'s network to {output} "
+        f"({Path(output).stat().st_size / 2**20:.1f} MiB)"
+    )
     return 0
 
 

@@ -18,7 +18,10 @@ def _segments(info: list[dict]) -> list[tuple]:
 def compare_panoptic(expected: dict, got: dict) -> dict:
     """Pixel agreement of the two ``panoptic_seg`` maps and whether their segments (id,
     category, thing or stuff) are the same."""
-    (expected_ids, expected_info), (got_ids, got_info) = expected["panoptic_seg"], got["panoptic_seg"]
+    (expected_ids, expected_info), (got_ids, got_info) = (
+        expected["panoptic_seg"],
+        got["panoptic_seg"],
+    )
     if expected_ids.shape != got_ids.shape:
         raise ValueError(f"panoptic maps of shapes {expected_ids.shape} and {got_ids.shape}")
     return {
@@ -49,6 +52,9 @@ def check_deployed(eager_model, deployed, batched_inputs: list[dict]) -> list[di
             report["instances"] = len(classes[0])
         size = tuple(inputs["image"].shape[-2:])
         if report["pixel_agreement"] < MIN_PIXEL_AGREEMENT or not report["same_segments"]:
-            raise AssertionError(f"image of size {size}: exported output differs: {report} {expected['panoptic_seg'][1][:2]} {got['panoptic_seg'][1][:2]}")
+            raise AssertionError(
+                f"image of size {size}: exported output differs: {report}; first segments "
+                f"{expected['panoptic_seg'][1][:2]} (eager), {got['panoptic_seg'][1][:2]}"
+            )
         reports.append({"size": size, **report})
     return reports

@@ -4,10 +4,11 @@ ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.p
 
 TorchScript: ``torch.jit.trace``; the project's C kernels (deformable and depthwise
 convolutions) are custom operators and stay in the traced graph (``import panoptic_zoo`` loads
-them). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable convolutions
-become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it), depthwise
-convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The dynamo exporter (torch 2.13's default) needs the
-``onnxscript`` package and custom-op translations of its own; the traced exporter needs neither.
+them). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable
+convolutions become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it),
+depthwise convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The
+dynamo exporter (torch 2.13's default) needs the ``onnxscript`` package and custom-op
+translations of its own; the traced exporter needs neither.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from torch.onnx import symbolic_helper
 from torch.utils import _pytree as pytree
 
-from .network import DeployNetwork
+from .network import DeployNetwork, exported_module_paths
 
 __all__ = [
     "FORMATS",
@@ -46,10 +47,8 @@ def eager_part_path(exported: str | Path) -> Path:
 def _onnx_deform_conv3x3(g, x, offset, weight, bias, mask):
     """``panoptic_zoo::sampled_deform_conv3x3`` (3x3, stride 1, padding 1) as ONNX DeformConv."""
     if symbolic_helper._is_none(bias):  # DeformConv's bias comes before its optional mask
-        out_channels = g.op(
-            "Slice", g.op("Shape", weight),
-            g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([1])),
-        )  # fmt: skip
+        first, second = (g.op("Constant", value_t=torch.tensor([i])) for i in (0, 1))
+        out_channels = g.op("Slice", g.op("Shape", weight), first, second)
         bias = g.op("ConstantOfShape", out_channels, value_t=torch.tensor([0.0]))
     inputs = [x, weight, offset, bias]
     if not symbolic_helper._is_none(mask):
@@ -142,10 +141,10 @@ def export_network(
 ) -> Path:
     """
     Export the network of the eval-mode ``model`` (built from ``cfg`` = :func:`export_config`,
-    weights loaded, inference changes applied) traced on ``example`` (a normalized, padded batch) to ``output``, for that
-    input shape only or, with ``dynamic``, for any batch size and padded image size. Writes the
-    eager rest (config, weights of the modules not exported, output structure) beside it.
-    Returns ``output``.
+    weights loaded, inference changes applied), traced on ``example`` (a normalized, padded
+    batch), to ``output``: for that input shape only or, with ``dynamic``, for any batch size
+    and padded image size. Writes the eager rest (config, weights of the modules not
+    exported, output structure) beside it. Returns ``output``.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
@@ -170,7 +169,7 @@ def export_network(
                 network, (example,), str(output), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
             )  # fmt: skip
-    prefixes = tuple(f"{path}." for path in network.module_paths())
+    prefixes = tuple(f"{path}." for path in exported_module_paths(model))
     eager_state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
     torch.save(
         {

@@ -19,11 +19,18 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-__all__ = ["NETWORK_HEADS", "DeployNetwork", "network_parts", "serve_network_outputs"]
+__all__ = [
+    "NETWORK_HEADS",
+    "DeployNetwork",
+    "exported_module_paths",
+    "network_parts",
+    "serve_network_outputs",
+]
 
-# Per meta-architecture: (head module path, the method of it that inference calls, its arguments
-# from the model and the features), in the order the method's inference calls them. Backbone features go out only for methods whose
-# post-processing reads them (the ROI heads of the two-stage methods).
+# Per meta-architecture: whether backbone features go out (only where post-processing reads
+# them: the ROI heads of the two-stage methods), and the heads as (module path, the method of it
+# that inference calls, its arguments from the model and the features), in the order the
+# method's inference calls them.
 NETWORK_HEADS: dict[str, tuple[bool, tuple[tuple[str, str, Callable], ...]]] = {
     "PanopticFPN": (True, (
         # The layers only: the head's own forward then upsamples the logits (post-processing).
@@ -59,6 +66,11 @@ def network_parts(model: nn.Module) -> tuple[bool, tuple[tuple[str, str, Callabl
     return NETWORK_HEADS[name]
 
 
+def exported_module_paths(model: nn.Module) -> list[str]:
+    """The exported modules' paths in ``model``: their weights live in the export."""
+    return ["backbone", *(path for path, _, _ in network_parts(model)[1])]
+
+
 class DeployNetwork(nn.Module):
     """
     ``model``'s backbone and heads: a normalized, padded image batch (N, 3, H, W) in, the flat
@@ -86,10 +98,6 @@ class DeployNetwork(nn.Module):
         leaves, self.spec = pytree.tree_flatten(tree)
         return tuple(leaves)
 
-    def module_paths(self) -> list[str]:
-        """The exported modules' paths in the model: their weights live in the export."""
-        return ["backbone", *(path for path, _, _ in self.heads)]
-
 
 @contextlib.contextmanager
 def serve_network_outputs(model: nn.Module, run_network: Callable, spec: pytree.TreeSpec):
@@ -101,7 +109,7 @@ def serve_network_outputs(model: nn.Module, run_network: Callable, spec: pytree.
     """
     names = list(model.backbone.output_shape())
     _, heads = network_parts(model)
-    served: dict[str, object] = {}
+    served: dict[int, object] = {}
 
     def backbone(images, *args, **kwargs):
         features, outputs = pytree.tree_unflatten(list(run_network(images)), spec)
@@ -122,4 +130,3 @@ def serve_network_outputs(model: nn.Module, run_network: Callable, spec: pytree.
     finally:
         for module, method, _ in served_methods:
             delattr(module, method)
-

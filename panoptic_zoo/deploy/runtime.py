@@ -16,7 +16,7 @@ from torch.utils import _pytree as pytree
 
 from ..engine.inference import apply_inference_changes
 from .export import INPUT_NAME, eager_part_path
-from .network import serve_network_outputs
+from .network import exported_module_paths, serve_network_outputs
 
 __all__ = ["BACKENDS", "DeployedModel", "load"]
 
@@ -52,7 +52,8 @@ class DeployedModel(nn.Module):
         self.model = build_model(cfg).eval()
         apply_inference_changes(cfg, self.model)
         missing, unexpected = self.model.load_state_dict(eager["eager_state_dict"], strict=False)
-        missing = [k for k in missing if k not in self._exported_keys()]
+        exported = tuple(f"{path}." for path in exported_module_paths(self.model))
+        missing = [k for k in missing if not k.startswith(exported)]
         if missing or unexpected:
             raise ValueError(
                 f"{eager_path} does not fit the model of its config: missing {missing[:5]}, "
@@ -78,12 +79,6 @@ class DeployedModel(nn.Module):
             object.__setattr__(self, "script", torch.jit.load(str(path), map_location="cpu").eval())
         self.exported_network = _ExportedNetworkRun(self._run_backend)
         self.eval()
-
-    def _exported_keys(self) -> set[str]:
-        from .network import DeployNetwork
-
-        paths = DeployNetwork(self.model).module_paths()
-        return {k for k in self.model.state_dict() if k.startswith(tuple(f"{p}." for p in paths))}
 
     def run_network(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The exported network on a normalized, padded batch: its flat outputs."""

@@ -105,5 +105,7 @@ def test_onnxruntime_backend_draws_what_eager_draws(tmp_path):
 
 def test_backend_needs_its_export(capsys):
     with pytest.raises(SystemExit):
-        demo.parse_args([*CONFIG, "--input", "x.png", "--output", "out", "--backend", "onnxruntime"])
+        demo.parse_args(
+            [*CONFIG, "--input", "x.png", "--output", "out", "--backend", "onnxruntime"]
+        )
     assert "--export names the exported network" in capsys.readouterr().err

@@ -62,7 +62,9 @@ DISTINCT_PREDICTORS = {
 def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
     cfg = shrunk_shapes_cfg(config_name, tiny_shapes, tmp_path)
     # The images at their own, odd sizes (no test-time resizing).
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 0, *ALL_CANDIDATES[config_name]])
+    cfg.merge_from_list(
+        ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 0, *ALL_CANDIDATES[config_name]]
+    )
     cfg = export_config(cfg, format)
     torch.manual_seed(0)
     model = build_inference_model(cfg, "")
@@ -78,9 +80,13 @@ def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
     mapper = build_dataset_mapper(cfg, is_train=False)
     inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
     # The second image enlarged to another odd size, which pads to another batch size.
-    inputs[1]["image"] = torch.nn.functional.interpolate(
-        inputs[1]["image"][None].float(), size=LARGER_SIZE, mode="bilinear"
-    )[0].round().to(inputs[1]["image"].dtype)
+    inputs[1]["image"] = (
+        torch.nn.functional.interpolate(
+            inputs[1]["image"][None].float(), size=LARGER_SIZE, mode="bilinear"
+        )[0]
+        .round()
+        .to(inputs[1]["image"].dtype)
+    )
     inputs[1]["height"], inputs[1]["width"] = LARGER_SIZE
     return cfg, model, inputs
 
@@ -146,3 +152,37 @@ def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("% of pixels and all") == 2 and "exported UPSNet's network" in printed
     assert output.is_file() and eager_part_path(output).is_file()
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bias):
+    """The C kernel's op exported as ONNX DeformConv, run by ONNX Runtime's CPU kernel, with
+    offsets of several pixels: torchvision's result. Also a 1-step ``linspace`` (a 1x1 map)."""
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    conv = DeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
+    with torch.no_grad():
+        conv.offset.weight.normal_(0, 1)
+
+    class ConvAndCoordinates(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x), torch.linspace(-1, 1, x.shape[-1] - 10)
+
+    x = torch.randn(2, 5, 9, 11)
+    path = tmp_path / "conv.onnx"
+    with torch.no_grad():
+        expected = conv(x)
+        torch.onnx.export(ConvAndCoordinates(), (x,), str(path), dynamo=False, opset_version=19)
+    assert "DeformConv" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert expected.abs().max() > 0 and conv.offset(x).abs().max() > 2  # several pixels
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got, coordinates = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+    assert coordinates.tolist() == [-1.0]
