@@ -105,7 +105,7 @@ def _backend_rows(report: dict):
                 _number(1000 * eager["network_s"]), _number(1000 * eager["postprocess_s"]),
                 f"{eager['network_s'] / timing['network_s']:.2f}x",
                 f"{eager['total_s'] / timing['total_s']:.2f}x",
-                f"{100 * timing['pixel_agreement']:.3f} %",
+                f"{100 * timing['pixel_agreement']:.4f} %",
                 "yes" if timing["same_segments"] else "no",
             ]  # fmt: skip
 

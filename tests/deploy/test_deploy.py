@@ -143,15 +143,17 @@ spec.loader.exec_module(export_model)
 
 
 def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
+    """A fixed-size TorchScript export: the second check image is resized to the first's size."""
     files = [r["file_name"] for r in DatasetCatalog.get(tiny_shapes["val"])[:2]]
-    output = tmp_path / "upsnet.onnx"
-    argv = ["--config-file", str(CONFIGS / "shapes" / "upsnet_R_18.yaml"), "--format", "onnx",
-            "--output", str(output), "--dynamic", "--check-images", *files,
+    output = tmp_path / "panoptic_fpn.ts"
+    argv = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml"),
+            "--format", "torchscript", "--output", str(output), "--check-images", *files,
             "--opts", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "72"]  # fmt: skip
     assert export_model.main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.count("% of pixels and all") == 2 and "exported UPSNet's network" in printed
+    assert printed.count("% of pixels and all") == 2 and "exported PanopticFPN's network" in printed
     assert output.is_file() and eager_part_path(output).is_file()
+    assert load(output).input_shape == [1, 3, 96, 96]
 
 
 @pytest.mark.parametrize("modulated", [False, True])
