@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with Python 3.11, the locked dependencies (uv.lock) and Detectron2
-# v0.6 built from its pinned sdist plus our patch series (third_party/detectron2).
+# v0.6 built from its pinned sdist plus our patch series (third_party/detectron2). The extras
+# the tests need: dev, deploy (ONNX and ONNX Runtime: tests/deploy) and pretrained.
 #
 # A Detectron2 built from upstream source (with its compiled ops, detectron2._C) is used instead
 # when .venv already has one, or when PANOPTIC_ZOO_DETECTRON2_SRC=/path/to/detectron2 (a git
