@@ -4,9 +4,9 @@ Timing one inference call split into network and post-processing, and its peak m
 The split needs no method-specific code: the network is every module that holds weights of its
 own (convolutions, norms, linear layers, anywhere in the model; in a deployed model also the
 module that runs the exported network), and it ends when the last of them returns; everything
-after that (resizing to the output size, mask pasting, grouping,
-panoptic merging) is post-processing. Forward hooks note when each such module returns, so one
-call gives both times. Measured against an in-code split of Panoptic FCN (timers around its
+after that (resizing to the output size, mask pasting, grouping, panoptic merging) is
+post-processing. Forward hooks note when each such module returns, so one call gives both
+times. Measured against an in-code split of Panoptic FCN (timers around its
 network call, since removed), the two agreed to microseconds. A method that ran a weighted
 module in the middle of its post-processing would have that stretch counted as network, never
 the reverse.
