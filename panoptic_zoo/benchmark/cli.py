@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from .run import run_benchmark
+from ..deploy.runtime import BACKENDS
 from .settings import PRECISIONS, BenchmarkSettings
 
 __all__ = ["main", "parse_args"]
@@ -52,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CI smoke mode: configs shrunk to test size, 64x96 input, 1 warm-up + 2 repeats",
     )  # fmt: skip
     parser.add_argument(
+        "--backend", nargs="+", default=["eager"], choices=["eager", *BACKENDS],
+        help="eager and/or deployment backends (panoptic_zoo.deploy: the network exported at "
+        "the benchmark size, post-processing eager), each timed on the same weights and input "
+        "(default eager; eager is always timed)",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-reference", action="store_true",
         help="do not time the reference implementations",
     )  # fmt: skip
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         skip_reference=args.skip_reference,
         opts=tuple(args.opts),
         panoptic_fcn_official_src=args.panoptic_fcn_official_src,
+        backends=tuple(b for b in dict.fromkeys(args.backend) if b != "eager"),
     )
     command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
     report, paths = run_benchmark(

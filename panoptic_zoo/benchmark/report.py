@@ -98,6 +98,30 @@ def _accuracy_rows(report: dict):
             ]
 
 
+BACKEND_COLUMNS = [
+    "method", "backend", "network ms", "post-processing ms", "total ms", "eager network ms",
+    "eager post-processing ms", "network speed-up", "total speed-up", "pixels as eager",
+    "same segments",
+]  # fmt: skip
+
+
+def _backend_rows(report: dict):
+    """Each deployment backend against the eager float32 timing of the same run."""
+    for method in report["methods"]:
+        eager = method["timings"]["fp32"]
+        for backend, timing in method.get("backends", {}).items():
+            yield [
+                method["method"], backend,
+                _number(1000 * timing["network_s"]), _number(1000 * timing["postprocess_s"]),
+                _number(1000 * timing["total_s"]),
+                _number(1000 * eager["network_s"]), _number(1000 * eager["postprocess_s"]),
+                f"{eager['network_s'] / timing['network_s']:.2f}x",
+                f"{eager['total_s'] / timing['total_s']:.2f}x",
+                f"{100 * timing['pixel_agreement']:.4f} %",
+                "yes" if timing["same_segments"] else "no",
+            ]  # fmt: skip
+
+
 def markdown_report(report: dict) -> str:
     environment, settings, floor = report["environment"], report["settings"], report["floor"]
     height, width = settings["size"]
@@ -134,6 +158,17 @@ def markdown_report(report: dict) -> str:
         "",
         *_table(SPEED_COLUMNS, _speed_rows(report)),
     ]
+    backends = list(_backend_rows(report))
+    if backends:
+        lines += [
+            "",
+            "## Deployment backends",
+            "",
+            "The network exported at the benchmark size (panoptic_zoo.deploy), post-processing "
+            "eager; speed-up = eager seconds / backend seconds, both timed in this run.",
+            "",
+            *_table(BACKEND_COLUMNS, backends),
+        ]
     accuracy = list(_accuracy_rows(report))
     if accuracy:
         lines += [

@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,9 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
+from ..deploy import export_network, load
+from ..deploy.check import compare_panoptic
+from ..deploy.export import export_config, network_input
 from ..engine import Trainer, apply_inference_changes, without_inference_changes
 from ..utils.allocator import reuse_freed_heap_memory
 from .floor import ConvRateProbe, measure_floor
@@ -103,6 +107,10 @@ def benchmark_method(
             before_each_timed_call=lambda: rates.append(probe()),
         )  # fmt: skip
     floor_rate = statistics.median(rates)
+    backends = {
+        backend: _time_backend(backend, cfg, weights, settings, model, inputs)
+        for backend in settings.backends
+    }
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
     reference = _time_reference(config_path, cfg, weights, settings, source, floor["layout"])
@@ -124,6 +132,7 @@ def benchmark_method(
         },
         "gflop": gflop,
         "timings": timings,
+        "backends": backends,
         "peak_memory": memory,
         "floor_rate_gflop_per_s": floor_rate,
         "floor_rate_samples_gflop_per_s": rates,
@@ -133,6 +142,31 @@ def benchmark_method(
         "reference": reference,
         "accuracy": accuracy,
     }
+
+
+def _time_backend(backend, cfg, weights, settings, eager_model, inputs) -> dict:
+    """
+    ``eager_model``'s network exported for ``backend`` (at the benchmark input's size), timed
+    as the eager model is (float32) with the same weights and input, and its panoptic output
+    compared with the eager model's.
+    """
+    format = "onnx" if backend == "onnxruntime" else "torchscript"
+    export_cfg = export_config(cfg, format)
+    model = build_model(without_inference_changes(export_cfg), weights)
+    apply_inference_changes(export_cfg, model)
+    with tempfile.TemporaryDirectory() as folder:
+        logger.info("%s: exporting to %s", type(model).__name__, format)
+        path = export_network(
+            model, export_cfg, network_input(model, inputs), Path(folder) / f"network.{format}",
+            format,
+        )  # fmt: skip
+        deployed = load(path, backend, threads=settings.threads)
+    del model
+    logger.info("%s: timing %s", type(deployed.model).__name__, backend)
+    timing = time_inference(deployed, inputs, warmup=settings.warmup, repeats=settings.repeats)
+    with torch.inference_mode():
+        agreement = compare_panoptic(eager_model(inputs)[0], deployed(inputs)[0])
+    return {**timing, **agreement}
 
 
 def _device_name(device: str) -> str:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import get_cfg
 from ..data.datasets.custom import register_from_config
+from ..deploy.runtime import BACKENDS
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
 from .floor import FULL_FLOOR, TINY_FLOOR, FloorProblem
@@ -52,6 +53,8 @@ class BenchmarkSettings:
     opts: tuple[str, ...] = ()  # KEY VALUE pairs applied to every config
     # Local copy of the official Panoptic FCN repository: the reference of Panoptic FCN configs.
     panoptic_fcn_official_src: str | None = None
+    # Deployment backends (panoptic_zoo.deploy) timed besides eager PyTorch, CPU only.
+    backends: tuple[str, ...] = ()
 
     @property
     def floor_problem(self) -> FloorProblem:
@@ -65,6 +68,11 @@ class BenchmarkSettings:
             )
         if "amp" in self.precisions and not self.device.startswith("cuda"):
             raise ValueError("amp (float16 autocast) is measured on CUDA only: use --device cuda")
+        unknown = set(self.backends) - set(BACKENDS)
+        if unknown:
+            raise ValueError(f"unknown backends {sorted(unknown)}; choose from {list(BACKENDS)}")
+        if self.backends and self.device != "cpu":
+            raise ValueError("deployment backends are timed on the CPU only: use --device cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}, but CUDA is not available")
 

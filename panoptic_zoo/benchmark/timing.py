@@ -2,10 +2,11 @@
 Timing one inference call split into network and post-processing, and its peak memory.
 
 The split needs no method-specific code: the network is every module that holds weights of its
-own (convolutions, norms, linear layers, anywhere in the model), and it ends when the last of
-them returns; everything after that (resizing to the output size, mask pasting, grouping,
-panoptic merging) is post-processing. Forward hooks note when each such module returns, so one
-call gives both times. Measured against an in-code split of Panoptic FCN (timers around its
+own (convolutions, norms, linear layers, anywhere in the model; in a deployed model also the
+module that runs the exported network), and it ends when the last of them returns; everything
+after that (resizing to the output size, mask pasting, grouping, panoptic merging) is
+post-processing. Forward hooks note when each such module returns, so one call gives both
+times. Measured against an in-code split of Panoptic FCN (timers around its
 network call, since removed), the two agreed to microseconds. A method that ran a weighted
 module in the middle of its post-processing would have that stretch counted as network, never
 the reverse.
@@ -29,6 +30,12 @@ _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def _runs_exported_network(module: nn.Module) -> bool:
+    """The module of a deployed model that runs its exported network (whose weights live in the
+    export): network, as the weighted modules it replaces."""
+    return getattr(module, "runs_exported_network", False)
+
+
 class NetworkSplitClock:
     """
     Network and post-processing seconds of one forward pass of ``model`` (see the module
@@ -47,7 +54,8 @@ class NetworkSplitClock:
         weighted = [
             m
             for m in model.modules()
-            if m is not model and next(m.parameters(recurse=False), None) is not None
+            if m is not model
+            and (next(m.parameters(recurse=False), None) is not None or _runs_exported_network(m))
         ]
         if not weighted:
             raise ValueError(f"{type(model).__name__} has no module with weights to time")

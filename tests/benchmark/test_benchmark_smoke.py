@@ -16,6 +16,7 @@ from panoptic_zoo.benchmark import main
 from panoptic_zoo.benchmark.report import (
     ACCURACY_COLUMNS,
     ACCURACY_KEYS,
+    BACKEND_COLUMNS,
     JSON_NAME,
     MARKDOWN_NAME,
     PLOT_NAME,
@@ -37,7 +38,7 @@ def tiny_run(tiny_shapes, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("benchmark")
     configs = [str(CONFIGS / "shapes" / f"{name}.yaml") for name in CONFIG_NAMES.values()]
     report = main(
-        ["--configs", *configs, "--tiny", "--threads", "1",
+        ["--configs", *configs, "--tiny", "--threads", "1", "--backend", "eager", "onnxruntime",
          "--eval-dataset", tiny_shapes["val"], "--output-dir", str(output_dir)]
     )  # fmt: skip
     return report, output_dir
@@ -71,6 +72,11 @@ def test_json_report_is_complete(tiny_run):
         assert set(method["accuracy"]) == set(ACCURACY_KEYS)
         assert all(v is None or 0 <= v <= 100 for v in method["accuracy"].values())
         assert method["accuracy"]["PQ"] is not None
+        # The ONNX export of the same weights, timed on the same input.
+        deployed = method["backends"]["onnxruntime"]
+        assert set(method["backends"]) == {"onnxruntime"}
+        assert all(_positive(deployed[key]) for key in ("network_s", "postprocess_s", "total_s"))
+        assert 0.999 <= deployed["pixel_agreement"] <= 1 and deployed["same_segments"]
     reference = {m["method"]: m["reference"] for m in report["methods"]}
     for name in ("Panoptic FPN", "Panoptic-DeepLab"):  # references that run here
         assert reference[name]["error"] is None
@@ -102,8 +108,10 @@ def _tables(markdown: str) -> list[list[list[str]]]:
 
 def test_markdown_tables_are_well_formed(tiny_run):
     _, output_dir = tiny_run
-    speed, accuracy = _tables((output_dir / MARKDOWN_NAME).read_text())
+    speed, backends, accuracy = _tables((output_dir / MARKDOWN_NAME).read_text())
     assert tuple(speed[0]) == SPEED_COLUMNS and tuple(accuracy[0]) == ACCURACY_COLUMNS
+    assert backends[0] == BACKEND_COLUMNS and all(len(row) == len(backends[0]) for row in backends)
+    assert [row[:2] for row in backends[1:]] == [[name, "onnxruntime"] for name in CONFIG_NAMES]
     for table in (speed, accuracy):
         assert {row[0]: row[1] for row in table[1:]} == CONFIG_NAMES
         assert all(len(row) == len(table[0]) for row in table)

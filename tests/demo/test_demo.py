@@ -104,3 +104,42 @@ def test_dataset_classes_checked_before_the_model_is_loaded(tmp_path, capsys, op
 
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_onnxruntime_backend_draws_what_eager_draws(tmp_path):
+    """The demo on an ONNX export of the same weights: the same drawing."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from panoptic_zoo.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(CONFIG[1])
+    cfg.MODEL.DEVICE = "cpu"
+    weights = tmp_path / "weights.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    opts = [*OPTS, "MODEL.WEIGHTS", str(weights)]
+    export = importlib.util.spec_from_file_location("export", REPO / "tools" / "export_model.py")
+    export_model = importlib.util.module_from_spec(export)
+    export.loader.exec_module(export_model)
+    network = tmp_path / "net.onnx"
+    assert export_model.main([*CONFIG, "--format", "onnx", "--output", str(network), "--dynamic",
+                              *opts]) == 0  # fmt: skip
+    cv2.imwrite(str(tmp_path / "picture.png"), _image(3, 47, 69))
+    drawn = {}
+    for backend in ("eager", "onnxruntime"):
+        extra = [] if backend == "eager" else ["--backend", backend, "--export", str(network)]
+        out = tmp_path / backend
+        argv = [*CONFIG, "--input", str(tmp_path / "picture.png"), "--output", str(out), *extra]
+        assert demo.main([*argv, *opts]) == 0
+        drawn[backend] = cv2.imread(str(out / "picture.png"))
+    assert drawn["eager"].shape == (47, 69, 3)
+    assert np.array_equal(drawn["eager"], drawn["onnxruntime"])
+
+
+def test_backend_needs_its_export(capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(
+            [*CONFIG, "--input", "x.png", "--output", "out", "--backend", "onnxruntime"]
+        )
+    assert "--export names the exported network" in capsys.readouterr().err

@@ -49,6 +49,10 @@ class AnySizeImagePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         window = (min(self.kernel_size[0], x.shape[-2]), min(self.kernel_size[1], x.shape[-1]))
+        if torch.jit.is_tracing() and window == tuple(x.shape[-2:]):
+            # The global mean of any size: an export traced on a map within the window holds
+            # for every map within it.
+            return F.adaptive_avg_pool2d(x, 1)
         return window_mean(x, window)
 
 
@@ -78,7 +82,10 @@ class _DecoderWithoutCatCopy(DeepLabV3PlusHead):
 def _concat_upsampled(projected: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     """``torch.cat([projected, bilinear upsampling of coarse to projected's size], 1)``."""
     size = projected.shape[-2:]
-    if torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad):
+    # Exports (traces) take the plain concatenation: the ONNX tracer drops writes into views
+    # (``out=``), and TorchScript's would keep the batch size and sizes of the example.
+    recorded = torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad)
+    if recorded or torch.jit.is_tracing():
         upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
         return torch.cat([projected, upsampled], dim=1)
     split = projected.shape[1]

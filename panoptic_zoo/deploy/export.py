@@ -1,0 +1,184 @@
+"""
+Export a model's network (:class:`~panoptic_zoo.deploy.network.DeployNetwork`) to TorchScript or
+ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.pth``).
+
+TorchScript: ``torch.jit.trace``; the project's C kernels (deformable and depthwise
+convolutions) are custom operators and stay in the traced graph (``import panoptic_zoo`` loads
+them). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable
+convolutions become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it),
+depthwise convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The
+dynamo exporter (torch 2.13's default) needs the ``onnxscript`` package and custom-op
+translations of its own; the traced exporter needs neither.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode
+from torch import nn
+from torch.onnx import symbolic_helper
+from torch.utils import _pytree as pytree
+
+from .network import DeployNetwork, exported_module_paths
+
+__all__ = [
+    "FORMATS",
+    "ONNX_OPSET",
+    "eager_part_path",
+    "export_config",
+    "export_network",
+    "network_input",
+]
+
+FORMATS = ("torchscript", "onnx")
+# The first opset with DeformConv.
+ONNX_OPSET = 19
+INPUT_NAME = "images"
+
+
+def eager_part_path(exported: str | Path) -> Path:
+    """Where the eager rest of an export lives: ``<export>.eager.pth``."""
+    return Path(f"{exported}.eager.pth")
+
+
+def _onnx_deform_conv3x3(g, x, offset, weight, bias, mask):
+    """``panoptic_zoo::sampled_deform_conv3x3`` (3x3, stride 1, padding 1) as ONNX DeformConv."""
+    if symbolic_helper._is_none(bias):  # DeformConv's bias comes before its optional mask
+        first, second = (g.op("Constant", value_t=torch.tensor([i])) for i in (0, 1))
+        out_channels = g.op("Slice", g.op("Shape", weight), first, second)
+        bias = g.op("ConstantOfShape", out_channels, value_t=torch.tensor([0.0]))
+    inputs = [x, weight, offset, bias]
+    if not symbolic_helper._is_none(mask):
+        inputs.append(mask)
+    return g.op("DeformConv", *inputs, kernel_shape_i=[3, 3], pads_i=[1, 1, 1, 1])
+
+
+def _onnx_depthwise_conv2d(g, x, weight, bias, dilation, relu):
+    """``panoptic_zoo::depthwise_conv2d`` ("same" padding, stride 1) as a grouped ONNX Conv."""
+    dilation = symbolic_helper._get_const(dilation, "i", "dilation")
+    size = symbolic_helper._get_tensor_sizes(weight)
+    reach = dilation * (size[-1] // 2)
+    inputs = [x, weight] if symbolic_helper._is_none(bias) else [x, weight, bias]
+    out = g.op(
+        "Conv", *inputs, group_i=size[0], kernel_shape_i=size[-2:],
+        dilations_i=[dilation] * 2, pads_i=[reach] * 4,
+    )  # fmt: skip
+    return g.op("Relu", out) if symbolic_helper._get_const(relu, "b", "relu") else out
+
+
+def _onnx_linspace(g, start, end, steps, dtype, layout, device, pin_memory):
+    """``torch.linspace`` in float32. torch's own translation divides by ``steps - 1``: NaN for
+    one step (Panoptic FCN's coordinates of a 1-pixel map), where torch gives ``[start]``."""
+    float32 = torch.onnx.TensorProtoDataType.FLOAT
+    start, end = (g.op("Cast", x, to_i=float32) for x in (start, end))
+    positions = g.op("Cast", symbolic_helper._arange_helper(g, steps, None), to_i=float32)
+    one = g.op("Constant", value_t=torch.tensor(1.0))
+    intervals = g.op("Max", g.op("Sub", g.op("Cast", steps, to_i=float32), one), one)
+    step = g.op("Div", g.op("Sub", end, start), intervals)
+    return g.op("Add", g.op("Mul", positions, step), start)
+
+
+torch.onnx.register_custom_op_symbolic("aten::linspace", _onnx_linspace, ONNX_OPSET)
+torch.onnx.register_custom_op_symbolic(
+    "panoptic_zoo::sampled_deform_conv3x3", _onnx_deform_conv3x3, ONNX_OPSET
+)
+torch.onnx.register_custom_op_symbolic(
+    "panoptic_zoo::depthwise_conv2d", _onnx_depthwise_conv2d, ONNX_OPSET
+)
+
+
+class _NetworkInput(Exception):
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+
+@torch.no_grad()
+def network_input(model: nn.Module, batched_inputs: list[dict]) -> torch.Tensor:
+    """The normalized, padded batch that ``model``'s own preprocessing makes of
+    ``batched_inputs``: its backbone's input (the model stops there)."""
+
+    def stop(module, args):
+        raise _NetworkInput(args[0])
+
+    handle = model.backbone.register_forward_pre_hook(stop)
+    try:
+        model(batched_inputs)
+    except _NetworkInput as captured:
+        return captured.images
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(model).__name__} did not call its backbone")
+
+
+def export_config(cfg: CfgNode, format: str) -> CfgNode:
+    """
+    ``cfg`` on the CPU, with the inference changes (``TEST.*``) that ``format`` can hold: ONNX
+    without the channels-last backbone, whose NCHW copy of the features (written into a view)
+    the ONNX tracer drops; ONNX Runtime chooses its own layouts.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    if format == "onnx":
+        cfg.TEST.CHANNELS_LAST_BACKBONE = False
+    cfg.freeze()
+    return cfg
+
+
+@torch.no_grad()
+def export_network(
+    model: nn.Module,
+    cfg: CfgNode,
+    example: torch.Tensor,
+    output: str | Path,
+    format: str,
+    dynamic: bool = False,
+) -> Path:
+    """
+    Export the network of the eval-mode ``model`` (built from ``cfg`` = :func:`export_config`,
+    weights loaded, inference changes applied), traced on ``example`` (a normalized, padded
+    batch), to ``output``: for that input shape only or, with ``dynamic``, for any batch size
+    and padded image size. Writes the eager rest (config, weights of the modules not
+    exported, output structure) beside it. Returns ``output``.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
+    network = DeployNetwork(model).eval()
+    outputs = network(example)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output_names = [f"output{i}" for i in range(len(outputs))]
+    with warnings.catch_warnings():
+        # The tracers' warnings on Python values read from tensor shapes: the checks in
+        # panoptic_zoo.deploy.check run the export on other sizes and compare.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if format == "torchscript":
+            torch.jit.trace(network, (example,), check_trace=False).save(str(output))
+        else:
+            axes = None
+            if dynamic:
+                axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+                axes.update({name: dict(enumerate(f"{name}_{d}" for d in range(x.dim())))
+                             for name, x in zip(output_names, outputs)})  # fmt: skip
+            torch.onnx.export(
+                network, (example,), str(output), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
+            )  # fmt: skip
+    prefixes = tuple(f"{path}." for path in exported_module_paths(model))
+    eager_state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    torch.save(
+        {
+            "format": format,
+            "config": cfg.dump(),
+            "input_shape": None if dynamic else list(example.shape),
+            "output_spec": pytree.treespec_dumps(network.spec),
+            "eager_state_dict": eager_state,
+        },
+        eager_part_path(output),
+    )
+    return output

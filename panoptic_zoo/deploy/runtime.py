@@ -1,0 +1,121 @@
+"""
+:func:`load`: an exported network (TorchScript or ONNX) plus its eager rest, called like the
+eager model (``model(batched_inputs)`` -> per image ``panoptic_seg``, ``sem_seg``,
+``instances``), with the eager model's own post-processing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.modeling import build_model
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from ..engine.inference import apply_inference_changes
+from .export import INPUT_NAME, eager_part_path
+from .network import exported_module_paths, serve_network_outputs
+
+__all__ = ["BACKENDS", "DeployedModel", "load"]
+
+BACKENDS = ("torchscript", "onnxruntime")
+
+
+class DeployedModel(nn.Module):
+    """
+    The eager model of the export's config, whose backbone and heads answer with the exported
+    network's outputs (:func:`~panoptic_zoo.deploy.network.serve_network_outputs`): calling it
+    runs the method's own ``forward`` on them. ``model`` is that eager model; its modules' hooks
+    fire as in the eager model (the benchmark's network / post-processing split).
+    """
+
+    def __init__(self, path: str | Path, backend: str | None = None, threads: int | None = None):
+        super().__init__()
+        path = Path(path)
+        eager_path = eager_part_path(path)
+        if not path.is_file() or not eager_path.is_file():
+            raise FileNotFoundError(
+                f"an export is two files, {path} and {eager_path}; run tools/export_model.py"
+            )
+        eager = torch.load(eager_path, map_location="cpu", weights_only=True)
+        native = "onnxruntime" if eager["format"] == "onnx" else "torchscript"
+        self.backend = backend or native
+        if self.backend != native:
+            raise ValueError(f"{path} is a {eager['format']} export: load it with {native}")
+        self.input_shape = eager["input_shape"]
+        self.spec = pytree.treespec_loads(eager["output_spec"])
+        cfg = CfgNode.load_cfg(eager["config"])
+        cfg.MODEL.DEVICE = "cpu"
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        apply_inference_changes(cfg, self.model)
+        missing, unexpected = self.model.load_state_dict(eager["eager_state_dict"], strict=False)
+        exported = tuple(f"{path}." for path in exported_module_paths(self.model))
+        missing = [k for k in missing if not k.startswith(exported)]
+        if missing or unexpected:
+            raise ValueError(
+                f"{eager_path} does not fit the model of its config: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}; export again with this version of panoptic_zoo"
+            )
+        if self.backend == "onnxruntime":
+            try:
+                import onnxruntime
+            except ImportError as e:
+                raise ImportError(
+                    "ONNX Runtime is the optional extra 'deploy': uv sync --extra deploy "
+                    "(or pip install onnxruntime)"
+                ) from e
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads or torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        else:
+            # Not a submodule: hooks (the benchmark's) go on the eager model's modules only.
+            object.__setattr__(self, "script", torch.jit.load(str(path), map_location="cpu").eval())
+        self.exported_network = _ExportedNetworkRun(self._run_backend)
+        self.eval()
+
+    def run_network(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The exported network on a normalized, padded batch: its flat outputs."""
+        return self.exported_network(images)
+
+    def _run_backend(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if self.input_shape is not None and list(images.shape) != self.input_shape:
+            raise ValueError(
+                f"this export takes padded batches of shape {self.input_shape} only, got "
+                f"{list(images.shape)}: export with --dynamic for other sizes"
+            )
+        if self.backend == "onnxruntime":
+            feed = {INPUT_NAME: images.contiguous().numpy()}
+            return [torch.from_numpy(x) for x in self.session.run(None, feed)]
+        return list(self.script(images))
+
+    @torch.no_grad()
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
+        with serve_network_outputs(self.model, self.run_network, self.spec):
+            return self.model(batched_inputs)
+
+
+class _ExportedNetworkRun(nn.Module):
+    """A module call around the backend's run, so that forward hooks see it end (the
+    benchmark's network / post-processing split)."""
+
+    runs_exported_network = True
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.run(images)
+
+
+def load(path: str | Path, backend: str | None = None, threads: int | None = None):
+    """The export at ``path`` (``.onnx`` runs on ONNX Runtime's CPU provider, TorchScript on
+    torch), ready to call on ``batched_inputs`` like the eager model."""
+    return DeployedModel(path, backend, threads)

@@ -1,0 +1,190 @@
+"""
+panoptic_zoo.deploy: each method's network exported to TorchScript and to ONNX (dynamic sizes),
+run by ``load`` (TorchScript; ONNX Runtime's CPU provider), post-processed by the eager model's
+own code: the panoptic output of tiny shapes images (odd sizes) equal to the eager model's.
+Untrained models with their score thresholds at 0, so that every method gives thing and stuff
+segments to compare.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from panoptic_testing import CONFIGS, REPO, shrunk_shapes_cfg
+
+from panoptic_zoo.data import build_dataset_mapper
+from panoptic_zoo.deploy import DeployNetwork, eager_part_path, export_network, load
+from panoptic_zoo.deploy.check import check_deployed
+from panoptic_zoo.deploy.export import export_config, network_input
+from panoptic_zoo.engine import build_inference_model
+from panoptic_zoo.layers import DeformableConv3x3
+
+# Every candidate kept (up to 10 detections), no area limit: post-processing has things and
+# stuff to merge.
+ALL_CANDIDATES = {
+    "panoptic_fpn_R_18.yaml": [
+        "TEST.DETECTIONS_PER_IMAGE", 10,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", 0.0,
+        "MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", 0,
+    ],
+    "upsnet_R_18.yaml": [
+        "TEST.DETECTIONS_PER_IMAGE", 10,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "MODEL.UPSNET.INFERENCE.SCORE_THRESH", 0.0,
+        "MODEL.UPSNET.INFERENCE.STUFF_AREA_LIMIT", 0,
+    ],
+    "panoptic_deeplab_R_18.yaml": [
+        "MODEL.PANOPTIC_DEEPLAB.STUFF_AREA", 0,
+        "MODEL.PANOPTIC_DEEPLAB.CENTER_THRESHOLD", 0.0,
+        "MODEL.PANOPTIC_DEEPLAB.TOP_K_INSTANCE", 16,
+    ],
+    "panoptic_fcn_R_18.yaml": [
+        "MODEL.PANOPTIC_FCN.INFERENCE.THING_SCORE_THRESH", 0.0,
+        "MODEL.PANOPTIC_FCN.INFERENCE.STUFF_SCORE_THRESH", 0.0,
+        "MODEL.PANOPTIC_FCN.INFERENCE.INSTANCE_SCORE_THRESH", 0.0,
+        "MODEL.PANOPTIC_FCN.INFERENCE.STUFF_AREA_LIMIT", 0,
+    ],
+}  # fmt: skip
+LARGER_SIZE = (101, 131)
+DISTINCT_PREDICTORS = {
+    "panoptic_deeplab_R_18.yaml": ["ins_embed_head.center_predictor"],
+    "panoptic_fcn_R_18.yaml": [
+        f"kernel_generator.{name}"
+        for name in ("thing_scores", "stuff_scores", "thing_embed", "stuff_embed")
+    ],
+}
+
+
+def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
+    cfg = shrunk_shapes_cfg(config_name, tiny_shapes, tmp_path)
+    # The images at their own, odd sizes (no test-time resizing).
+    cfg.merge_from_list(
+        ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 0, *ALL_CANDIDATES[config_name]]
+    )
+    cfg = export_config(cfg, format)
+    torch.manual_seed(0)
+    model = build_inference_model(cfg, "")
+    with torch.no_grad():
+        # Initialized to std 0.001-0.01, untrained scores and kernels are flat to ~1e-7, where
+        # any float rounding reorders candidates: distinct ones, as trained heads give. Offsets
+        # of deformable convolutions (initialized to 0) of a few pixels.
+        for name in DISTINCT_PREDICTORS.get(config_name, ()):
+            model.get_submodule(name).weight.normal_(0, 1)
+        for module in model.modules():
+            if isinstance(module, DeformableConv3x3):
+                module.offset.weight.normal_(0, 0.1)
+    mapper = build_dataset_mapper(cfg, is_train=False)
+    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
+    # The second image enlarged to another odd size, which pads to another batch size.
+    inputs[1]["image"] = (
+        torch.nn.functional.interpolate(
+            inputs[1]["image"][None].float(), size=LARGER_SIZE, mode="bilinear"
+        )[0]
+        .round()
+        .to(inputs[1]["image"].dtype)
+    )
+    inputs[1]["height"], inputs[1]["width"] = LARGER_SIZE
+    return cfg, model, inputs
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+@pytest.mark.parametrize("config_name", sorted(ALL_CANDIDATES))
+def test_exported_panoptic_output_is_the_eager_one(config_name, format, tiny_shapes, tmp_path):
+    cfg, model, inputs = _model_and_inputs(config_name, format, tiny_shapes, tmp_path)
+    # Traced on the first image (75x96, padded to 96x96), run on it and on a 101x131 one.
+    example = network_input(model, inputs[:1])
+    assert example.shape[-2:] != network_input(model, inputs[1:]).shape[-2:]
+    path = export_network(model, cfg, example, tmp_path / f"net.{format}", format, dynamic=True)
+    deployed = load(path)
+    assert deployed.backend == {"onnx": "onnxruntime", "torchscript": "torchscript"}[format]
+    reports = check_deployed(model, deployed, inputs)
+    assert all(r["segments"] > 0 for r in reports)
+    assert all(r["pixel_agreement"] >= 0.999 and r["same_segments"] for r in reports)
+    if "instances" in reports[0]:
+        assert sum(r["instances"] for r in reports) > 0
+
+
+def test_fixed_size_export_names_its_shape(tiny_shapes, tmp_path):
+    cfg, model, inputs = _model_and_inputs("panoptic_fpn_R_18.yaml", "onnx", tiny_shapes, tmp_path)
+    example = network_input(model, inputs[:1])
+    deployed = load(export_network(model, cfg, example, tmp_path / "net.onnx", "onnx"))
+    assert len(deployed([inputs[0]])[0]["panoptic_seg"][1]) > 0
+    with pytest.raises(ValueError, match=r"takes padded batches of shape .* --dynamic"):
+        deployed([inputs[1]])
+
+
+def test_network_input_is_the_models_padded_batch(tiny_shapes, tmp_path):
+    _, model, inputs = _model_and_inputs("panoptic_fcn_R_18.yaml", "onnx", tiny_shapes, tmp_path)
+    images = network_input(model, inputs[:2])
+    stride = model.backbone.size_divisibility
+    height = max(x["image"].shape[1] for x in inputs[:2])
+    assert images.shape[:2] == (2, 3) and images.shape[2] == -(-height // stride) * stride
+    # Zero padding after normalization; the first pixel normalized by hand.
+    expected = (inputs[0]["image"][:, 0, 0] - model.pixel_mean[:, 0, 0]) / model.pixel_std[:, 0, 0]
+    torch.testing.assert_close(images[0, :, 0, 0], expected)
+    assert images[0, :, -1, -1].abs().max() == 0
+
+
+def test_unknown_meta_architecture_and_missing_eager_part(tmp_path):
+    with pytest.raises(ValueError, match="no deployment seam for meta-architecture Linear"):
+        DeployNetwork(torch.nn.Linear(2, 2))
+    (tmp_path / "net.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=str(eager_part_path(tmp_path / "net.onnx"))):
+        load(tmp_path / "net.onnx")
+
+
+spec = importlib.util.spec_from_file_location("export_model", REPO / "tools" / "export_model.py")
+export_model = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export_model)
+
+
+def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
+    """A fixed-size TorchScript export: the second check image is resized to the first's size."""
+    files = [r["file_name"] for r in DatasetCatalog.get(tiny_shapes["val"])[:2]]
+    output = tmp_path / "panoptic_fpn.ts"
+    argv = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml"),
+            "--format", "torchscript", "--output", str(output), "--check-images", *files,
+            "--opts", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "72"]  # fmt: skip
+    assert export_model.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("% of pixels and all") == 2 and "exported PanopticFPN's network" in printed
+    assert output.is_file() and eager_part_path(output).is_file()
+    assert load(output).input_shape == [1, 3, 96, 96]
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bias):
+    """The C kernel's op exported as ONNX DeformConv, run by ONNX Runtime's CPU kernel, with
+    offsets of several pixels: torchvision's result. Also a 1-step ``linspace`` (a 1x1 map)."""
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    conv = DeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
+    with torch.no_grad():
+        conv.offset.weight.normal_(0, 1)
+
+    class ConvAndCoordinates(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x), torch.linspace(-1, 1, x.shape[-1] - 10)
+
+    x = torch.randn(2, 5, 9, 11)
+    path = tmp_path / "conv.onnx"
+    with torch.no_grad():
+        expected = conv(x)
+        torch.onnx.export(ConvAndCoordinates(), (x,), str(path), dynamo=False, opset_version=19)
+    assert "DeformConv" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert expected.abs().max() > 0 and conv.offset(x).abs().max() > 2  # several pixels
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got, coordinates = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+    assert coordinates.tolist() == [-1.0]
