@@ -14,11 +14,12 @@ model's own target generator; no network runs.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from detectron2.structures import ImageList
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
@@ -52,15 +53,15 @@ def level_statistics(cfg, dataset: str, max_images: int = 0, seed: int = 0) -> l
     shapes_by_padded_size: dict[tuple[int, int], dict] = {}
     radii: list[list[torch.Tensor]] = [[] for _ in levels]
     sides: list[list[torch.Tensor]] = [[] for _ in levels]
-    torch.manual_seed(seed)
+    # The mapper's augmentation draws from numpy's and Python's generators too.
+    seed_all_rng(seed)
     model.eval()
     for record in tqdm(records, desc="targets", unit="image"):
         item = mapper(record)
         if item is None:
             continue
-        height, width = item["image"].shape[-2:]
-        padded = (math.ceil(height / divisibility) * divisibility,
-                  math.ceil(width / divisibility) * divisibility)  # fmt: skip
+        # The padded size the model's own batching gives this image.
+        padded = tuple(ImageList.from_tensors([item["image"]], divisibility).tensor.shape[-2:])
         if padded not in shapes_by_padded_size:
             with torch.no_grad():
                 features = model.backbone(torch.zeros((1, 3, *padded)))
