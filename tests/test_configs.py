@@ -58,7 +58,7 @@ def test_config_builds(path, tmp_path, monkeypatch):
 
 def test_add_config_is_idempotent_and_keeps_user_values():
     cfg = get_cfg()
-    cfg.INPUT.DATASET_MAPPER_NAME = "PanopticFPNDatasetMapper"
+    cfg.INPUT.DATASET_MAPPER_NAME = "COCOPanopticDatasetMapper"
     before = cfg.dump()
     add_panoptic_zoo_config(cfg)
     add_panoptic_zoo_config(cfg)

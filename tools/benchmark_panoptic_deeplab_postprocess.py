@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from panoptic_zoo.modeling.panoptic_deeplab.inference import get_panoptic_segmentation
+from panoptic_zoo.modeling.panoptic_deeplab.postprocess import get_panoptic_segmentation
 
 NUM_THINGS, NUM_CLASSES = 8, 19
 LABEL_DIVISOR, VOID = 1000, -1

@@ -6,11 +6,13 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .run import run_benchmark
 from ..deploy.runtime import BACKENDS
+from ..model_zoo import get_config_file
+from ..modeling.methods import registered_methods
+from .run import run_benchmark
 from .settings import PRECISIONS, BenchmarkSettings
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "registered_method_configs"]
 
 # Defaults of the full run (the issue's setting) and of --tiny (CI smoke size).
 FULL_DEFAULTS = {"size": (800, 1333), "warmup": 2, "repeats": 10}
@@ -25,7 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-dataset) PQ/AP/mIoU of every config, in one run; writes benchmark.json, "
         "benchmark.md and speed_vs_pq.png.",
     )
-    parser.add_argument("--configs", nargs="+", required=True, metavar="YAML")
+    parser.add_argument(
+        "--configs", nargs="+", metavar="YAML",
+        help="configs to benchmark (default: every registered method's COCO config; --tiny: "
+        "its shapes config)",
+    )  # fmt: skip
     parser.add_argument(
         "--weights", nargs="+", metavar="PTH",
         help="one checkpoint per config ('' = the config's own MODEL.WEIGHTS/initialization)",
@@ -74,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def registered_method_configs(tiny: bool) -> list[str]:
+    """Every registered method's config: the shapes one for a tiny run, else the COCO one."""
+    return [
+        get_config_file(method.shapes_config if tiny else method.coco_config)
+        for method in registered_methods()
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the report (also written to --output-dir)."""
     args = parse_args(argv)
@@ -95,9 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
         backends=tuple(b for b in dict.fromkeys(args.backend) if b != "eager"),
     )
     command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
-    report, paths = run_benchmark(
-        args.configs, args.weights or [""] * len(args.configs), settings, command
-    )
+    configs = args.configs or registered_method_configs(args.tiny)
+    report, paths = run_benchmark(configs, args.weights or [""] * len(configs), settings, command)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return report

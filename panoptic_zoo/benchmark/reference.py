@@ -105,7 +105,7 @@ def _detectron2_panoptic_deeplab(cfg: CfgNode, model: nn.Module) -> nn.Module:
         theirs.NAME = name
         # The reference lists the projected (low-level) features; ours: all but the ASPP input.
         theirs.PROJECT_FEATURES = list(ours.IN_FEATURES[:-1])
-    reference.MODEL.SEM_SEG_HEAD.NUM_CLASSES = model.ids.num_classes
+    reference.MODEL.SEM_SEG_HEAD.NUM_CLASSES = model.postprocessor.ids.num_classes
     reference.MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV = node.USE_DEPTHWISE_SEPARABLE_CONV
     theirs = reference.MODEL.PANOPTIC_DEEPLAB
     theirs.USE_DEPTHWISE_SEPARABLE_CONV = node.USE_DEPTHWISE_SEPARABLE_CONV
@@ -119,8 +119,8 @@ def _detectron2_panoptic_deeplab(cfg: CfgNode, model: nn.Module) -> nn.Module:
     if _REFERENCE_METADATA in MetadataCatalog.list():
         MetadataCatalog.remove(_REFERENCE_METADATA)  # a previous method may have set other ids
     MetadataCatalog.get(_REFERENCE_METADATA).set(
-        thing_dataset_id_to_contiguous_id={i: i for i in model.ids.thing_ids},
-        label_divisor=model.label_divisor,
+        thing_dataset_id_to_contiguous_id={i: i for i in model.postprocessor.ids.thing_ids},
+        label_divisor=model.postprocessor.label_divisor,
     )
     built = PanopticDeepLab(reference).to(model.device).eval()
     built.load_state_dict(model.state_dict())

@@ -21,6 +21,7 @@ from ..deploy import export_network, load
 from ..deploy.check import compare_panoptic
 from ..deploy.export import export_config, network_input
 from ..engine import Trainer, apply_inference_changes, without_inference_changes
+from ..modeling.methods import method_of
 from ..utils.allocator import reuse_freed_heap_memory
 from .floor import ConvRateProbe, measure_floor
 from .flops import count_multiply_adds
@@ -40,14 +41,6 @@ from .timing import peak_memory, time_inference
 __all__ = ["run_benchmark"]
 
 logger = logging.getLogger(__name__)
-
-METHOD_NAMES = {
-    "PanopticFPN": "Panoptic FPN",
-    "UPSNet": "UPSNet",
-    "PanopticDeepLabModel": "Panoptic-DeepLab",
-    "PanopticFCN": "Panoptic FCN",
-}
-
 
 def evaluate(cfg: CfgNode, model: nn.Module) -> dict:
     """PQ/SQ/RQ (all, things, stuff), mask AP and mIoU on ``cfg.DATASETS.TEST[0]``; None where
@@ -91,7 +84,7 @@ def benchmark_method(
     parameters = sum(p.numel() for p in model.parameters())
     apply_inference_changes(cfg, model)
     inputs = benchmark_inputs(cfg, settings, source)
-    name = METHOD_NAMES.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE)
+    name = method_of(cfg.MODEL.META_ARCHITECTURE).name
     logger.info("%s (%s): counting multiply-adds", name, config_path)
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}

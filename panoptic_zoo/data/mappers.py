@@ -4,7 +4,7 @@ Dataset mappers, picked by name from ``cfg.INPUT.DATASET_MAPPER_NAME`` through
 
 * ``DatasetMapper``: detectron2's own, for datasets with instance ``annotations`` and
   ``sem_seg_file_name`` (e.g. detectron2's ``*_panoptic_separated`` COCO datasets).
-* ``PanopticFPNDatasetMapper``: for any COCO-panoptic-format dataset (``pan_seg_file_name`` +
+* ``COCOPanopticDatasetMapper``: for any COCO-panoptic-format dataset (``pan_seg_file_name`` +
   ``segments_info``): derives Panoptic FPN's targets, instances (boxes, classes, bit masks) and
   a semantic map with all things merged into class 0, from the panoptic PNG itself, after
   checking that the PNG and its ``segments_info`` agree.
@@ -37,7 +37,7 @@ __all__ = [
     "read_label_png",
     "read_panoptic_png",
     "map_panoptic_image",
-    "PanopticFPNDatasetMapper",
+    "COCOPanopticDatasetMapper",
 ]
 
 DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
@@ -49,8 +49,17 @@ model inputs. The mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME`` is used for 
 DATASET_MAPPER_REGISTRY.register(DatasetMapper)
 
 
+# Mappers renamed since configs were first written: old name -> new name.
+_RENAMED_MAPPERS = {"PanopticFPNDatasetMapper": "COCOPanopticDatasetMapper"}
+
+
 def build_dataset_mapper(cfg, is_train: bool):
-    return DATASET_MAPPER_REGISTRY.get(cfg.INPUT.DATASET_MAPPER_NAME)(cfg, is_train)
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name in _RENAMED_MAPPERS:
+        raise ValueError(
+            f"INPUT.DATASET_MAPPER_NAME: {name} was renamed; set it to {_RENAMED_MAPPERS[name]}"
+        )
+    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 
 # What a corrupt, truncated or hostile image file makes PIL raise while opening and decoding it.
@@ -202,7 +211,7 @@ def map_panoptic_image(
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class PanopticFPNDatasetMapper:
+class COCOPanopticDatasetMapper:
     """
     Image + panoptic PNG -> ``image``, ``instances`` (non-crowd things: ``gt_boxes``,
     ``gt_classes``, ``gt_masks``) and ``sem_seg`` (stuff ids ``1..S``, every thing pixel 0,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from detectron2.config import CfgNode
 
+from ..modeling.methods import method_of
 from ..utils.io import atomic_write, atomic_write_json
 
 __all__ = [
@@ -27,14 +28,6 @@ __all__ = [
 
 TABLE_START = "<!-- model-zoo-table:start (generated from docs/model_zoo.json) -->"
 TABLE_END = "<!-- model-zoo-table:end -->"
-
-METHODS = {
-    "PanopticFPN": "Panoptic FPN",
-    "UPSNet": "UPSNet",
-    "PanopticDeepLabModel": "Panoptic-DeepLab",
-    "PanopticFCN": "Panoptic FCN",
-}
-
 
 @dataclass(frozen=True)
 class ModelZooEntry:
@@ -98,7 +91,7 @@ def entry_from_run(
     panoptic = results.get("panoptic_seg", {})
     return ModelZooEntry(
         config=config,
-        method=METHODS.get(cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.META_ARCHITECTURE),
+        method=method_of(cfg.MODEL.META_ARCHITECTURE).name,
         backbone=describe_backbone(cfg),
         schedule=f"{cfg.SOLVER.MAX_ITER} it x {cfg.SOLVER.IMS_PER_BATCH} img",
         dataset=f"{','.join(cfg.DATASETS.TRAIN)} -> {','.join(cfg.DATASETS.TEST)}",

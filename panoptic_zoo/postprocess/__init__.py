@@ -8,6 +8,7 @@ from .maps import (
     masks_above,
     merged_class_probabilities,
 )
+from .outputs import check_panoptic_output, panoptic_output
 from .panoptic import (
     panoptic_segments,
     paste_instances_by_score,
@@ -17,11 +18,13 @@ from .panoptic import (
 
 __all__ = [
     "CLASS_PASS_PIXELS",
+    "check_panoptic_output",
     "class_argmax",
     "class_logsumexps",
     "crop_and_resize",
     "masks_above",
     "merged_class_probabilities",
+    "panoptic_output",
     "panoptic_segments",
     "paste_instances_by_score",
     "remove_overlapping_instances",

@@ -1,6 +1,7 @@
 """
-``python -m panoptic_zoo.benchmark --tiny`` on the four shapes configs, evaluated on the tiny
-shapes dataset: the JSON report, the Markdown tables and the plot are complete and well formed.
+``python -m panoptic_zoo.benchmark --tiny`` without ``--configs`` (every registered method's
+shapes config), evaluated on the tiny shapes dataset: the JSON report, the Markdown tables and
+the plot are complete and well formed.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
-from panoptic_testing import CONFIGS
 
 from panoptic_zoo.benchmark import main
 from panoptic_zoo.benchmark.report import (
@@ -22,13 +23,10 @@ from panoptic_zoo.benchmark.report import (
     PLOT_NAME,
     SPEED_COLUMNS,
 )
+from panoptic_zoo.modeling.methods import registered_methods
 
-CONFIG_NAMES = {
-    "Panoptic FPN": "panoptic_fpn_R_18",
-    "UPSNet": "upsnet_R_18",
-    "Panoptic-DeepLab": "panoptic_deeplab_R_18",
-    "Panoptic FCN": "panoptic_fcn_R_18",
-}
+# Method name -> the config name the tables show, for every registered method.
+CONFIG_NAMES = {m.name: Path(m.shapes_config).stem for m in registered_methods()}
 # Speed-table columns that hold text, or numbers only where a reference was timed.
 TEXT_COLUMNS = {"method", "config", "precision", "reference", "reference ms", "speed-up"}
 
@@ -36,9 +34,8 @@ TEXT_COLUMNS = {"method", "config", "precision", "reference", "reference ms", "s
 @pytest.fixture(scope="module")
 def tiny_run(tiny_shapes, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("benchmark")
-    configs = [str(CONFIGS / "shapes" / f"{name}.yaml") for name in CONFIG_NAMES.values()]
     report = main(
-        ["--configs", *configs, "--tiny", "--threads", "1", "--backend", "eager", "onnxruntime",
+        ["--tiny", "--threads", "1", "--backend", "eager", "onnxruntime",
          "--eval-dataset", tiny_shapes["val"], "--output-dir", str(output_dir)]
     )  # fmt: skip
     return report, output_dir

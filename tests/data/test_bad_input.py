@@ -21,7 +21,7 @@ from PIL import Image
 
 import panoptic_zoo  # noqa: F401  (registers datasets and mappers)
 from panoptic_zoo.config import get_cfg
-from panoptic_zoo.data import PanopticFPNDatasetMapper, build_dataset_mapper
+from panoptic_zoo.data import COCOPanopticDatasetMapper, build_dataset_mapper
 from panoptic_zoo.data.datasets import (
     AnnotationError,
     load_panoptic_json,
@@ -55,13 +55,13 @@ def root(pristine, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def train_mapper() -> PanopticFPNDatasetMapper:
+def train_mapper() -> COCOPanopticDatasetMapper:
     cfg = get_cfg()
-    cfg.INPUT.DATASET_MAPPER_NAME = "PanopticFPNDatasetMapper"
+    cfg.INPUT.DATASET_MAPPER_NAME = "COCOPanopticDatasetMapper"
     cfg.INPUT.MIN_SIZE_TRAIN = (48,)
     cfg.INPUT.MAX_SIZE_TRAIN = 96
     mapper = build_dataset_mapper(cfg, is_train=True)
-    assert isinstance(mapper, PanopticFPNDatasetMapper)
+    assert isinstance(mapper, COCOPanopticDatasetMapper)
     return mapper
 
 
@@ -450,7 +450,7 @@ def test_untouched_dataset_maps_consistently_with_png(pristine, train_mapper):
     thing_ids = METADATA["thing_dataset_id_to_contiguous_id"]
     stuff_ids = METADATA["stuff_dataset_id_to_contiguous_id"]
     num_things, num_stuff = len(METADATA["thing_classes"]), len(METADATA["stuff_classes"]) - 1
-    plain = PanopticFPNDatasetMapper(True, augmentations=[], image_format="BGR", ignore_label=255)
+    plain = COCOPanopticDatasetMapper(True, augmentations=[], image_format="BGR", ignore_label=255)
     records = load(pristine)
     assert len(records) == len(content["annotations"]) == 3
     seen_crowd = seen_void = False

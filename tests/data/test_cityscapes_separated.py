@@ -62,7 +62,7 @@ def test_cityscapes_segments_get_separated_ids_and_train_targets(tmp_path):
         road_index, False)  # fmt: skip
 
     cfg = get_cfg()
-    cfg.INPUT.DATASET_MAPPER_NAME = "PanopticFPNDatasetMapper"
+    cfg.INPUT.DATASET_MAPPER_NAME = "COCOPanopticDatasetMapper"
     cfg.INPUT.MIN_SIZE_TRAIN = (33,)
     cfg.INPUT.RANDOM_FLIP = "none"
     sample = build_dataset_mapper(cfg, is_train=True)(records[0])

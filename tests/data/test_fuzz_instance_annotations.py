@@ -113,7 +113,7 @@ def records(draw):
 
 @fuzz_settings(default_examples=150)
 @given(record=records(), semantic_mode=st.sampled_from(["L", "L", "L", "P", "RGB"]))
-def test_instance_mapper_on_fuzzed_annotations(mappers, fuzz_tally, record, semantic_mode):
+def test_checked_mapper_on_fuzzed_annotations(mappers, fuzz_tally, record, semantic_mode):
     width, height, annotations_, valid = record
     valid &= semantic_mode != "RGB"  # a color semantic PNG would be turned into wrong labels
     with tempfile.TemporaryDirectory() as directory:

@@ -1,6 +1,6 @@
 """
 Fuzzing every panoptic method's dataset mapper (Panoptic FPN and Panoptic FCN share
-PanopticFPNDatasetMapper; UPSNet and Panoptic-DeepLab have their own) with generated samples:
+COCOPanopticDatasetMapper; UPSNet and Panoptic-DeepLab have their own) with generated samples:
 images of any size from 1x1, grayscale, RGBA, palette, bilevel, CMYK, 16-bit, with EXIF
 rotations, truncated, bit-flipped, random, empty, missing or claiming a huge size; panoptic PNGs
 in wrong modes, of another size, lossy, corrupt; segments_info that disagrees with the PNG, with
@@ -40,7 +40,7 @@ from panoptic_zoo.data import build_dataset_mapper
 NUM_THINGS, NUM_STUFF = 5, 4  # the shapes configs' classes, in separated ids
 IGNORE = 255
 METHOD_CONFIGS = {
-    "PanopticFPNDatasetMapper": "panoptic_fpn_R_18.yaml",  # also Panoptic FCN's mapper
+    "COCOPanopticDatasetMapper": "panoptic_fpn_R_18.yaml",  # also Panoptic FCN's mapper
     "UPSNetDatasetMapper": "upsnet_R_18.yaml",
     "PanopticDeepLabDatasetMapper": "panoptic_deeplab_R_18.yaml",
 }
@@ -132,7 +132,7 @@ def write_sample(
 def expected_semantic(name: str, ids: np.ndarray, segments_info: list[dict]) -> np.ndarray:
     semantic = np.full(ids.shape, IGNORE, dtype=np.int64)
     for s in segments_info:
-        if name == "PanopticFPNDatasetMapper":  # stuff 1..S, every thing 0
+        if name == "COCOPanopticDatasetMapper":  # stuff 1..S, every thing 0
             label = 0 if s["isthing"] else s["category_id"]
         elif name == "UPSNetDatasetMapper":  # stuff 0..S-1, things S..S+T-1
             label = NUM_STUFF + s["category_id"] if s["isthing"] else s["category_id"] - 1
@@ -255,7 +255,7 @@ def test_exif_rotation_with_stored_size_in_json_is_a_size_error(mappers, fuzz_ta
     record = write_sample(tmp_path, sample, image_bytes=with_exif_orientation(Image.fromarray(
         rgb.transpose(1, 0, 2)), 6), size=(10, 30))  # fmt: skip
     fuzz_tally.expect(
-        "error", lambda: mappers["PanopticFPNDatasetMapper"]["plain"](record),
+        "error", lambda: mappers["COCOPanopticDatasetMapper"]["plain"](record),
         files=[record["file_name"]],
     )  # fmt: skip
 

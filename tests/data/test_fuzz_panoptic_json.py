@@ -26,10 +26,10 @@ from PIL import Image
 from panoptic_zoo.data.datasets import load_panoptic_json
 from panoptic_zoo.data.datasets.panoptic import separated_metadata
 from panoptic_zoo.data.datasets.shapes import SHAPES_CATEGORIES
-from panoptic_zoo.data.mappers import PanopticFPNDatasetMapper
+from panoptic_zoo.data.mappers import COCOPanopticDatasetMapper
 
 METADATA = separated_metadata(SHAPES_CATEGORIES)
-MAPPER = PanopticFPNDatasetMapper(True, augmentations=[], image_format="BGR", ignore_label=255)
+MAPPER = COCOPanopticDatasetMapper(True, augmentations=[], image_format="BGR", ignore_label=255)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8)

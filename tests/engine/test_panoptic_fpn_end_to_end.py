@@ -1,7 +1,8 @@
 """
 Panoptic FPN end to end through the real trainer, mapper, evaluators and command line:
 train a few iterations, evaluate PQ/AP/mIoU, resume from the checkpoint, evaluate from the
-command line and train with 2 gloo processes.
+command line and train with 2 gloo processes (every method's output contract and batch-of-two
+inference: tests/modeling/test_method_contract.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from panoptic_testing import (
     PQ_KEYS,
     REPO,
     assert_valid_evaluation,
-    predict_batched_and_single,
     shrunk_shapes_cfg,
     train_and_read_results,
 )
@@ -54,16 +54,6 @@ def test_train_evaluate_resume(tiny_shapes, tmp_path):
     assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in final_before.items())
     resumed.train()
     assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 4
-
-
-def test_batch_of_two_inference_matches_single_images(tiny_shapes, tmp_path):
-    """Inference on a batch of 2 differently sized images equals inference one by one."""
-    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
-    _, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
-    for b, s, x in zip(batched, single, inputs):
-        assert b["panoptic_seg"][0].shape == (x["height"], x["width"])
-        assert torch.equal(b["panoptic_seg"][0], s["panoptic_seg"][0])
-        assert b["panoptic_seg"][1] == s["panoptic_seg"][1]
 
 
 def test_training_step_on_batch_of_two_has_all_losses(tiny_shapes, tmp_path):

@@ -106,23 +106,24 @@ class OfficialRecorder:
         return result, self.stages
 
 
-class _RecordingInference:
-    """A ``PanopticFCNInference`` that appends each image's inputs and stages to ``sink``."""
+class _RecordingPostprocessor:
+    """A ``PanopticFCNPostprocessor`` that appends each image's inputs and stages to ``sink``."""
 
-    def __init__(self, inference, sink: list):
-        self.inference, self.sink = inference, sink
+    def __init__(self, postprocessor, sink: list):
+        self.postprocessor, self.sink = postprocessor, sink
 
     def __getattr__(self, name):
-        return getattr(self.inference, name)
+        return getattr(self.postprocessor, name)
 
     def __call__(self, *args):
         stages = {}
         self.sink.append((args, stages))
-        return self.inference(*args, stages=stages)
+        return self.postprocessor(*args, stages=stages)
 
 
 class OurRecorder:
-    """Records this project's per-image inference inputs and stages, and the batch's features."""
+    """Records this project's per-image post-processing inputs and stages, and the batch's
+    features."""
 
     def __init__(self, model):
         self.model = model
@@ -133,7 +134,7 @@ class OurRecorder:
             self.backbone_calls.append(output)
 
         model.backbone.register_forward_hook(record_backbone)
-        model.inference = _RecordingInference(model.inference, self.images)
+        model.postprocessor = _RecordingPostprocessor(model.postprocessor, self.images)
 
     def __call__(self, records: list[dict]):
         """Results, the backbone levels of each image (N, C, h, w sliced to the image's row of

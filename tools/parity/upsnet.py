@@ -23,7 +23,7 @@ Cases (official piece -> project piece):
 * ``candidates``: ``MaskROI`` in its panoptic setting (class-agnostic, 0.6, NMS 0.5) ->
   ``panoptic_candidates``.
 * ``panoptic``: ``MaskRemoval`` + ``SegTerm`` + the argmax of Z, the test script's resizing to
-  the original size and ``get_unified_pan_result`` -> ``panoptic_inference``; with candidates,
+  the original size and ``get_unified_pan_result`` -> ``panoptic_postprocess``; with candidates,
   with none (the all-zero channel) and with only empty masks.
 
 Printed only (not in the golden file): the official ResNet-50 ``ResNetBackbone`` against the
@@ -65,10 +65,7 @@ sys.path.insert(0, str(REPO))
 
 from panoptic_zoo.config import get_cfg  # noqa: E402
 from panoptic_zoo.model_zoo.converters import convert_official_upsnet  # noqa: E402
-from panoptic_zoo.modeling.upsnet.meta_arch import (  # noqa: E402
-    panoptic_inference,
-    subsample_labels,
-)
+from panoptic_zoo.modeling.upsnet.meta_arch import subsample_labels  # noqa: E402
 from panoptic_zoo.modeling.upsnet.panoptic_head import (  # noqa: E402
     mean_cross_entropy,
     panoptic_candidates,
@@ -77,6 +74,7 @@ from panoptic_zoo.modeling.upsnet.panoptic_head import (  # noqa: E402
     paste_mask_logits,
     pixel_boxes,
 )
+from panoptic_zoo.modeling.upsnet.postprocess import panoptic_postprocess  # noqa: E402
 from panoptic_zoo.modeling.upsnet.semantic_head import crop_semantic_target  # noqa: E402
 
 GOLDEN = REPO / "tests" / "modeling" / "upsnet" / "golden" / "upsnet_parity.pt"
@@ -229,7 +227,7 @@ def project_panoptic(inputs: dict) -> torch.Tensor:
         (height, width), pred_boxes=Boxes(inputs["boxes"]), scores=inputs["scores"],
         pred_classes=inputs["classes"],
     )  # fmt: skip
-    segments, infos = panoptic_inference(
+    segments, infos = panoptic_postprocess(
         inputs["semantic"][0, :, :height, :width], NUM_STUFF, candidates, inputs["mask_logits"],
         0.3, True, int(inputs["stuff_area_limit"]), tuple(inputs["output_size"]),
     )  # fmt: skip

@@ -8,10 +8,11 @@ Importing registers ``PanopticDeepLabModel`` (META_ARCH_REGISTRY), its heads
 ``PanopticDeepLabDatasetMapper`` (DATASET_MAPPER_REGISTRY).
 """
 
+from ..methods import PanopticMethod, register_method
 from .config import add_panoptic_deeplab_config
 from .heads import PanopticDeepLabInstanceHead, PanopticDeepLabSemanticHead
 from .ids import UnifiedIds
-from .inference import get_panoptic_segmentation
+from .postprocess import get_panoptic_segmentation
 from .mapper import PanopticDeepLabDatasetMapper
 from .meta_arch import PanopticDeepLabModel
 
@@ -24,3 +25,12 @@ __all__ = [
     "PanopticDeepLabSemanticHead",
     "UnifiedIds",
 ]
+
+register_method(
+    PanopticMethod(
+        name="Panoptic-DeepLab",
+        meta_architecture="PanopticDeepLabModel",
+        shapes_config="shapes/panoptic_deeplab_R_18.yaml",
+        coco_config="coco/panoptic_deeplab_R_52_DC5_dsconv_200k.yaml",
+    )
+)

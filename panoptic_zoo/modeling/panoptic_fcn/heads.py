@@ -1,7 +1,6 @@
 """
-Panoptic FCN's networks: the kernel generator (position head + kernel head, shared by all of
-P3-P7), the feature encoder (semantic FPN over P2-P5 at stride 4 + coordinate convolutions) and
-the backbone builder that gives P2-P7.
+Panoptic FCN's heads: the kernel generator (position head + kernel head, shared by all of
+P3-P7) and the feature encoder (semantic FPN over P2-P5 at stride 4 + coordinate convolutions).
 """
 
 from __future__ import annotations
@@ -12,9 +11,6 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from ...layers import DeformableConv3x3
@@ -22,25 +18,8 @@ from ...layers import DeformableConv3x3
 __all__ = [
     "FeatureEncoder",
     "KernelGenerator",
-    "build_panoptic_fcn_resnet_fpn_backbone",
     "with_coordinates",
 ]
-
-
-@BACKBONE_REGISTRY.register()
-def build_panoptic_fcn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """ResNet-FPN with P2-P5 from the FPN and P6-P7 from P5 (the feature encoder needs P2,
-    the kernel generator P3-P7; detectron2's RetinaNet builder stops at P3)."""
-    bottom_up = build_resnet_backbone(cfg, input_shape)
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
 
 
 def with_coordinates(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 ``PanopticFCN``: Panoptic FCN (Li et al., "Fully Convolutional Networks for Panoptic
 Segmentation", CVPR 2021) as a configurable detectron2 meta-architecture.
 
-Inputs come from ``PanopticFPNDatasetMapper`` (panoptic PNG datasets) or detectron2's
+Inputs come from ``COCOPanopticDatasetMapper`` (panoptic PNG datasets) or detectron2's
 ``DatasetMapper`` with ``INPUT.MASK_FORMAT: bitmask`` (COCO separated): ``instances``
 (``gt_masks``, ``gt_classes``) and ``sem_seg`` (stuff 1..S, things 0, void = ignore value).
 Targets are built on the model's device by :class:`PanopticFCNTargetGenerator`, because the
@@ -19,7 +19,7 @@ from torch import nn
 
 from ..images import normalized_image_batch
 from .heads import FeatureEncoder, KernelGenerator
-from .inference import PanopticFCNInference
+from .postprocess import PanopticFCNPostprocessor
 from .losses import PanopticFCNLoss
 from .targets import PanopticFCNTargetGenerator, PanopticFCNTargets
 
@@ -37,7 +37,7 @@ class PanopticFCN(nn.Module):
         kernel_features: list[str],
         feature_encoder: FeatureEncoder,
         target_generator: PanopticFCNTargetGenerator,
-        inference: PanopticFCNInference,
+        postprocessor: PanopticFCNPostprocessor,
         criterion: PanopticFCNLoss,
         pixel_mean: tuple[float, ...],
         pixel_std: tuple[float, ...],
@@ -48,7 +48,7 @@ class PanopticFCN(nn.Module):
         self.kernel_features = kernel_features
         self.feature_encoder = feature_encoder
         self.target_generator = target_generator
-        self.inference = inference
+        self.postprocessor = postprocessor
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.criterion = criterion
@@ -123,7 +123,7 @@ class PanopticFCN(nn.Module):
                 min_overlap=fcn.TARGETS.GAUSSIAN_MIN_OVERLAP,
                 ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             ),
-            "inference": PanopticFCNInference(
+            "postprocessor": PanopticFCNPostprocessor(
                 thing_score_thresh=fcn.INFERENCE.THING_SCORE_THRESH,
                 stuff_score_thresh=fcn.INFERENCE.STUFF_SCORE_THRESH,
                 thing_top_k=fcn.INFERENCE.THING_TOP_K,
@@ -154,7 +154,7 @@ class PanopticFCN(nn.Module):
 
     def forward(self, batched_inputs: list[dict]):
         if not self.training:
-            return self._inference(batched_inputs)
+            return self.inference(batched_inputs)
         images = self._images(batched_inputs)
         thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
             images.tensor
@@ -184,7 +184,7 @@ class PanopticFCN(nn.Module):
     def _targets(self, record, padded_size, thing_logits, encoded) -> PanopticFCNTargets:
         if "instances" not in record or "sem_seg" not in record:
             raise ValueError(
-                "Panoptic FCN trains on 'instances' and 'sem_seg'; use PanopticFPNDatasetMapper "
+                "Panoptic FCN trains on 'instances' and 'sem_seg'; use COCOPanopticDatasetMapper "
                 "or DatasetMapper with sem_seg_file_name"
             )
         instances = record["instances"].to(self.device)
@@ -206,7 +206,7 @@ class PanopticFCN(nn.Module):
         )  # fmt: skip
 
     @torch.no_grad()
-    def _inference(self, batched_inputs):
+    def inference(self, batched_inputs):
         """
         Each image gets the result it has alone, as the official (per-image) inference: the
         heads' GroupNorm statistics and the convolutions at the padding border see all of a
@@ -226,7 +226,7 @@ class PanopticFCN(nn.Module):
             )
             for b, index in enumerate(members):
                 record, image_size = batched_inputs[index], images.image_sizes[index]
-                results[index] = self.inference(
+                results[index] = self.postprocessor(
                     [x[b] for x in thing_logits],
                     [x[b] for x in stuff_logits],
                     [x[b] for x in thing_kernels],

@@ -6,15 +6,15 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 
-from ...data.mappers import DATASET_MAPPER_REGISTRY, PanopticFPNDatasetMapper
+from ...data.mappers import DATASET_MAPPER_REGISTRY, COCOPanopticDatasetMapper
 
 __all__ = ["UPSNetDatasetMapper"]
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class UPSNetDatasetMapper(PanopticFPNDatasetMapper):
+class UPSNetDatasetMapper(COCOPanopticDatasetMapper):
     """
-    :class:`PanopticFPNDatasetMapper`'s ``image`` and ``instances``, with a ``sem_seg`` target
+    :class:`COCOPanopticDatasetMapper`'s ``image`` and ``instances``, with a ``sem_seg`` target
     over every category, in the channel order of UPSNet's semantic head: stuff ``1..S`` ->
     ``0..S-1``, things ``0..T-1`` -> ``S..S+T-1`` (crowd regions included: their pixels are
     that class), void -> ignore.

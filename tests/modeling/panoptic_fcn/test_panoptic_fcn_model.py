@@ -1,4 +1,4 @@
-"""Panoptic FCN model: config, backbone, batch-of-two inference, training step, deformable path."""
+"""Panoptic FCN model: config, backbone, training step, deformable path."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from detectron2.structures import PolygonMasks
 from detectron2.utils.events import EventStorage
-from panoptic_testing import predict_batched_and_single, shrunk_shapes_cfg
+from panoptic_testing import shrunk_shapes_cfg
 
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.engine import Trainer
@@ -34,35 +34,6 @@ def test_backbone_without_p2_to_p7_is_a_clear_error(tiny_shapes, tmp_path):
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # P2-P6
     with pytest.raises(ValueError, match="p7"):
         Trainer.build_model(cfg)
-
-
-def test_batch_of_two_inference(tiny_shapes, tmp_path):
-    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
-    # Low thresholds so an untrained model still produces things and stuff.
-    cfg.MODEL.PANOPTIC_FCN.INFERENCE.INSTANCE_SCORE_THRESH = 0.0
-    cfg.MODEL.PANOPTIC_FCN.INFERENCE.STUFF_AREA_LIMIT = 1
-    model, inputs, batched, single = predict_batched_and_single(cfg, tiny_shapes["val"])
-    num_stuff = cfg.MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES
-    for result, x in zip(batched, inputs):
-        size = (x["height"], x["width"])
-        panoptic, segments = result["panoptic_seg"]
-        assert panoptic.shape == size
-        assert sorted(set(panoptic.unique().tolist()) - {0}) == [s["id"] for s in segments]
-        for s in segments:
-            assert s["area"] == int((panoptic == s["id"]).sum())
-            limit = cfg.MODEL.PANOPTIC_FCN.NUM_THING_CLASSES if s["isthing"] else num_stuff + 1
-            assert 0 <= s["category_id"] < limit and (s["isthing"] or s["category_id"] > 0)
-        assert result["sem_seg"].shape == (num_stuff + 1, *size)
-        instances = result["instances"]
-        assert instances.image_size == size and instances.pred_masks.shape[1:] == size
-        assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
-    # Same predictions one by one, up to float rounding (an untrained model's probabilities sit
-    # near the thresholds, so compare scores, not thresholded segments).
-    for result, alone in zip(batched, single):
-        torch.testing.assert_close(result["sem_seg"], alone["sem_seg"], atol=1e-4, rtol=0)
-        torch.testing.assert_close(
-            result["instances"].scores, alone["instances"].scores, atol=1e-4, rtol=0
-        )
 
 
 def test_training_step_reaches_every_parameter_with_deformable_heads(tiny_shapes, tmp_path):

@@ -6,10 +6,7 @@ import math
 
 import torch
 
-from panoptic_zoo.modeling.upsnet.meta_arch import (
-    reassign_by_semantic_majority,
-    subsample_labels,
-)
+from panoptic_zoo.modeling.upsnet.meta_arch import subsample_labels
 from panoptic_zoo.modeling.upsnet.panoptic_head import (
     mean_cross_entropy,
     panoptic_candidates,
@@ -18,6 +15,7 @@ from panoptic_zoo.modeling.upsnet.panoptic_head import (
     panoptic_target,
     pixel_boxes,
 )
+from panoptic_zoo.modeling.upsnet.postprocess import reassign_by_semantic_majority
 
 # 2 stuff classes, 2 thing classes on a 8x8 canvas.
 NUM_STUFF = 2

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from panoptic_zoo.modeling.panoptic_fcn.heads import with_coordinates
-from panoptic_zoo.modeling.panoptic_fcn.inference import (
-    PanopticFCNInference,
+from panoptic_zoo.modeling.panoptic_fcn.postprocess import (
+    PanopticFCNPostprocessor,
     fuse_kernels,
     pool_stuff_kernels,
     select_thing_candidates,
@@ -85,14 +85,14 @@ def test_stuff_kernels_pool_each_argmax_region_over_the_level_size():
     assert kept.tolist() == [[True, True, False]]
 
 
-def _inference(**overrides):
+def _postprocessor(**overrides):
     args = dict(
         thing_score_thresh=0.05, stuff_score_thresh=0.05, thing_top_k=10, heatmap_pool_sizes=[3],
         kernel_fusion_thresh=0.9, mask_thresh=0.4, min_score=0.05, instance_score_thresh=0.2,
         overlap_thresh=0.5, stuff_area_limit=4, max_detections=10, encoder_stride=1,
     )  # fmt: skip
     args.update(overrides)
-    return PanopticFCNInference(**args)
+    return PanopticFCNPostprocessor(**args)
 
 
 def _identity(x):
@@ -114,7 +114,7 @@ def test_one_thing_one_stuff_end_to_end():
     kernels[1, :, 4:] = 1.0  # stuff kernel of class 2: (0, 32 / 64), logit 5 on the right
     stuff_logits = torch.full((3, h, w), -10.0)  # classes: 0 = things, 1, 2
     stuff_logits[2, :, 4:] = 10.0
-    result = _inference()(
+    result = _postprocessor()(
         [thing_logits], [stuff_logits], [kernels], [kernels], _identity, encoded, (h, w), (h, w)
     )
     instances = result["instances"]
@@ -141,12 +141,12 @@ def test_rescored_things_below_the_minimum_score_are_dropped():
     thing_logits[0, 1, 1] = 0.0  # smoothed (0.5 + 0.5 / 9) / 2 = 0.278
     kernels = torch.ones(1, h, w)
     stuff_logits = torch.full((1, h, w), -10.0)
-    run = _inference(stuff_area_limit=100)
+    run = _postprocessor(stuff_area_limit=100)
     args = [[thing_logits], [stuff_logits], [kernels], [kernels], _identity, encoded, (h, w)]
     args.append((h, w))
     expected = (0.5 + 0.5 / 9) / 2 * torch.tensor([0.1]).sigmoid()  # 0.146
     torch.testing.assert_close(run(*args)["instances"].scores, expected)
-    assert len(_inference(min_score=0.2)(*args)["instances"]) == 0
+    assert len(_postprocessor(min_score=0.2)(*args)["instances"]) == 0
     # No stuff class passes its threshold (class 0's mean probability is sigmoid(-10)): no stuff
     # kernel and empty stuff masks, where the official inference fails.
     assert run(*args)["sem_seg"].max() == 0
@@ -159,7 +159,7 @@ def test_merge_drops_low_scores_overlaps_and_small_stuff():
     kernels = torch.zeros(1, h, w)
     stuff_logits = torch.full((2, h, w), -10.0)
     stuff_logits[1, :, 7] = 10.0
-    result = _inference(stuff_area_limit=100)(
+    result = _postprocessor(stuff_area_limit=100)(
         [thing_logits], [stuff_logits], [kernels], [kernels], _identity, encoded, (h, w), (h, w)
     )
     assert len(result["instances"]) == 0
@@ -176,7 +176,7 @@ def test_stuff_is_the_most_probable_stuff_mask_without_a_threshold():
     kernels = torch.ones(1, h, w)
     stuff_logits = torch.full((2, h, w), -10.0)
     stuff_logits[1] = 10.0
-    result = _inference()(
+    result = _postprocessor()(
         [thing_logits], [stuff_logits], [kernels], [kernels], _identity, encoded, (h, w), (h, w)
     )
     assert result["panoptic_seg"][1] == [{"id": 1, "isthing": False, "category_id": 1, "area": 64}]

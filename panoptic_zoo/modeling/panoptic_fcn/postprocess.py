@@ -1,7 +1,7 @@
 """
-Panoptic FCN inference for one image, as the official implementation's (per image, on the maps of
-the image padded alone to the backbone's size divisibility), in tensor code except the final
-panoptic merge (a loop over the kept segments, as in detectron2's Panoptic FPN combine step):
+Panoptic FCN post-processing of one image, as the official implementation's (per image, on the
+maps of the image padded alone to the backbone's size divisibility), in tensor code except the
+final panoptic merge (a loop over the kept segments, as in detectron2's Panoptic FPN combine step):
 
 1. thing heatmaps smoothed (averaged with their k x k mean, k per level: 3, 3, 3, 5, 5), peaks
    kept by 3x3 max-pool NMS; the top-k peaks of each level scored above the threshold become
@@ -31,12 +31,13 @@ from ...postprocess import (
     class_argmax,
     crop_and_resize,
     masks_above,
+    panoptic_output,
     panoptic_segments,
     paste_instances_by_score,
 )
 
 __all__ = [
-    "PanopticFCNInference",
+    "PanopticFCNPostprocessor",
     "fuse_kernels",
     "pool_stuff_kernels",
     "select_thing_candidates",
@@ -114,7 +115,9 @@ def pool_stuff_kernels(
     return torch.stack(pooled), torch.stack(kept)
 
 
-class PanopticFCNInference:
+class PanopticFCNPostprocessor:
+    """One image's network outputs -> its ``panoptic_seg``, ``sem_seg`` and ``instances``."""
+
     def __init__(
         self,
         *,
@@ -209,7 +212,7 @@ class PanopticFCNInference:
         instances.pred_masks = thing_masks
         instances.pred_boxes = Boxes(thing_boxes)
         panoptic = self._merge(instances, stuff_masks)
-        return {"panoptic_seg": panoptic, "sem_seg": stuff_masks, "instances": instances}
+        return panoptic_output(panoptic, stuff_masks, instances)
 
     def _resize(self, masks: torch.Tensor, image_size, output_size) -> torch.Tensor:
         """Encoder-resolution masks (n, H_e, W_e) -> input scale, crop to the image, output size."""

@@ -14,19 +14,26 @@ assignments are identical (``tools/benchmark_panoptic_deeplab_postprocess.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from detectron2.structures import BitMasks, Instances
 
 from ...layers import window_max
+from ...postprocess import class_argmax, class_logsumexps, crop_and_resize, panoptic_output
+from .ids import UnifiedIds
 
 __all__ = [
+    "PanopticDeepLabPostprocessor",
     "find_instance_centers",
     "group_pixels",
     "merge_semantic_and_instance",
     "get_panoptic_segmentation",
 ]
 
+# Label of pixels without a segment in get_panoptic_segmentation's output.
+VOID = -1
 # Bound on the elements of one [pixels, candidate centers] distance chunk.
 _DISTANCE_CHUNK_ELEMENTS = 1 << 23
 # Side (pixels) of the square tiles of moved-pixel locations that share candidate centers.
@@ -232,3 +239,133 @@ def get_panoptic_segmentation(
         sem_seg, instance_ids, centers, is_thing_class, label_divisor, stuff_area, void_label
     )
     return panoptic, centers
+
+
+@dataclass(frozen=True, kw_only=True)
+class PanopticDeepLabPostprocessor:
+    """
+    One image's semantic logits, center heatmap and offsets -> ``panoptic_seg`` (segment ids,
+    0 = void, ``segments_info`` in separated ids), ``sem_seg`` (stuff scores with all thing
+    classes merged into class 0) and ``instances`` (the thing segments with the paper's scores).
+    """
+
+    ids: UnifiedIds
+    label_divisor: int
+    stuff_area: int
+    center_threshold: float
+    nms_kernel: int
+    top_k: int
+
+    def __post_init__(self):
+        if self.label_divisor <= self.top_k:
+            raise ValueError(
+                f"MODEL.PANOPTIC_DEEPLAB.LABEL_DIVISOR ({self.label_divisor}) must exceed "
+                f"TOP_K_INSTANCE ({self.top_k})"
+            )
+
+    def __call__(
+        self,
+        sem_seg: torch.Tensor,
+        center: torch.Tensor,
+        offset: torch.Tensor,
+        image_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> dict:
+        """One image's padded network outputs -> its predictions at ``output_size``."""
+        height, width = output_size
+        sem_seg = crop_and_resize(sem_seg, image_size, height, width)
+        center = crop_and_resize(center, image_size, height, width)
+        offset = crop_and_resize(offset, image_size, height, width)
+        # Offsets are lengths in input pixels: rescale them with the image.
+        scale = offset.new_tensor([height / image_size[0], width / image_size[1]])
+        offset = offset * scale[:, None, None]
+        logsumexp_all, logsumexp_things = class_logsumexps(
+            sem_seg, slice(0, self.ids.num_thing_classes)
+        )
+        panoptic, _ = get_panoptic_segmentation(
+            class_argmax(sem_seg)[None],
+            center,
+            offset[None],
+            thing_ids=self.ids.thing_ids,
+            num_classes=self.ids.num_classes,
+            label_divisor=self.label_divisor,
+            stuff_area=self.stuff_area,
+            void_label=VOID,
+            threshold=self.center_threshold,
+            nms_kernel=self.nms_kernel,
+            top_k=self.top_k,
+        )
+        segment_ids, segments_info = self.segments(panoptic[0])
+        instances = self.instances(segment_ids, segments_info, sem_seg, logsumexp_all, center[0])
+        # Thing segments carry their instance's score, as the other methods' do (panoptic AP).
+        things = (info for info in segments_info if info["isthing"])
+        for info, score in zip(things, instances.scores.tolist()):
+            info["score"] = score
+        # The semantic evaluator's classes: things merged into class 0 (log of the summed thing
+        # probabilities), then the stuff classes.
+        semantic = torch.cat((logsumexp_things[None], sem_seg[self.ids.num_thing_classes :]))
+        return panoptic_output((segment_ids, segments_info), semantic, instances)
+
+    def segments(self, panoptic: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """Panoptic labels (``class * label_divisor + instance``, void -1) -> the project's
+        (segment ids with 0 = void, ``segments_info`` in separated ids)."""
+        labels, segment_ids, areas = torch.unique(panoptic, return_inverse=True, return_counts=True)
+        if len(labels) and labels[0] == VOID:
+            labels, areas = labels[1:], areas[1:]  # sorted first: void is segment id 0
+        else:
+            segment_ids = segment_ids + 1
+        segments_info = []
+        for segment_id, (label, area) in enumerate(zip(labels.tolist(), areas.tolist()), 1):
+            category_id, isthing = self.ids.to_separated(label // self.label_divisor)
+            segments_info.append(
+                {"id": segment_id, "category_id": category_id, "isthing": isthing, "area": area}
+            )
+        return segment_ids.to(torch.int32), segments_info
+
+    def instances(
+        self,
+        segment_ids: torch.Tensor,
+        segments_info: list[dict],
+        sem_seg: torch.Tensor,
+        logsumexp_all: torch.Tensor,
+        center: torch.Tensor,
+    ) -> Instances:
+        """
+        The thing segments as detectron2 ``Instances`` for instance AP, scored as the paper
+        (and detectron2's reference) does: the mean semantic probability of the segment's class
+        over its pixels times the center heatmap at the segment's centroid (coordinates
+        truncated to integers). One pass over the pixels for all segments.
+        """
+        flat_ids = segment_ids.flatten().long()
+        num_ids = len(segments_info) + 1
+        unified = [0] + [self.ids.to_unified(x["category_id"], x["isthing"]) for x in segments_info]
+        pixel_class = torch.tensor(unified, device=flat_ids.device)[flat_ids]
+        # Softmax probability of each pixel's own class only (no [classes, H, W] softmax);
+        # ``logsumexp_all``: the log-sum-exp of ``sem_seg`` over the classes.
+        height, width = segment_ids.shape
+        own_logit = sem_seg.gather(0, pixel_class.view(1, height, width))[0].flatten()
+        own_class_prob = (own_logit - logsumexp_all.flatten()).exp()
+        ys, xs = torch.meshgrid(
+            torch.arange(height, device=flat_ids.device, dtype=torch.float64),
+            torch.arange(width, device=flat_ids.device, dtype=torch.float64),
+            indexing="ij",
+        )
+        counts = torch.bincount(flat_ids, minlength=num_ids).clamp(min=1)
+        mean_prob = torch.bincount(flat_ids, own_class_prob.double(), num_ids) / counts
+        center_y = (torch.bincount(flat_ids, ys.flatten(), num_ids) / counts).long()
+        center_x = (torch.bincount(flat_ids, xs.flatten(), num_ids) / counts).long()
+
+        things = [x for x in segments_info if x["isthing"]]
+        thing_ids = torch.tensor(
+            [x["id"] for x in things], device=flat_ids.device, dtype=torch.long
+        )
+        instances = Instances((height, width))
+        instances.pred_masks = segment_ids[None] == thing_ids[:, None, None]
+        instances.pred_classes = torch.tensor(
+            [x["category_id"] for x in things], device=flat_ids.device, dtype=torch.long
+        )
+        instances.scores = (
+            mean_prob[thing_ids].float() * center[center_y[thing_ids], center_x[thing_ids]]
+        )
+        instances.pred_boxes = BitMasks(instances.pred_masks).get_bounding_boxes()
+        return instances

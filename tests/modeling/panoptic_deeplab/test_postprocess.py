@@ -6,7 +6,7 @@ import pytest
 import torch
 from detectron2.projects.panoptic_deeplab import post_processing as reference
 
-from panoptic_zoo.modeling.panoptic_deeplab.inference import (
+from panoptic_zoo.modeling.panoptic_deeplab.postprocess import (
     find_instance_centers,
     get_panoptic_segmentation,
 )
