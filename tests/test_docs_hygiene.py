@@ -30,11 +30,20 @@ RUN_HISTORY = re.compile(
 )
 CHECKS = {"machine path": MACHINE_PATH, "run timestamp": RUN_TIMESTAMP, "run history": RUN_HISTORY}
 
-DOCUMENTS = ["README.md", *(p.relative_to(REPO_ROOT).as_posix() for p in REPO_ROOT.glob("docs/**/*.md"))]
+DOCUMENTS = [
+    "README.md",
+    *(p.relative_to(REPO_ROOT).as_posix() for p in REPO_ROOT.glob("docs/**/*.md")),
+]
 REPORTS = [p.relative_to(REPO_ROOT).as_posix() for p in REPO_ROOT.glob("docs/**/*.json")]
 CODE = [
     p.relative_to(REPO_ROOT).as_posix()
-    for pattern in ("panoptic_zoo/**/*.py", "tools/**/*.py", "demo/**/*.py", "scripts/**/*.py", "*.py")
+    for pattern in (
+        "panoptic_zoo/**/*.py",
+        "tools/**/*.py",
+        "demo/**/*.py",
+        "scripts/**/*.py",
+        "*.py",
+    )
     for p in REPO_ROOT.glob(pattern)
 ]
 
@@ -55,7 +64,9 @@ def findings(text: str, checks: dict[str, re.Pattern], first_line: int = 1) -> l
         for what, pattern in checks.items():
             match = pattern.search(line)
             if match:
-                found.append(f"line {first_line + offset}: {what} {match.group(0)!r}: {line.strip()}")
+                found.append(
+                    f"line {first_line + offset}: {what} {match.group(0)!r}: {line.strip()}"
+                )
     return found
 
 

@@ -21,17 +21,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark_pq import write_dataset
+from benchmark_pq import add_dataset_arguments, write_dataset
 
 from panoptic_zoo.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
-MODULES = {"panopticapi": "panopticapi.evaluation", "panoptic_zoo": "panoptic_zoo.evaluation.pq_compute"}
+MODULES = {
+    "panopticapi": "panopticapi.evaluation",
+    "panoptic_zoo": "panoptic_zoo.evaluation.pq_compute",
+}
 
 
 def pq_table(stdout: str) -> list[str]:
     """The rows All, Things, Stuff of the table both commands print."""
-    return [line for line in stdout.splitlines() if line.split("|")[0].strip() in ("All", "Things", "Stuff")]
+    return [
+        line
+        for line in stdout.splitlines()
+        if line.split("|")[0].strip() in ("All", "Things", "Stuff")
+    ]
 
 
 def timed_run(command: list[str]) -> tuple[float, str]:
@@ -42,12 +49,8 @@ def timed_run(command: list[str]) -> tuple[float, str]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--things", type=int, default=15, help="plus 5 stuff segments")
+    add_dataset_arguments(parser)
     parser.add_argument("--runs", type=int, default=5, help="runs of each command")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-json", default=str(REPO / "output" / "benchmark_pq_command.json"))
     args = parser.parse_args(argv)
 
@@ -56,7 +59,12 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="benchmark_pq_command_") as tmp:
         root = Path(tmp)
         write_dataset(root, args.images, args.height, args.width, args.things, args.seed)
-        files = ["--gt_json_file", str(root / "gt.json"), "--pred_json_file", str(root / "pred.json")]
+        files = [
+            "--gt_json_file",
+            str(root / "gt.json"),
+            "--pred_json_file",
+            str(root / "pred.json"),
+        ]
         tables = {}
         for _ in range(args.runs):
             for name, module in MODULES.items():
@@ -74,19 +82,25 @@ def main(argv=None) -> dict:
         "seconds": seconds,
         "median_seconds": medians,
         "speed_up": medians["panopticapi"] / medians["panoptic_zoo"],
-        "load_average_1min": [round(load[0], 2) for load in load_averages],
+        "load_average_1min": [load[0] for load in load_averages],
         "pq_table": tables["panoptic_zoo"],
     }  # fmt: skip
-    print(f"{args.images} images of {args.width}x{args.height}, {args.runs} runs of each command "
-          f"(alternating), {os.cpu_count()} cores, 1-minute load average "
-          + " ".join(f"{load[0]:.2f}" for load in load_averages))  # fmt: skip
+    atomic_write_json(args.output_json, report)
+    print_summary(report)
+    print(f"written: {args.output_json}")
+    return report
+
+
+def print_summary(report: dict) -> None:
+    settings, seconds, medians = report["settings"], report["seconds"], report["median_seconds"]
+    loads = " ".join(f"{load:.2f}" for load in report["load_average_1min"])
+    print(f"{settings['images']} images of {settings['width']}x{settings['height']}, "
+          f"{settings['runs']} runs of each command (alternating), {settings['cpu_count']} cores, "
+          f"1-minute load average {loads}")  # fmt: skip
     for name, module in MODULES.items():
         runs = " ".join(f"{t:.2f}" for t in seconds[name])
         print(f"python -m {module:36s} median {medians[name]:.2f} s  (runs: {runs})")
     print(f"speed-up: {report['speed_up']:.1f}x")
-    atomic_write_json(args.output_json, report)
-    print(f"written: {args.output_json}")
-    return report
 
 
 if __name__ == "__main__":
