@@ -15,7 +15,6 @@ every problem, before the first iteration.
 
 from detectron2.engine import default_argument_parser, launch
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data.datasets.custom import add_dataset_argument
 from panoptic_zoo.engine import Trainer, build_inference_model, setup_cfg
 

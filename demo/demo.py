@@ -31,7 +31,6 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from tqdm import tqdm
 
-import panoptic_zoo  # noqa: F401  (registers datasets, models and metadata)
 from panoptic_zoo.config import check_class_counts, get_cfg
 from panoptic_zoo.data.datasets.custom import (
     add_dataset_argument,

@@ -1,5 +1,7 @@
 """
-``get_cfg()``: detectron2's defaults plus every option panoptic_zoo adds.
+``get_cfg()``: detectron2's defaults plus every option panoptic_zoo adds. Importing this module
+registers panoptic_zoo's datasets, dataset mappers and models, so that any config it makes can
+be built.
 
 Each ``add_*_config`` only adds keys of its own that are missing, so it is safe to call twice and
 never changes a default another method relies on; solver and input choices live in YAML.
@@ -9,6 +11,7 @@ from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from . import data, modeling  # noqa: F401  (registers datasets, mappers and models)
 from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config

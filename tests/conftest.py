@@ -7,7 +7,7 @@ import pytest
 import torch
 from panoptic_testing import TINY_SHAPES_PREFIX, TINY_SHAPES_SPEC
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
+import panoptic_zoo.config  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data.datasets import register_shapes
 from panoptic_zoo.data.datasets.shapes import ensure_shapes_dataset
 from panoptic_zoo.layers import _deform_sampling, _depthwise_conv

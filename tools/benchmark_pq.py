@@ -133,6 +133,15 @@ def write_dataset(root: Path, num_images: int, height: int, width: int, num_thin
     return predictions
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic files' options, as :func:`write_dataset` takes them."""
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--things", type=int, default=15, help="plus 5 stuff segments")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def stream(root: Path, predictions, threads: int) -> dict:
     """Streaming mode: in-memory predictions to statistics, ground-truth PNGs read."""
     gt_json = json.loads((root / "gt.json").read_text())
@@ -166,13 +175,9 @@ def max_difference(a: dict, b: dict) -> float:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--things", type=int, default=15, help="plus 5 stuff segments")
+    add_dataset_arguments(parser)
     parser.add_argument("--threads", type=int, default=2, help="panoptic_zoo's threads")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-json", default=str(REPO / "output" / "benchmark_pq.json"))
     args = parser.parse_args(argv)
 

@@ -25,7 +25,6 @@ import sys
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
-import panoptic_zoo  # noqa: F401  (registers datasets and models)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.model_zoo.converters import (
     ConversionError,

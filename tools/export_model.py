@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 
-import panoptic_zoo  # noqa: F401  (registers models)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data.mappers import read_image_checked
 from panoptic_zoo.deploy import FORMATS, export_network, load

@@ -41,7 +41,6 @@ def measure(config_file: str, height: int, width: int) -> dict:
     """One inference in this process; only called in the per-method child process."""
     import torch
 
-    import panoptic_zoo  # noqa: F401  (registers the models)
     from panoptic_zoo.config import get_cfg
     from panoptic_zoo.engine import Trainer
 

@@ -23,7 +23,6 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data import build_dataset_mapper
 

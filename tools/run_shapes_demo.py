@@ -18,7 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.engine import Trainer, setup_cfg
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE

@@ -13,7 +13,7 @@ Train, evaluate and publish one model zoo config:
 3. add or replace the config's row in docs/model_zoo.json and re-render docs/MODEL_ZOO.md.
 
     python tools/train_model_zoo.py --config shapes/panoptic_fpn_R_18.yaml
-    python tools/train_model_zoo.py --config shapes/upsnet_R_18.yaml --from-output /work/runs/upsnet
+    python tools/train_model_zoo.py --config shapes/upsnet_R_18.yaml --from-output output/shapes/upsnet
 
 Trailing KEY VALUE pairs override the config (e.g. MODEL.DEVICE cpu).
 """
@@ -21,7 +21,6 @@ Trailing KEY VALUE pairs override the config (e.g. MODEL.DEVICE cpu).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -31,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.checkpoint import build_checkpointer
 from panoptic_zoo.config import CLASS_COUNT_KEYS, get_cfg
 from panoptic_zoo.engine import Trainer, setup_cfg
@@ -57,7 +55,7 @@ def parse_args(argv=None):
         "--from-output", help="a finished run's OUTPUT_DIR: publish it, no training"
     )
     parser.add_argument("--output-dir", help="where to train (default: output/model_zoo/<config>)")
-    parser.add_argument("--measured", help="the table's 'measured' cell (default: date + machine)")
+    parser.add_argument("--measured", help="the table's 'measured' cell (default: the machine)")
     parser.add_argument(
         "--docs-dir", default=str(DOCS), help="where model_zoo.json/MODEL_ZOO.md are"
     )
@@ -193,7 +191,7 @@ def main(argv=None) -> int:
 
     target = checkpoint_path(args.config)
     sha256 = install_weights(output_dir / "model_final.pth", target, args.config)
-    measured = args.measured or f"{datetime.date.today().isoformat()}, {machine()}"
+    measured = args.measured or machine()
     entry = entry_from_run(
         args.config, cfg, results, train_time=train_time,
         checkpoint=str(target.relative_to(model_zoo_root())), sha256=sha256, measured=measured,

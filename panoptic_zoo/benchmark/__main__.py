@@ -2,7 +2,6 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
-import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.benchmark import main
 
 setup_logger(name="panoptic_zoo")

@@ -49,8 +49,8 @@ def stats_in_threads(
     """
     ``add(stats, item)`` for every item, in ``threads`` threads over contiguous parts of
     ``items``, and the sum of their statistics. PNG inflation and the pixel kernel release the
-    GIL, so threads overlap; forked processes measured slower here (the
-    parent has torch and detectron2 loaded).
+    GIL, so threads overlap; forked processes measured slower from the evaluator, whose process
+    has torch and detectron2 loaded.
     """
 
     def part_stats(part: Sequence) -> PanopticStats:

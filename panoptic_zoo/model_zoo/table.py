@@ -45,7 +45,7 @@ class ModelZooEntry:
     train_time: str
     checkpoint: str  # relative to the model zoo directory
     sha256: str
-    measured: str  # date and machine
+    measured: str  # the machine
 
     def row(self) -> str:
         def number(value):

@@ -19,7 +19,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import SizeMismatchError
 from PIL import Image
 
-import panoptic_zoo  # noqa: F401  (registers datasets and mappers)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.data import COCOPanopticDatasetMapper, build_dataset_mapper
 from panoptic_zoo.data.datasets import (

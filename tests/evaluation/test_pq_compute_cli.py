@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from panoptic_cases import CATEGORIES, assert_same_pq, panopticapi_pq, write_case
 
 from panoptic_zoo.evaluation.pq_compute import main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_case(tmp_path, num_images=6, seed=0):
@@ -74,3 +79,20 @@ def test_explicit_folders_and_threads(tmp_path):
     written = json.loads(output_json.read_text())
     written["per_class"] = {int(k): v for k, v in written["per_class"].items()}
     assert_same_pq(written, panopticapi_pq(case))
+
+
+def test_command_line_loads_neither_torch_nor_detectron2(tmp_path):
+    # What makes the command start fast: panoptic_zoo and panoptic_zoo.evaluation load lazily.
+    case = random_case(tmp_path, num_images=2, seed=2)
+    script = (
+        "import sys\n"
+        "from panoptic_zoo.evaluation.pq_compute import main\n"
+        f"main(['--gt_json_file', {case['gt_json_file']!r}, "
+        f"'--pred_json_file', {case['pred_json_file']!r}])\n"
+        "print('loaded:', sorted(m for m in ('torch', 'detectron2') if m in sys.modules))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    assert "PQ" in run.stdout
+    assert run.stdout.splitlines()[-1] == "loaded: []"

@@ -99,7 +99,7 @@ def test_publish_a_finished_run(zoo, tmp_path):
     (run / "config.yaml").write_text(run_config)
     docs = _docs(tmp_path)
     argv = ["--config", CONFIG, "--from-output", str(run), "--docs-dir", str(docs),
-            "--measured", "2026-11-21, test", "MODEL.DEVICE", "cpu"]  # fmt: skip
+            "--measured", "test machine", "MODEL.DEVICE", "cpu"]  # fmt: skip
 
     assert train_model_zoo.main(argv) == 0
     installed = model_zoo.checkpoint_path(CONFIG)

@@ -24,7 +24,6 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 
-import panoptic_zoo  # noqa: F401  (registers this project's PanopticFCN)
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.model_zoo.converters import (
     convert_official_panoptic_fcn,

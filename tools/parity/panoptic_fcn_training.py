@@ -47,7 +47,6 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import panoptic_zoo  # noqa: E402,F401  (registers the models)
 from panoptic_zoo.config import get_cfg  # noqa: E402
 from panoptic_zoo.engine import Trainer  # noqa: E402
 from tools.parity.panoptic_fcn_models import (  # noqa: E402
