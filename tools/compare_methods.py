@@ -6,7 +6,7 @@ seeds (docs/COMPARISON.md).
 
     python tools/compare_methods.py [--set configs/shapes/comparison.yaml] \\
         [--output-dir output/comparison] [--threads N] [--report-only] [KEY VALUE ...]
-    python tools/compare_methods.py --time-iterations 20    # seconds per iteration, protocol time
+    python tools/compare_methods.py --time-iterations 20 --threads 1   # size the protocol
 
 Run by run: a finished run (``model_final.pth`` of the last iteration) is skipped, an
 interrupted one resumes from its last checkpoint (the project's Trainer resumes exactly), so an
@@ -49,7 +49,7 @@ from detectron2.engine import HookBase
 
 import panoptic_zoo  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.benchmark.flops import count_multiply_adds
-from panoptic_zoo.benchmark.run import METHOD_NAMES
+from panoptic_zoo.benchmark.run import METHOD_NAMES, _device_name
 from panoptic_zoo.benchmark.settings import BenchmarkSettings, benchmark_inputs
 from panoptic_zoo.benchmark.timing import time_inference
 from panoptic_zoo.config import check_class_counts, get_cfg
@@ -481,16 +481,6 @@ def plot(report: dict, output_dir: Path) -> list[Path]:
     return paths
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    return f"{names[0] if names else 'CPU'}, {len(names) or '?'} logical cores"
-
-
 def write_report(
     comparison: ComparisonSet, runs: list[Run], opts, tiny, output_dir: Path, command: str
 ) -> dict[str, Path]:  # fmt: skip
@@ -507,7 +497,7 @@ def write_report(
         "seeds": list(comparison.seeds),
         "test_dataset": run_config(runs[0], comparison, opts, tiny).DATASETS.TEST[0],
         "benchmark": {"threads": comparison.threads, "repeats": comparison.repeats},
-        "machine": machine(),
+        "machine": _device_name("cpu"),
         "methods": methods,
         "runs": evaluated,
     }
@@ -523,34 +513,52 @@ def write_report(
 
 def time_iterations(comparison: ComparisonSet, opts, tiny, iterations: int, output_dir: Path):
     """
-    Train each config ``iterations`` iterations (first seed, no evaluation, in a temporary
-    folder); print the median wall and CPU seconds per step after the first quarter, and what
-    the set's schedule and seeds make of them.
+    Train each config ``iterations`` iterations (first seed, in a temporary folder) and evaluate
+    the result once; print the median wall and CPU seconds per training step after the first
+    quarter, the seconds of one evaluation, and the CPU hours of the set's schedule, seeds and
+    evaluations (``TEST.EVAL_PERIOD``) made of them.
     """
     rows = []
     for config in comparison.configs:
-        run = Run(config, comparison.seeds[0], Path(tempfile.mkdtemp(dir=output_dir)))
-        cfg = run_config(run, comparison, opts, tiny)
-        schedule = cfg.SOLVER.MAX_ITER
-        cfg.defrost()
-        cfg.SOLVER.MAX_ITER, cfg.DATASETS.TEST = iterations, ()
-        cfg.SOLVER.CHECKPOINT_PERIOD = iterations
-        load_before = os.getloadavg()[0]
-        samples = train(cfg).clock.step_samples[iterations // 4 :]
-        wall, cpu = (statistics.median(column) for column in zip(*samples))
-        rows.append((config.stem, wall, cpu, schedule, load_before, os.getloadavg()[0]))
+        with tempfile.TemporaryDirectory(dir=output_dir) as folder:
+            cfg = run_config(Run(config, comparison.seeds[0], Path(folder)), comparison, opts, tiny)
+            schedule, period = cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD
+            evaluations = -(-schedule // period) if period > 0 else 1
+            timed = cfg.clone()
+            timed.defrost()
+            timed.SOLVER.MAX_ITER = timed.SOLVER.CHECKPOINT_PERIOD = iterations
+            timed.DATASETS.TEST = ()
+            load_before = os.getloadavg()[0]
+            trainer = train(timed)
+            wall, cpu = (
+                statistics.median(column)
+                for column in zip(*trainer.clock.step_samples[iterations // 4 :])
+            )
+            start = (time.perf_counter(), time.process_time())
+            Trainer.test(cfg, trainer.model)
+            eval_wall = time.perf_counter() - start[0]
+            eval_cpu = time.process_time() - start[1]
+            load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+            rows.append((config.stem, wall, cpu, eval_wall, eval_cpu, load, schedule, evaluations))
     seeds = len(comparison.seeds)
-    print(f"{torch.get_num_threads()} torch thread(s); median of steps {iterations // 4 + 1}"
-          f"-{iterations}; {seeds} seeds")  # fmt: skip
-    print("| config | wall s/iter | CPU s/iter | load (1 min) | iterations | CPU h, all seeds |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"{torch.get_num_threads()} torch thread(s); steps {iterations // 4 + 1}-{iterations} "
+        f"(median); {seeds} seeds"
+    )
+    print(
+        "| config | s/iter (wall) | s/iter (CPU) | evaluation s (wall) | evaluation s (CPU) "
+        "| load (1 min) | iterations | evaluations | CPU h, all seeds |"
+    )
+    print("|---" * 9 + "|")
     total = 0.0
-    for name, wall, cpu, schedule, before, after in rows:
-        hours = cpu * schedule * seeds / 3600
+    for name, wall, cpu, eval_wall, eval_cpu, load, schedule, evaluations in rows:
+        hours = (cpu * schedule + eval_cpu * evaluations) * seeds / 3600
         total += hours
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {before:.1f}-{after:.1f} | {schedule} "
-              f"| {hours:.2f} |")  # fmt: skip
-    print(f"training steps of the whole protocol: {total:.2f} CPU hours")
+        print(
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {eval_wall:.1f} | {eval_cpu:.1f} | {load} "
+            f"| {schedule} | {evaluations} | {hours:.2f} |"
+        )
+    print(f"whole protocol (training steps and evaluations): {total:.2f} CPU hours")
 
 
 def parse_args(argv=None):

@@ -16,6 +16,8 @@ import sys
 import pytest
 from panoptic_testing import CONFIGS, REPO
 
+from panoptic_zoo.config import _get
+
 spec = importlib.util.spec_from_file_location(
     "compare_methods", REPO / "tools" / "compare_methods.py"
 )
@@ -123,3 +125,24 @@ def test_bad_comparison_set_is_a_clear_error(tmp_path, capsys):
         "'opts' must be KEY VALUE pairs",
     ):
         assert problem in error  # fmt: skip
+
+
+def test_default_set_shares_one_schedule_and_backbone_initialization():
+    comparison = compare_methods.ComparisonSet.load(compare_methods.DEFAULT_SET)
+    assert len(comparison.configs) == 4 and len(comparison.seeds) >= 3
+    runs = compare_methods.protocol_runs(comparison, REPO / "output" / "unused")
+    configs = [compare_methods.run_config(run, comparison, [], tiny=False) for run in runs]
+    assert {c.MODEL.META_ARCHITECTURE for c in configs} == set(compare_methods.METHOD_NAMES)
+    for key in (
+        "SOLVER.MAX_ITER",
+        "SOLVER.STEPS",
+        "SOLVER.IMS_PER_BATCH",
+        "SOLVER.BASE_LR",
+        "MODEL.WEIGHTS",
+        "INPUT.MIN_SIZE_TRAIN",
+        "DATASETS.TRAIN",
+        "TEST.EVAL_PERIOD",
+    ):
+        assert len({str(_get(c, key)) for c in configs}) == 1, key
+    assert configs[0].MODEL.WEIGHTS.startswith("panoptic_zoo://ImageNetPretrained/")
+    assert sorted(c.SEED for c in configs) == sorted(comparison.seeds * 4)
