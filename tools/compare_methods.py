@@ -54,7 +54,12 @@ from panoptic_zoo.benchmark.settings import BenchmarkSettings, benchmark_inputs
 from panoptic_zoo.benchmark.timing import time_inference
 from panoptic_zoo.config import check_class_counts, get_cfg
 from panoptic_zoo.data.datasets.custom import register_from_config
-from panoptic_zoo.engine import Trainer, build_inference_model, without_inference_changes
+from panoptic_zoo.engine import (
+    Trainer,
+    apply_inference_changes,
+    build_inference_model,
+    without_inference_changes,
+)
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
 from panoptic_zoo.utils.config import shrink_to_test_size
 from panoptic_zoo.utils.io import atomic_write, atomic_write_json
@@ -242,12 +247,10 @@ def measure(cfg: CfgNode, comparison: ComparisonSet, weights: Path) -> dict:
     cpu_cfg.defrost()
     cpu_cfg.MODEL.DEVICE = "cpu"
     cpu_cfg.freeze()
+    model = build_inference_model(without_inference_changes(cpu_cfg), str(weights))
     # Parameters of the trained model, counted before folding the norms changes them.
-    parameters = sum(
-        p.numel()
-        for p in build_inference_model(without_inference_changes(cpu_cfg), "").parameters()
-    )
-    model = build_inference_model(cpu_cfg, str(weights))
+    parameters = sum(p.numel() for p in model.parameters())
+    apply_inference_changes(cpu_cfg, model)
     source = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
     inputs = benchmark_inputs(cpu_cfg, settings, source)
     threads = torch.get_num_threads()
