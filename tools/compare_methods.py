@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import fcntl
 import json
-import logging
 import math
 import os
 import shlex
@@ -73,10 +72,9 @@ ACCURACY_KEYS = (
     "PQ", "PQ_th", "PQ_st", "SQ", "RQ", "SQ_th", "RQ_th", "SQ_st", "RQ_st",
     "PQs", "PQm", "PQl", "PQs_th", "PQm_th", "PQl_th", "AP", "mIoU",
 )  # fmt: skip
-COST_KEYS = ("train_wall_h", "train_cpu_h", "network_ms", "postprocess_ms", "total_ms")
+# CPU inference times of measurements.json.
+INFERENCE_KEYS = ("network_ms", "postprocess_ms", "total_ms")
 LEARNING_CURVE_KEY = "panoptic_seg/PQ_th"
-
-logger = logging.getLogger("compare_methods")
 
 
 @dataclass(frozen=True)
@@ -368,7 +366,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         costs = {
             "train_wall_h": [r["clock"]["wall_s"] / 3600 for r in mine],
             "train_cpu_h": [r["clock"]["cpu_s"] / 3600 for r in mine],
-            **{k: [r["measurements"][k] for r in mine] for k in COST_KEYS[2:]},
+            **{k: [r["measurements"][k] for r in mine] for k in INFERENCE_KEYS},
         }
         iterations = sorted({i for r in mine for i, _ in r["learning_curve"]})
         curve = {

@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
 from hypothesis import HealthCheck, given, settings
