@@ -139,6 +139,10 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
     # COCOPanopticEvaluator, PQ only), the cross-check.
     add_missing_options(cfg.TEST, {"PANOPTIC_EVALUATOR": "panoptic_zoo"})
+    # Read by PanopticEvaluator: the segment areas (pixels) where medium and large segments
+    # begin for PQ by size; [] = COCO's 32**2 and 96**2 scaled by the dataset's mean image area
+    # over COCO's 640x480.
+    add_missing_options(cfg.TEST, {"PQ_AREA_BOUNDS": []})
     # Read by the inference entry points (train_net.py --eval-only, demo, benchmark) after
     # loading the weights, never while training: fold batch norms into their convolutions
     # (panoptic_zoo.modeling.norm_folding); on the CPU, run the backbone channels-last

@@ -24,7 +24,10 @@ from panoptic_zoo.data.datasets.custom import register_from_config
 from panoptic_zoo.data import DATASET_MAPPER_REGISTRY
 from panoptic_zoo.engine import Trainer
 
-ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
+# Comparison sets (tools/compare_methods.py) list configs; they are not configs themselves.
+ALL_CONFIGS = sorted(
+    p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith(("Base-", "comparison"))
+)
 
 spec = importlib.util.spec_from_file_location(
     "make_photo_dataset", REPO / "tools" / "make_photo_dataset.py"

@@ -162,7 +162,7 @@ def _time_backend(backend, cfg, weights, settings, eager_model, inputs) -> dict:
     return {**timing, **agreement}
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     cpuinfo = Path("/proc/cpuinfo")
@@ -193,7 +193,7 @@ def run_benchmark(
         environment = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command,
-            "device_name": _device_name(settings.device),
+            "device_name": device_name(settings.device),
             "torch": torch.__version__,
             "detectron2": detectron2.__version__,
             "python": platform.python_version(),

@@ -21,7 +21,8 @@ def build_evaluators(cfg, dataset_name: str, output_folder: str) -> DatasetEvalu
     """
     PQ when the metadata has ``panoptic_json``: by default (``TEST.PANOPTIC_EVALUATOR
     "panoptic_zoo"``) :class:`PanopticEvaluator`, which also reports mIoU and, with
-    ``json_file``, the mask AP of the panoptic thing segments; ``"panopticapi"`` selects
+    ``json_file``, the mask AP of the panoptic thing segments, and PQ by segment area
+    (``TEST.PQ_AREA_BOUNDS``); ``"panopticapi"`` selects
     detectron2's ``COCOPanopticEvaluator`` (PQ only). Box and mask AP of the predicted
     ``instances`` when the metadata has ``json_file`` (COCO instances) and the model predicts
     instances (``MODEL.MASK_ON``); mIoU of the predicted ``sem_seg`` when it has
@@ -32,7 +33,13 @@ def build_evaluators(cfg, dataset_name: str, output_folder: str) -> DatasetEvalu
     if hasattr(metadata, "panoptic_json"):
         choice = cfg.TEST.PANOPTIC_EVALUATOR
         if choice == "panoptic_zoo":
-            evaluators.append(PanopticEvaluator(dataset_name))
+            area_bounds = cfg.TEST.PQ_AREA_BOUNDS
+            if area_bounds and len(area_bounds) != 2:
+                raise ValueError(
+                    f"TEST.PQ_AREA_BOUNDS is {list(area_bounds)}; give two areas in pixels, "
+                    "[small-to-medium, medium-to-large], or [] for COCO's scaled to the dataset"
+                )
+            evaluators.append(PanopticEvaluator(dataset_name, area_bounds=area_bounds or None))
         elif choice == "panopticapi":
             evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
         else:

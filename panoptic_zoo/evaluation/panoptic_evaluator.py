@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .panoptic_png import open_segment_ids
-from .pq import PanopticStats, format_pq_table
+from .pq import AREA_SIZES, PanopticStats, format_pq_table, scaled_area_bounds
 
 __all__ = ["PanopticEvaluator", "segment_rles"]
 
@@ -70,6 +70,10 @@ class PanopticEvaluator(DatasetEvaluator):
 
     * ``PQ, SQ, RQ`` and their ``_th`` / ``_st`` variants (detectron2's keys), and per category
       ``PQ-<name>, SQ-<name>, RQ-<name>``;
+    * the same by segment area, as COCO's APs/APm/APl (:mod:`.pq`): ``PQs, SQs, RQs`` (small),
+      ``PQm, ...`` (medium), ``PQl, ...`` (large), each also ``_th`` / ``_st``. ``area_bounds``
+      (pixels where medium and large begin) default to COCO's 32**2 and 96**2 scaled by the
+      dataset's mean image area over COCO's 640x480;
     * ``mIoU`` and ``IoU-<name>``: the category of each pixel's predicted segment against the
       category of its ground-truth segment, over all dataset categories (things and stuff
       apart, crowd regions as their category); VOID ground truth is ignored, a pixel predicted
@@ -82,11 +86,19 @@ class PanopticEvaluator(DatasetEvaluator):
     out, except the nine detectron2 keys, NaN where no category has any segment.
     """
 
-    def __init__(self, dataset_name: str, distributed: bool = True):
+    def __init__(
+        self,
+        dataset_name: str,
+        distributed: bool = True,
+        area_bounds: tuple[float, float] | None = None,
+    ):
         metadata = MetadataCatalog.get(dataset_name)
         with PathManager.open(metadata.panoptic_json) as f:
             gt_json = json.load(f)
         self._categories = gt_json["categories"]
+        self._area_bounds = (
+            tuple(area_bounds) if area_bounds else scaled_area_bounds(gt_json["images"])
+        )
         self._gt_by_image = {ann["image_id"]: ann for ann in gt_json["annotations"]}
         self._panoptic_root = metadata.panoptic_root
         self._instances_json = getattr(metadata, "json_file", None)
@@ -100,7 +112,7 @@ class PanopticEvaluator(DatasetEvaluator):
         self._distributed = distributed
 
     def reset(self):
-        self._stats = PanopticStats(self._categories)
+        self._stats = PanopticStats(self._categories, self._area_bounds)
         self._image_ids = []
         self._detections = []
         self._unscored_things = 0
@@ -157,7 +169,7 @@ class PanopticEvaluator(DatasetEvaluator):
             parts = comm.gather(parts[0], dst=0)
             if not comm.is_main_process():
                 return None
-        stats = sum((p[0] for p in parts), PanopticStats(self._categories))
+        stats = sum((p[0] for p in parts), PanopticStats(self._categories, self._area_bounds))
         image_ids = [i for p in parts for i in p[1]]
         detections = [d for p in parts for d in p[2]]
         unscored = sum(p[3] for p in parts)
@@ -180,6 +192,10 @@ class PanopticEvaluator(DatasetEvaluator):
         for suffix, group in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
             for metric in ("PQ", "SQ", "RQ"):
                 results[metric + suffix] = 100 * pq[group][metric.lower()]
+                for size in AREA_SIZES:  # left out where no category has a segment that size
+                    value = pq["sizes"][size][group][metric.lower()]
+                    if not math.isnan(value):
+                        results[f"{metric}{size[0]}{suffix}"] = 100 * value
         counted = stats.tp + stats.fp + stats.fn > 0
         for category, present in zip(stats.categories, counted):
             if present:

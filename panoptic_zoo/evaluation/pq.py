@@ -21,6 +21,15 @@ panopticapi's rules, all kept (:meth:`PanopticStats.add_image`):
 * Categories come from the ground truth's ``categories``; averages are over the categories with
   at least one TP, FP or FN, per-category values are 0 for the others. An average over no
   category (e.g. things on a stuff-only dataset), where panopticapi divides by zero, is NaN.
+
+PQ by segment area (small / medium / large), not in panopticapi, from the same pass: every
+match, miss and false positive also counts in one area bucket, that of the ground-truth segment
+for a TP or FN (its area as above) and that of the predicted segment for an FP (all its pixels).
+This is COCO's rule for APs/APm/APl (ground truth by its area, unmatched detections by theirs),
+so a method is neither credited nor blamed in a bucket for segments of another size. Buckets are
+half-open, ``[0, small)``, ``[small, medium)``, ``[medium, inf)``, so each segment is in exactly
+one and the bucket counts add up to the overall ones; PQ, SQ and RQ of a bucket are averaged
+over the categories with a TP, FP or FN in that bucket, exactly as the overall ones.
 """
 
 from __future__ import annotations
@@ -34,11 +43,24 @@ import numpy as np
 from . import _pq_kernels
 from .panoptic_png import InflatedPng
 
-__all__ = ["VOID", "PanopticStats", "format_pq_table", "pixel_pairs"]
+__all__ = [
+    "AREA_SIZES",
+    "COCO_AREA_BOUNDS",
+    "VOID",
+    "PanopticStats",
+    "format_pq_table",
+    "pixel_pairs",
+    "scaled_area_bounds",
+]
 
 VOID = 0
 IOU_UNIT = 2**53
 GROUPS = (("All", None), ("Things", True), ("Stuff", False))
+AREA_SIZES = ("small", "medium", "large")
+# COCO's object size bounds in pixels (32**2 and 96**2), for COCO's images: those are at most
+# 640 px on a side, most 640x480, the area the bounds are scaled from for other datasets.
+COCO_AREA_BOUNDS = (32.0**2, 96.0**2)
+COCO_IMAGE_AREA = 640 * 480
 # A segment-id map: an (H, W) integer array or a PNG's inflated data (read by the C kernel).
 SegmentIds = np.ndarray | InflatedPng
 
@@ -82,6 +104,27 @@ def _kernel_ids(ids: SegmentIds) -> np.ndarray | tuple[bytes, int]:
     return ids.astype(np.int32 if signed else np.uint32)
 
 
+def scaled_area_bounds(images: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
+    """
+    COCO's size bounds scaled by the mean image area of a COCO-format ``images`` list (each
+    with ``height`` and ``width``) over COCO's 640x480: objects are small, medium or large
+    relative to the image, as on COCO.
+    """
+    areas = []
+    for image in images:
+        if "height" not in image or "width" not in image:
+            raise ValueError(
+                f"image {image.get('id')!r} of the panoptic JSON has no height/width, which "
+                "scale COCO's size bounds to the dataset: add them, or give the bounds "
+                "(TEST.PQ_AREA_BOUNDS)"
+            )
+        areas.append(image["height"] * image["width"])
+    if not areas:
+        raise ValueError("the panoptic JSON lists no images to scale COCO's size bounds by")
+    scale = sum(areas) / len(areas) / COCO_IMAGE_AREA
+    return (COCO_AREA_BOUNDS[0] * scale, COCO_AREA_BOUNDS[1] * scale)
+
+
 class PanopticStats:
     """
     Statistics of panoptic predictions against ground truth over a set of images: per category
@@ -92,8 +135,19 @@ class PanopticStats:
     gathers these, not images.
     """
 
-    def __init__(self, categories: Sequence[Mapping[str, Any]]):
-        """``categories``: the ground truth's COCO panoptic categories (id, name, isthing)."""
+    def __init__(
+        self,
+        categories: Sequence[Mapping[str, Any]],
+        area_bounds: tuple[float, float] = COCO_AREA_BOUNDS,
+    ):
+        """
+        ``categories``: the ground truth's COCO panoptic categories (id, name, isthing);
+        ``area_bounds``: the segment areas (pixels) where medium and large segments begin.
+        """
+        small, medium = (float(b) for b in area_bounds)
+        if not 0 < small <= medium:
+            raise ValueError(f"area bounds must be 0 < small <= medium, not {tuple(area_bounds)}")
+        self.area_bounds = (small, medium)
         self.categories = [
             {"id": c["id"], "name": c.get("name", str(c["id"])), "isthing": c["isthing"] == 1}
             for c in categories
@@ -107,8 +161,17 @@ class PanopticStats:
         self.tp = np.zeros(count, np.int64)
         self.fp = np.zeros(count, np.int64)
         self.fn = np.zeros(count, np.int64)
+        # The same per area bucket (AREA_SIZES): rows are buckets.
+        self.size_iou_units = [[0] * count for _ in AREA_SIZES]
+        self.size_tp = np.zeros((len(AREA_SIZES), count), np.int64)
+        self.size_fp = np.zeros((len(AREA_SIZES), count), np.int64)
+        self.size_fn = np.zeros((len(AREA_SIZES), count), np.int64)
         # Rows: ground-truth category; columns: predicted category, the last one VOID.
         self.confusion = np.zeros((count, count + 1), np.int64)
+
+    def _size(self, area: int) -> int:
+        """The row of ``area`` in the per-size statistics."""
+        return (area >= self.area_bounds[0]) + (area >= self.area_bounds[1])
 
     def add_image(
         self,
@@ -159,6 +222,7 @@ class PanopticStats:
         columns = void_column + 1
         pred_area = dict.fromkeys(pred_by_id, 0)
         on_void = dict.fromkeys(pred_by_id, 0)
+        gt_pixels = dict.fromkeys(gt_by_id, 0)
         overlaps = []  # (ground-truth id, predicted id, pixels), both segments listed
         confusion_index, confusion_pixels = [], []  # flat (gt category, pred category)
         for g, p, pixels in zip(pair_gt, pair_pred, pair_pixels):
@@ -168,6 +232,7 @@ class PanopticStats:
                     on_void[p] += pixels
             k = gt_category.get(g)
             if k is not None:  # a listed ground-truth segment
+                gt_pixels[g] += pixels
                 if p != VOID:
                     overlaps.append((g, p, pixels))
                 if k >= 0:  # mIoU counts listed segments of known category, crowd included
@@ -183,23 +248,29 @@ class PanopticStats:
         np.add.at(self.confusion.reshape(-1), confusion_index, confusion_pixels)
 
         gt_crowd = {g for g, s in gt_by_id.items() if s.get("iscrowd", 0) == 1}
+        # The annotated area; counted where there is none, as panopticapi would need it.
+        gt_area = {
+            g: gt_pixels[g] if s.get("area") is None else s["area"] for g, s in gt_by_id.items()
+        }
         matched_gt, matched_pred = set(), set()
         for g, p, pixels in overlaps:
             k = gt_category[g]
             if k < 0 or k != pred_category[p] or g in gt_crowd:
                 continue
-            gt_area = gt_by_id[g].get("area")
-            if gt_area is None:  # counted, as panopticapi would need it annotated
-                gt_area = sum(n for h, n in zip(pair_gt, pair_pixels) if h == g)
-            iou = pixels / (pred_area[p] + gt_area - pixels - on_void[p])
+            iou = pixels / (pred_area[p] + gt_area[g] - pixels - on_void[p])
             if iou > 0.5:  # then the match is unique
-                self.iou_units[k] += int(iou * IOU_UNIT)
+                units = int(iou * IOU_UNIT)
+                size = self._size(gt_area[g])
+                self.iou_units[k] += units
+                self.size_iou_units[size][k] += units
                 self.tp[k] += 1
+                self.size_tp[size, k] += 1
                 matched_gt.add(g)
                 matched_pred.add(p)
         for g, k in gt_category.items():
             if k >= 0 and g not in matched_gt and g not in gt_crowd:
                 self.fn[k] += 1
+                self.size_fn[self._size(gt_area[g]), k] += 1
 
         # The crowd region of a category is its last crowd segment in segments_info.
         crowd_of = {gt_by_id[g]["category_id"]: g for g in gt_by_id if g in gt_crowd}
@@ -207,19 +278,27 @@ class PanopticStats:
         for p, k in pred_category.items():
             if p not in matched_pred and (on_void[p] + on_crowd.get(p, 0)) / pred_area[p] <= 0.5:
                 self.fp[k] += 1
+                self.size_fp[self._size(pred_area[p]), k] += 1
 
     def __iadd__(self, other: PanopticStats) -> PanopticStats:
         if other.categories != self.categories:
             raise ValueError("cannot add panoptic statistics over different categories")
+        if other.area_bounds != self.area_bounds:
+            raise ValueError(
+                f"cannot add panoptic statistics over different area bounds "
+                f"({self.area_bounds} and {other.area_bounds})"
+            )
         self.iou_units = [a + b for a, b in zip(self.iou_units, other.iou_units)]
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.confusion += other.confusion
+        self.size_iou_units = [
+            [a + b for a, b in zip(mine, theirs)]
+            for mine, theirs in zip(self.size_iou_units, other.size_iou_units)
+        ]
+        for name in ("tp", "fp", "fn", "size_tp", "size_fp", "size_fn", "confusion"):
+            getattr(self, name).__iadd__(getattr(other, name))
         return self
 
     def __add__(self, other: PanopticStats) -> PanopticStats:
-        total = PanopticStats(self.categories)
+        total = PanopticStats(self.categories, self.area_bounds)
         total += self
         total += other
         return total
@@ -227,20 +306,45 @@ class PanopticStats:
     def pq_results(self) -> dict[str, Any]:
         """
         What panopticapi's ``pq_compute`` returns: ``{"All" | "Things" | "Stuff": {pq, sq, rq,
-        n}, "per_class": {category id: {pq, sq, rq}}}`` (fractions, not percent).
+        n}, "per_class": {category id: {pq, sq, rq}}}`` (fractions, not percent), and the same
+        groups per area bucket: ``"sizes": {"small" | "medium" | "large": {"All": ...}}``, with
+        the bounds under ``"area_bounds"``.
         """
+        per_class = self._per_class(self.iou_units, self.tp, self.fp, self.fn)
+        results = self._group_averages(per_class)
+        results["per_class"] = {
+            c: (r if r is not None else {"pq": 0.0, "sq": 0.0, "rq": 0.0})
+            for c, r in per_class.items()
+        }
+        results["sizes"] = {
+            size: self._group_averages(
+                self._per_class(
+                    self.size_iou_units[k], self.size_tp[k], self.size_fp[k], self.size_fn[k]
+                )
+            )
+            for k, size in enumerate(AREA_SIZES)
+        }
+        results["area_bounds"] = list(self.area_bounds)
+        return results
+
+    def _per_class(self, iou_units, tp, fp, fn) -> dict[Any, dict[str, float] | None]:
+        """PQ, SQ and RQ per category id; None for a category without TP, FP or FN."""
         per_class = {}
         for k, category in enumerate(self.categories):
-            iou = self.iou_units[k] / IOU_UNIT
-            tp, fp, fn = (int(a[k]) for a in (self.tp, self.fp, self.fn))
-            if tp + fp + fn == 0:
+            iou = iou_units[k] / IOU_UNIT
+            tp_k, fp_k, fn_k = int(tp[k]), int(fp[k]), int(fn[k])
+            if tp_k + fp_k + fn_k == 0:
                 per_class[category["id"]] = None
                 continue
             per_class[category["id"]] = {
-                "pq": iou / (tp + 0.5 * fp + 0.5 * fn),
-                "sq": iou / tp if tp != 0 else 0.0,
-                "rq": tp / (tp + 0.5 * fp + 0.5 * fn),
+                "pq": iou / (tp_k + 0.5 * fp_k + 0.5 * fn_k),
+                "sq": iou / tp_k if tp_k != 0 else 0.0,
+                "rq": tp_k / (tp_k + 0.5 * fp_k + 0.5 * fn_k),
             }
+        return per_class
+
+    def _group_averages(self, per_class: dict) -> dict[str, dict[str, float]]:
+        """The mean PQ, SQ, RQ and the number of categories of every group (GROUPS)."""
         results = {}
         for group, isthing in GROUPS:
             members = [
@@ -255,10 +359,6 @@ class PanopticStats:
                 for key in ("pq", "sq", "rq")
             }
             results[group]["n"] = n
-        results["per_class"] = {
-            c: (r if r is not None else {"pq": 0.0, "sq": 0.0, "rq": 0.0})
-            for c, r in per_class.items()
-        }
         return results
 
     def semantic_results(self) -> dict[str, Any]:
@@ -278,7 +378,10 @@ class PanopticStats:
 
 
 def format_pq_table(results: dict[str, Any]) -> str:
-    """The table panopticapi prints: PQ, SQ, RQ in percent and the number of categories."""
+    """
+    The table panopticapi prints: PQ, SQ, RQ in percent and the number of categories; then, where
+    ``results`` has them, PQ (all, things, stuff) and the number of categories per area bucket.
+    """
     lines = ["{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "SQ", "RQ", "N"), "-" * 38]
     for group, _ in GROUPS:
         r = results[group]
@@ -286,4 +389,16 @@ def format_pq_table(results: dict[str, Any]) -> str:
             f"{group:10s}| {100 * r['pq']:5.1f}  {100 * r['sq']:5.1f}  {100 * r['rq']:5.1f} "
             f"{r['n']:5d}"
         )
+    if "sizes" in results:
+        small, medium = results["area_bounds"]
+        lines += [
+            "",
+            f"By segment area (pixels; small < {small:g} <= medium < {medium:g} <= large):",
+            "{:10s}| {:>5s}  {:>5s}  {:>5s} {:>5s}".format("", "PQ", "PQ_th", "PQ_st", "N"),
+            "-" * 38,
+        ]
+        for size in AREA_SIZES:
+            r = results["sizes"][size]
+            pq = [100 * r[group]["pq"] for group, _ in GROUPS]
+            lines.append(f"{size:10s}| {pq[0]:5.1f}  {pq[1]:5.1f}  {pq[2]:5.1f} {r['All']['n']:5d}")
     return "\n".join(lines)

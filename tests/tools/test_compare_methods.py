@@ -1,0 +1,148 @@
+"""
+tools/compare_methods.py end to end on the tiny shapes dataset: two methods x two seeds x four
+iterations, interrupted in the third run, run again while another process holds that run (it
+is skipped), then again (the finished runs are skipped, the interrupted one resumes from its
+checkpoint), then the report: mean +- std over seeds, PQ by
+size, cost, the learning curve and the plots.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+import pytest
+from panoptic_testing import CONFIGS, REPO
+
+from panoptic_zoo.config import _get
+
+spec = importlib.util.spec_from_file_location(
+    "compare_methods", REPO / "tools" / "compare_methods.py"
+)
+compare_methods = importlib.util.module_from_spec(spec)
+sys.modules["compare_methods"] = compare_methods  # its dataclasses look their module up
+spec.loader.exec_module(compare_methods)
+
+METHODS = ("panoptic_fpn_MNV2", "panoptic_deeplab_MNV2")
+
+
+class Interrupted(Exception):
+    """Stands for the protocol's process being killed."""
+
+
+def write_set(tmp_path, tiny_shapes) -> str:
+    comparison = {
+        "configs": [str(CONFIGS / "shapes" / f"{m}.yaml") for m in METHODS],
+        "seeds": [1, 2],
+        "opts": [
+            "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2,
+            "DATASETS.TRAIN", f"('{tiny_shapes['train']}',)",
+            "DATASETS.TEST", f"('{tiny_shapes['val']}',)",
+        ],
+        "benchmark": {"size": [67, 91], "threads": 1, "warmup": 0, "repeats": 1},
+    }  # fmt: skip
+    path = tmp_path / "comparison.yaml"
+    path.write_text(json.dumps(comparison))  # JSON is YAML
+    return str(path)
+
+
+def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys):
+    argv = ["--set", write_set(tmp_path, tiny_shapes), "--output-dir", str(tmp_path / "out"),
+            "--tiny", "--threads", "1"]  # fmt: skip
+    interrupted_run = tmp_path / "out" / "runs" / METHODS[1] / "seed_1"
+    before_step = compare_methods.TrainingClock.before_step
+
+    def killed_after_first_checkpoint(clock):
+        if clock.trainer.cfg.OUTPUT_DIR == str(interrupted_run) and clock.trainer.iter == 3:
+            raise Interrupted
+        before_step(clock)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compare_methods.TrainingClock, "before_step", killed_after_first_checkpoint)
+        with pytest.raises(Interrupted):
+            compare_methods.main(argv)
+    assert (interrupted_run / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert not (tmp_path / "out" / "comparison.json").exists()
+    capsys.readouterr()
+
+    # Another process holds the interrupted run: this one skips it and trains the last.
+    with compare_methods.locked(interrupted_run / "training.lock"):
+        assert compare_methods.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"[3/4] {METHODS[1]} seed 1: being trained by another process, skipped" in printed
+    assert f"[4/4] {METHODS[1]} seed 2: training (10 of 16 iterations done" in printed
+    assert f"not finished yet: {METHODS[1]} seed 1" in printed
+
+    assert compare_methods.main(argv) == 0
+    printed = capsys.readouterr().out
+    for k, run in ((1, f"{METHODS[0]} seed 1"), (2, f"{METHODS[0]} seed 2"),
+                   (4, f"{METHODS[1]} seed 2")):  # fmt: skip
+        assert f"[{k}/4] {run}: finished before, skipped" in printed
+    assert f"[3/4] {METHODS[1]} seed 1: resuming at iteration 2 (14 of 16" in printed
+    metrics = (interrupted_run / "metrics.json").read_text()
+    assert '"iteration": 3' in metrics  # the resumed run trained iterations 3 and 4
+
+    report = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [m["method"] for m in report["methods"]] == ["Panoptic FPN", "Panoptic-DeepLab"]
+    for method in report["methods"]:
+        runs = [r for r in report["runs"] if r["config"] == method["config"]]
+        assert [r["seed"] for r in runs] == method["seeds"] == [1, 2]
+        for key in ("PQ", "PQ_th", "mIoU"):
+            values = [r["results"][key] for r in runs]
+            stat = method["accuracy"][key]
+            assert stat["n"] == 2 and stat["mean"] == pytest.approx(sum(values) / 2)
+            assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
+        assert method["parameters"] > 1e6 and method["network_gflop"] > 0
+        assert method["cost"]["total_ms"]["n"] == 2 and method["cost"]["train_cpu_h"]["mean"] > 0
+        assert [p["iterations"] for p in method["learning_curve"]] == [2, 4]
+        assert all(r["clock"]["wall_s"] > 0 for r in runs)
+    # The learning curve's last point is the final evaluation.
+    final = [r["results"]["PQ_th"] for r in report["runs"][:2]]
+    assert report["methods"][0]["learning_curve"][-1]["mean"] == pytest.approx(sum(final) / 2)
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| Panoptic FPN |" in table and "PQm" in table and " ± " in table
+    for plot in ("speed_vs_pq.png", "learning_curve.png"):
+        assert (tmp_path / "out" / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_mean_and_std_of_defined_values():
+    stat = compare_methods.mean_and_std([1.0, 2.0, None, math.nan])
+    assert stat == {"mean": 1.5, "std": pytest.approx(math.sqrt(0.5)), "n": 2}
+    assert compare_methods.mean_and_std([3.0]) == {"mean": 3.0, "std": None, "n": 1}
+
+
+def test_bad_comparison_set_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("configs: [missing.yaml]\nseeds: [1, 1]\nopts: [SOLVER.MAX_ITER]\nextra: 1\n")
+    assert compare_methods.main(["--set", str(path)]) == 2
+    error = capsys.readouterr().err
+    for problem in (
+        "unknown keys ['extra']",
+        "missing.yaml does not exist",
+        "'seeds' must be distinct integers",
+        "'opts' must be KEY VALUE pairs",
+    ):
+        assert problem in error  # fmt: skip
+
+
+def test_default_set_shares_one_schedule_and_backbone_initialization():
+    comparison = compare_methods.ComparisonSet.load(compare_methods.DEFAULT_SET)
+    assert len(comparison.configs) == 4 and len(comparison.seeds) >= 3
+    runs = compare_methods.protocol_runs(comparison, REPO / "output" / "unused")
+    configs = [compare_methods.run_config(run, comparison, [], tiny=False) for run in runs]
+    assert {c.MODEL.META_ARCHITECTURE for c in configs} == set(compare_methods.METHOD_NAMES)
+    for key in (
+        "SOLVER.MAX_ITER",
+        "SOLVER.STEPS",
+        "SOLVER.IMS_PER_BATCH",
+        "SOLVER.BASE_LR",
+        "MODEL.WEIGHTS",
+        "INPUT.MIN_SIZE_TRAIN",
+        "DATASETS.TRAIN",
+        "TEST.EVAL_PERIOD",
+    ):
+        assert len({str(_get(c, key)) for c in configs}) == 1, key
+    assert configs[0].MODEL.WEIGHTS.startswith("panoptic_zoo://ImageNetPretrained/")
+    assert sorted(c.SEED for c in configs) == sorted(comparison.seeds * 4)
