@@ -17,6 +17,7 @@ import pytest
 from panoptic_testing import CONFIGS, REPO
 
 from panoptic_zoo.config import _get
+from panoptic_zoo.modeling.methods import registered_methods
 
 spec = importlib.util.spec_from_file_location(
     "compare_methods", REPO / "tools" / "compare_methods.py"
@@ -132,7 +133,7 @@ def test_default_set_shares_one_schedule_and_backbone_initialization():
     assert len(comparison.configs) == 4 and len(comparison.seeds) >= 3
     runs = compare_methods.protocol_runs(comparison, REPO / "output" / "unused")
     configs = [compare_methods.run_config(run, comparison, [], tiny=False) for run in runs]
-    assert {c.MODEL.META_ARCHITECTURE for c in configs} == set(compare_methods.METHOD_NAMES)
+    assert {c.MODEL.META_ARCHITECTURE for c in configs} == {m.meta_architecture for m in registered_methods()}
     for key in (
         "SOLVER.MAX_ITER",
         "SOLVER.STEPS",
