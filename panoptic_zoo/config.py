@@ -9,6 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .data import datasets, instance_mapper  # noqa: F401  (registers datasets and mappers)
 from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config

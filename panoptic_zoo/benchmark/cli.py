@@ -6,8 +6,9 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .run import run_benchmark
+from ..data.panoptic_format import add_dataset_argument
 from ..deploy.runtime import BACKENDS
+from .run import run_benchmark
 from .settings import PRECISIONS, BenchmarkSettings
 
 __all__ = ["main", "parse_args"]
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-dataset", help="registered dataset to evaluate on (PQ, AP, mIoU); its first "
         "image is also the benchmark image unless --image is given",
     )  # fmt: skip
+    add_dataset_argument(parser)
     parser.add_argument("--image", help="benchmark image file (default: random pixels)")
     parser.add_argument("--output-dir", type=Path, default=Path("output/benchmark"))
     parser.add_argument(
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         repeats=defaults["repeats"] if args.repeats is None else args.repeats,
         output_dir=args.output_dir,
         eval_dataset=args.eval_dataset,
+        datasets=tuple(tuple(entry) for entry in args.dataset),
         image=args.image,
         tiny=args.tiny,
         skip_reference=args.skip_reference,
