@@ -428,3 +428,32 @@ def test_benchmark_takes_a_dataset_and_checks_its_class_counts(photos, tmp_path,
     with pytest.raises(ValueError, match="DATASETS.NUM_THING_CLASSES is 5 but dataset "
                        "'photos_benchmark' has 8"):  # fmt: skip
         cli.main(argv)
+
+
+def test_the_training_check_reads_a_dataset_once_per_content(photos, tmp_path, monkeypatch):
+    root = Path(shutil.copytree(photos["root"], tmp_path / "cached"))
+    argv = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml"),
+            "--dataset", "photos_cached", str(root / "images"), str(root / "panoptic.json"),
+            str(root / "panoptic"), *_swap_opts("photos_cached"),
+            "OUTPUT_DIR", str(tmp_path / "run")]  # fmt: skip
+    cfg = setup_cfg(_train_net_args(argv))
+    checked = []
+    check_dataset = check.check_dataset
+    monkeypatch.setattr(
+        check,
+        "check_dataset",
+        lambda name, *a, **k: checked.append(name) or check_dataset(name, *a, **k),
+    )
+
+    assert check.check_training_datasets(cfg) == set()
+    assert check.check_training_datasets(cfg) == set()
+    assert checked == ["photos_cached"]  # the second time from the cache
+
+    # A file changed: read again, and its new problem found.
+    png = root / "panoptic" / "rocket.png"
+    pixels = np.asarray(Image.open(png).convert("RGB")).copy()
+    pixels[0, 0] = (9, 9, 0)
+    Image.fromarray(pixels).save(png)
+    with pytest.raises(check.DatasetProblemsError, match="rocket.png"):
+        check.check_training_datasets(cfg)
+    assert checked == ["photos_cached", "photos_cached"]
