@@ -79,6 +79,11 @@ class DatasetCheck:
     crowd: int = 0
     void_pixels: int = 0
     pixels: int = 0
+    # Per-channel sums over the readable images' pixels, in BGR (detectron2's MODEL.PIXEL_MEAN
+    # and PIXEL_STD order): the statistics a config for this dataset starts from.
+    color_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    color_square_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    color_pixels: int = 0
     # (file, problem and fix): every problem found, in dataset order.
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -86,12 +91,20 @@ class DatasetCheck:
     def bad_files(self) -> set[str]:
         return {file for file, _ in self.problems}
 
+    def pixel_statistics(self) -> tuple[list[float], list[float]]:
+        """Mean and standard deviation of the images' pixels per channel, BGR."""
+        mean = self.color_sum / max(self.color_pixels, 1)
+        variance = self.color_square_sum / max(self.color_pixels, 1) - mean**2
+        return mean.round(3).tolist(), np.sqrt(np.maximum(variance, 0)).round(3).tolist()
+
     def summary(self) -> str:
         """The summary table and the list of problems, as printed by the command."""
         void = 100.0 * self.void_pixels / self.pixels if self.pixels else 0.0
+        mean, std = self.pixel_statistics()
         lines = [
             f"dataset {self.name}: {self.images} images, {sum(self.segments.values())} "
             f"segments ({self.crowd} crowd), void {void:.1f} % of pixels",
+            f"  pixels (BGR): MODEL.PIXEL_MEAN {mean} MODEL.PIXEL_STD {std}",
             f"  {'class':<24} {'segments':>8}",
         ]
         lines += [f"  {name:<24} {count:>8}" for name, count in self.segments.items()]
@@ -217,6 +230,10 @@ def check_records(
         except (AnnotationError, FileNotFoundError, OSError) as e:
             result.problems.append(_problem(record["file_name"], e))
         else:
+            bgr = np.asarray(image.convert("RGB"), dtype=np.float64)[..., ::-1].reshape(-1, 3)
+            result.color_sum += bgr.sum(axis=0)
+            result.color_square_sum += (bgr**2).sum(axis=0)
+            result.color_pixels += len(bgr)
             if (image.height, image.width) != (height, width):
                 result.problems.append(
                     (

@@ -457,3 +457,19 @@ def test_the_training_check_reads_a_dataset_once_per_content(photos, tmp_path, m
     with pytest.raises(check.DatasetProblemsError, match="rocket.png"):
         check.check_training_datasets(cfg)
     assert checked == ["photos_cached", "photos_cached"]
+
+
+def test_check_measures_the_pixel_statistics_of_a_config(photos):
+    result = check.check_files("photos_pixels", photos["images"], photos["json"], photos["pngs"])
+    pixels = np.concatenate(
+        [
+            np.asarray(Image.open(p).convert("RGB")).reshape(-1, 3)
+            for p in Path(photos["images"]).iterdir()
+        ]
+    )[:, ::-1].astype(
+        np.float64
+    )  # BGR, as MODEL.PIXEL_MEAN
+    mean, std = result.pixel_statistics()
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), atol=1e-3)
+    np.testing.assert_allclose(std, pixels.std(axis=0), atol=1e-3)
+    assert f"MODEL.PIXEL_MEAN {mean} MODEL.PIXEL_STD {std}" in result.summary()
