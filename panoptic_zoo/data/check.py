@@ -6,12 +6,12 @@ its fix, and a summary of what the dataset holds.
     python -m panoptic_zoo.data.check --config-file configs/my/panoptic_fpn.yaml   # its datasets
     python -m panoptic_zoo.data.check --dataset my_train IMAGES PANOPTIC.json PANOPTIC_PNGS
 
-Checked: the annotation JSON (every malformed record: known categories, unique segment ids, ...),
-every image and
-panoptic PNG is readable, sizes agree with the JSON, the ids in each PNG are those of its
-segments_info, the semantic PNGs (when the dataset has them) are readable and of the image's
-size, and, with a config, the class counts of the config match the dataset. The summary table
-gives images, segments per class, crowd segments and the void fraction.
+Checked: every record of the annotation JSON (known categories, unique segment ids, sizes,
+...), every image and panoptic PNG is readable, sizes agree with the JSON, the ids in each PNG
+are those of its segments_info, the semantic PNGs (when the dataset has them) are readable and
+of the image's size, and, with a config, the class counts of the config match the dataset. The
+summary gives images, segments per class, crowd segments, the void fraction and the images'
+pixel mean and standard deviation (BGR, for MODEL.PIXEL_MEAN and PIXEL_STD).
 
 Training runs the same check on DATASETS.TRAIN first (:func:`check_training_datasets`), once per
 dataset content: the result is cached under a key of the JSON's checksum and every file's size
@@ -118,7 +118,7 @@ class DatasetCheck:
 
 def _problem(file: str, error: Exception) -> tuple[str, str]:
     """(file, message and fix) of a failed check; the message without its leading file name."""
-    message = str(error).removeprefix(f"{file}: ")
+    message = str(error).removeprefix(f"{file}: ").removeprefix(f"{file} ")
     return file, f"{message} ({_fix_for(error)})"
 
 
@@ -149,20 +149,20 @@ def check_dataset(
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     metadata = MetadataCatalog.get(name)
+    where = metadata.get("panoptic_json", name)
     json_problems = []
     try:
         records = DatasetCatalog.get(name)
     except AnnotationError as e:
-        # Every problem of the JSON; the files of its good records are still checked.
+        # Every problem of the JSON; the files of its other records are still checked.
         records = e.records
-        json_problems = [_json_problem(metadata.get("panoptic_json", name), p) for p in e.problems]
+        json_problems = [_json_problem(where, problem) for problem in e.problems]
     except (FileNotFoundError, OSError) as e:
-        where = metadata.get("panoptic_json", name)
         records = []
         json_problems = [(where, f"{e} (fix: correct the path; see docs/DATASETS.md)")]
     return check_records(
         name, records, metadata.get("thing_classes", []), metadata.get("stuff_classes", []),
-        json_problems, class_counts, metadata.get("panoptic_json", name), progress,
+        json_problems, class_counts, where, progress,
     )  # fmt: skip
 
 
@@ -174,11 +174,12 @@ def check_files(
     detectron2). Never raises for a dataset problem: the problems are in the result.
     """
     try:
-        metadata = separated_metadata(read_categories(panoptic_json))
+        content = load_json(panoptic_json)
+        metadata = separated_metadata(read_categories(panoptic_json, content))
         records, problems = parse_panoptic_json(
-            load_json(panoptic_json), panoptic_json, image_root, panoptic_root, metadata
+            content, panoptic_json, image_root, panoptic_root, metadata
         )
-    except (AnnotationError, FileNotFoundError) as e:
+    except (AnnotationError, OSError) as e:
         fix = "" if "fix:" in str(e) else " (fix: correct the file; see docs/DATASETS.md)"
         return DatasetCheck(name, problems=[(panoptic_json, f"{e}{fix}")])
     missing = [root for root in (image_root, panoptic_root) if not os.path.isdir(root)]

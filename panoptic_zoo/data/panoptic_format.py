@@ -64,14 +64,18 @@ def load_json(json_file: str) -> Any:
             ) from e
 
 
-def read_categories(panoptic_json: str) -> list[dict[str, Any]]:
-    """The ``categories`` of a COCO panoptic JSON, checked (id, name, isthing on each)."""
-    if not os.path.isfile(panoptic_json):
-        raise FileNotFoundError(
-            f"panoptic annotation file {panoptic_json} does not exist (relative paths are from "
-            f"the working directory, {os.getcwd()})"
-        )
-    content = load_json(panoptic_json)
+def read_categories(panoptic_json: str, content: Any = None) -> list[dict[str, Any]]:
+    """
+    The ``categories`` of a COCO panoptic JSON, checked (id, name, isthing on each); ``content``
+    is the file's loaded JSON, when it has been read already.
+    """
+    if content is None:
+        if not os.path.isfile(panoptic_json):
+            raise FileNotFoundError(
+                f"panoptic annotation file {panoptic_json} does not exist (relative paths are "
+                f"from the working directory, {os.getcwd()})"
+            )
+        content = load_json(panoptic_json)
     categories = content.get("categories") if isinstance(content, dict) else None
     if not isinstance(categories, list) or not categories:
         raise AnnotationError(
@@ -220,7 +224,8 @@ def parse_panoptic_json(
     ``height``, ``width``, ``pan_seg_file_name``, ``segments_info`` with separated
     ``category_id`` and ``isthing``, and ``sem_seg_file_name`` when ``sem_seg_root`` is given),
     and every problem found, each naming ``json_file``, the record, the field and the fix. An
-    annotation with a problem gives no dataset dict; the others are still returned.
+    annotation with a problem in its segments gives a dataset dict of its image alone (for a
+    check to read), one with another problem none; the others are returned complete.
     """
     problems: list[str] = []
     category_ids = (
@@ -298,6 +303,8 @@ def parse_panoptic_json(
                 segment_problems.append(str(e))
         if segment_problems:
             problems += segment_problems
+            # Its image is still read by a check; its PNG cannot be compared with the segments.
+            dataset_dicts.append({**images[image_id], "image_id": image_id})
             continue
         record = {
             **images[image_id],

@@ -335,7 +335,7 @@ def test_a_directory_named_as_an_image_is_found_before_training(photos, tmp_path
 
 
 def _json_problems_copy(photos, tmp_path) -> Path:
-    """A copy of the photos with three problems in the JSON and a missing image."""
+    """A copy of the photos with three problems in the JSON, a missing and a broken image."""
     root = Path(shutil.copytree(photos["root"], tmp_path / "json_problems"))
     content = json.loads((root / "panoptic.json").read_text())
     [chelsea] = [image for image in content["images"] if image["file_name"] == "chelsea.jpg"]
@@ -346,6 +346,8 @@ def _json_problems_copy(photos, tmp_path) -> Path:
     rocket[1]["id"] = rocket[0]["id"]
     (root / "panoptic.json").write_text(json.dumps(content))
     (root / "images" / "astronaut.jpg").unlink()
+    # The image of an annotation with a problem in its segments is still read.
+    (root / "images" / "coffee.jpg").write_bytes(b"not a jpeg")
     return root
 
 
@@ -354,6 +356,7 @@ JSON_PROBLEMS = [
     ("panoptic.json", "coffee.png) segments_info[0]", "category_id 99"),
     ("panoptic.json", "rocket.png) segments_info[1]", "segment ids must be unique"),
     ("astronaut.jpg", "", "does not exist"),
+    ("coffee.jpg", "", "is not a readable image"),
 ]
 
 
@@ -373,7 +376,7 @@ def test_problems_of_the_json_and_the_files_are_listed_at_once(photos, tmp_path,
             "--dataset", "photos_json_training", *dataset, *_swap_opts("photos_json_training"),
             "DATALOADER.SKIP_BAD_IMAGES", "True", "OUTPUT_DIR", str(tmp_path / "run")]  # fmt: skip
     cfg = setup_cfg(_train_net_args(argv))
-    with pytest.raises(check.DatasetProblemsError, match="has 4 problem") as error:
+    with pytest.raises(check.DatasetProblemsError, match="has 5 problem") as error:
         check.check_training_datasets(cfg)
     assert "cannot be skipped" in str(error.value)
     for file, record, problem in JSON_PROBLEMS:

@@ -31,7 +31,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from ...utils.checksum import sha256_of
-from ..panoptic_format import add_dataset_argument, read_categories, separated_metadata
+from ..panoptic_format import (
+    AnnotationError,
+    add_dataset_argument,
+    read_categories,
+    separated_metadata,
+)
 from .panoptic import load_panoptic_json, register_panoptic_dataset
 
 __all__ = [
@@ -60,7 +65,11 @@ def derive_semantic_pngs(
     """Write the semantic PNGs of every annotation into ``target`` unless it is complete."""
     if (target / "DONE").is_file():
         return
-    records = load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
+    try:
+        records = load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
+    except AnnotationError as e:
+        # The annotations without problems; the data check reports the others, with the rest.
+        records = [record for record in e.records if "pan_seg_file_name" in record]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
