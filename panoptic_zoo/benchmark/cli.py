@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.panoptic_format import add_dataset_argument
 from ..deploy.runtime import BACKENDS
 from .run import run_benchmark
-from .settings import PRECISIONS, BenchmarkSettings
+from .settings import PRECISIONS, BenchmarkSettings, load_config
 
 __all__ = ["main", "parse_args"]
 
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
         panoptic_fcn_official_src=args.panoptic_fcn_official_src,
         backends=tuple(b for b in dict.fromkeys(args.backend) if b != "eager"),
     )
+    # Every config's datasets registered (DATASETS.REGISTER, --dataset) and class counts checked
+    # before anything is measured: the evaluated dataset's first image is the benchmark's.
+    for config in args.configs:
+        load_config(config, settings)
     command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
     report, paths = run_benchmark(
         args.configs, args.weights or [""] * len(args.configs), settings, command

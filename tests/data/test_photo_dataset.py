@@ -408,11 +408,13 @@ def test_check_command_on_files_imports_neither_torch_nor_detectron2(photos):
 
 def test_benchmark_takes_a_dataset_and_checks_its_class_counts(photos, tmp_path, monkeypatch):
     from panoptic_zoo.benchmark import cli
-    from panoptic_zoo.benchmark.settings import load_config
+    from panoptic_zoo.benchmark.settings import image_source, load_config
 
     loaded = {}
 
     def load_only(configs, weights, settings, command):
+        # As the run begins: the benchmark image is the evaluated dataset's first.
+        assert Path(image_source(settings)).parent == Path(photos["images"])
         for config in configs:
             loaded[config] = load_config(config, settings)
         return {}, {}
