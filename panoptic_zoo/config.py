@@ -11,7 +11,8 @@ from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from . import data, modeling  # noqa: F401  (registers datasets, mappers and models)
+from . import modeling  # noqa: F401  (registers the models)
+from .data import checked_dataset_mapper, datasets, mappers  # noqa: F401  (registers datasets and mappers)
 from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config

@@ -6,11 +6,12 @@ import argparse
 import shlex
 from pathlib import Path
 
+from ..data.panoptic_format import add_dataset_argument
 from ..deploy.runtime import BACKENDS
 from ..model_zoo import get_config_file
 from ..modeling.methods import registered_methods
 from .run import run_benchmark
-from .settings import PRECISIONS, BenchmarkSettings
+from .settings import PRECISIONS, BenchmarkSettings, load_config
 
 __all__ = ["main", "parse_args", "registered_method_configs"]
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-dataset", help="registered dataset to evaluate on (PQ, AP, mIoU); its first "
         "image is also the benchmark image unless --image is given",
     )  # fmt: skip
+    add_dataset_argument(parser)
     parser.add_argument("--image", help="benchmark image file (default: random pixels)")
     parser.add_argument("--output-dir", type=Path, default=Path("output/benchmark"))
     parser.add_argument(
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         repeats=defaults["repeats"] if args.repeats is None else args.repeats,
         output_dir=args.output_dir,
         eval_dataset=args.eval_dataset,
+        datasets=tuple(tuple(entry) for entry in args.dataset),
         image=args.image,
         tiny=args.tiny,
         skip_reference=args.skip_reference,
@@ -108,8 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
         panoptic_fcn_official_src=args.panoptic_fcn_official_src,
         backends=tuple(b for b in dict.fromkeys(args.backend) if b != "eager"),
     )
-    command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
     configs = args.configs or registered_method_configs(args.tiny)
+    # Every config's datasets registered (DATASETS.REGISTER, --dataset) and class counts checked
+    # before anything is measured: the evaluated dataset's first image is the benchmark's.
+    for config in configs:
+        load_config(config, settings)
+    command = shlex.join(["python", "-m", "panoptic_zoo.benchmark", *(argv or [])])
     report, paths = run_benchmark(configs, args.weights or [""] * len(configs), settings, command)
     for kind, path in paths.items():
         print(f"{kind}: {path}")

@@ -27,9 +27,10 @@ from .timing import time_inference
 
 __all__ = ["time_reference_in_fresh_process"]
 
-# panoptic_zoo is imported first: it registers the models and datasets, as train_net.py does.
+# panoptic_zoo.config is imported first: it registers the models and datasets, as train_net.py
+# does.
 _FRESH_PROCESS_CODE = (
-    "import sys, panoptic_zoo; "
+    "import sys, panoptic_zoo.config; "
     "from panoptic_zoo.benchmark.reference_process import main; main(sys.argv[1:])"
 )
 
@@ -68,7 +69,11 @@ def _settings(record: dict) -> BenchmarkSettings:
         "size": tuple(record["size"]),
         "precisions": tuple(record["precisions"]),
         "opts": tuple(record["opts"]),
+        "datasets": tuple(tuple(entry) for entry in record["datasets"]),
         "output_dir": Path(record["output_dir"]),
+        # Nothing is evaluated here: the model's classes are those of the config's own datasets
+        # (a dataset registered in the parent's Python code is unknown to this process).
+        "eval_dataset": None,
     })  # fmt: skip
 
 

@@ -17,8 +17,8 @@ from detectron2.data.detection_utils import read_image
 from PIL import Image
 from torch import nn
 
-from ..config import get_cfg
-from ..data.datasets.custom import register_from_config
+from ..config import check_class_counts, get_cfg
+from ..data.datasets.custom import register_from_config, set_dataset_arguments
 from ..deploy.runtime import BACKENDS
 from ..engine import build_inference_model
 from ..utils.config import shrink_to_test_size
@@ -47,6 +47,8 @@ class BenchmarkSettings:
     repeats: int
     output_dir: Path
     eval_dataset: str | None = None
+    # --dataset NAME IMAGE_ROOT PANOPTIC_JSON PANOPTIC_ROOT entries, registered in every process.
+    datasets: tuple[tuple[str, str, str, str], ...] = ()
     image: str | None = None  # image file; default: the eval dataset's first image, else noise
     tiny: bool = False  # configs shrunk to test size, tiny floor problems
     skip_reference: bool = False
@@ -81,13 +83,17 @@ def load_config(path: str, settings: BenchmarkSettings) -> CfgNode:
     cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.merge_from_list(list(settings.opts))
+    set_dataset_arguments(cfg, settings.datasets)
     if settings.tiny:
         shrink_to_test_size(cfg)
     cfg.MODEL.DEVICE = settings.device
     if settings.eval_dataset:
         cfg.DATASETS.TEST = (settings.eval_dataset,)
-    # Datasets of DATASETS.REGISTER (e.g. for --eval-dataset on your own data).
+        cfg.DATASETS.TRAIN = ()  # nothing is trained: the evaluated dataset's classes are the model's
+    # Datasets of DATASETS.REGISTER and --dataset (e.g. for --eval-dataset on your own data);
+    # the model's class counts are checked against them (and read from them when unset).
     register_from_config(cfg)
+    check_class_counts(cfg)
     # Evaluation writes its files here (eval_results.json, predictions).
     cfg.OUTPUT_DIR = str(settings.output_dir / "evaluation" / Path(path).stem)
     cfg.freeze()

@@ -22,11 +22,9 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Instances
-from detectron2.utils.file_io import PathManager
 from detectron2.utils.registry import Registry
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .datasets.panoptic import AnnotationError
+from .panoptic_format import open_image_checked, read_label_png, read_panoptic_png
 
 __all__ = [
     "DATASET_MAPPER_REGISTRY",
@@ -62,106 +60,9 @@ def build_dataset_mapper(cfg, is_train: bool):
     return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
 
 
-# What a corrupt, truncated or hostile image file makes PIL raise while opening and decoding it.
-_UNREADABLE_IMAGE_ERRORS = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,  # a header claiming a huge size
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-)
-# Modes and PNG raw modes of more than 8 bits per channel: converting them to 8-bit RGB would clip
-# (16-bit grayscale becomes nearly all white) or garble (48-bit RGB), silently.
-_HIGH_BIT_DEPTH_MODES = ("I", "F")
-
-
-def open_image_checked(file_name: str) -> Image.Image:
-    """
-    The decoded image of ``file_name`` with its EXIF orientation applied, as detectron2's
-    ``read_image`` does, after checking it has 8 bits per channel. Every failure names the file.
-    """
-    try:
-        with PathManager.open(file_name, "rb") as f:
-            image = Image.open(f)
-            raw_modes = " ".join(str(tile[3]) for tile in image.tile)
-            if image.mode.startswith(_HIGH_BIT_DEPTH_MODES) or ";16" in raw_modes:
-                raise AnnotationError(
-                    f"{file_name} has more than 8 bits per channel (mode {image.mode} "
-                    f"{raw_modes}); convert it to 8-bit, detectron2 would clip it silently"
-                )
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"image file {file_name} does not exist") from e
-    except AnnotationError:
-        raise  # a ValueError, but already the clear error
-    except _UNREADABLE_IMAGE_ERRORS as e:
-        raise AnnotationError(
-            f"{file_name} is not a readable image ({type(e).__name__}: {e})"
-        ) from e
-
-
 def read_image_checked(file_name: str, format: str | None = None) -> np.ndarray:
     """detectron2's ``read_image`` (EXIF orientation, format), checked by open_image_checked."""
     return utils.convert_PIL_to_numpy(open_image_checked(file_name), format)
-
-
-def read_label_png(file_name: str) -> np.ndarray:
-    """
-    The label values of a semantic segmentation PNG: one 8-bit channel, read as stored (the
-    indices of a palette PNG, not its colors), as detectron2's ``SemSegEvaluator`` reads them.
-    """
-    image = open_image_checked(file_name)
-    if image.mode not in ("L", "P"):
-        raise AnnotationError(
-            f"{file_name}: a semantic label PNG must have one 8-bit channel (mode L or P), "
-            f"got mode {image.mode}; converting it would turn colors into wrong labels"
-        )
-    return np.asarray(image, dtype=np.uint8)
-
-
-# Panoptic PNGs hold ids as R + 256 G + 256^2 B: an RGB image, or a palette of RGB colors.
-_PANOPTIC_PNG_MODES = ("RGB", "RGBA", "P")
-
-
-def read_panoptic_png(dataset_dict: dict[str, Any], expected_shape: tuple[int, int]) -> np.ndarray:
-    """
-    Segment ids (R + 256 G + 256^2 B) of a dataset dict's panoptic PNG, checked against its
-    ``segments_info`` and the image size.
-    """
-    file_name = dataset_dict["pan_seg_file_name"]
-    image = open_image_checked(file_name)
-    if image.mode not in _PANOPTIC_PNG_MODES:
-        raise AnnotationError(
-            f"{file_name}: a panoptic PNG must be 8-bit RGB (ids R + 256 G + 256^2 B), got "
-            f"mode {image.mode}"
-        )
-    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255:
-        raise AnnotationError(
-            f"{file_name}: panoptic PNG has transparent pixels; ids are RGB only, so its alpha "
-            "channel cannot be meant as void or anything else: save it as RGB"
-        )
-    rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
-    if rgb.shape[:2] != tuple(expected_shape):
-        raise AnnotationError(
-            f"{file_name}: panoptic PNG is {rgb.shape[1]}x{rgb.shape[0]} (WxH) but image "
-            f"{dataset_dict['file_name']} is {expected_shape[1]}x{expected_shape[0]}"
-        )
-    ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-    present = set(np.unique(ids).tolist()) - {0}
-    annotated = {s["id"] for s in dataset_dict["segments_info"]}
-    if present - annotated:
-        raise AnnotationError(
-            f"{file_name}: segment ids {_few(present - annotated)} appear in the PNG but not "
-            "in its segments_info (they would be trained as void)"
-        )
-    if annotated - present:
-        raise AnnotationError(
-            f"{file_name}: segments_info lists ids {_few(annotated - present)} that do not "
-            "appear in the PNG"
-        )
-    return ids
 
 
 def build_panoptic_augmentations(cfg, is_train: bool) -> list:
@@ -174,12 +75,6 @@ def build_panoptic_augmentations(cfg, is_train: bool) -> list:
     if cfg.INPUT.CROP.ENABLED and is_train:
         augmentations.insert(1, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     return augmentations
-
-
-def _few(ids: set[int], limit: int = 10) -> str:
-    """The sorted ids, only the first ``limit`` of them when there are more (e.g. a lossy PNG)."""
-    ids = sorted(ids)
-    return str(ids) if len(ids) <= limit else f"{ids[:limit]} (and {len(ids) - limit} more)"
 
 
 def map_panoptic_image(

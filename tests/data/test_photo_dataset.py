@@ -13,6 +13,8 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +332,149 @@ def test_a_directory_named_as_an_image_is_found_before_training(photos, tmp_path
     assert check.main(argv) == 1
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  - ")]
     assert "coffee.jpg" in line and "IsADirectoryError" in line and "fix:" in line
+
+
+def _json_problems_copy(photos, tmp_path) -> Path:
+    """A copy of the photos with three problems in the JSON, a missing and a broken image."""
+    root = Path(shutil.copytree(photos["root"], tmp_path / "json_problems"))
+    content = json.loads((root / "panoptic.json").read_text())
+    [chelsea] = [image for image in content["images"] if image["file_name"] == "chelsea.jpg"]
+    del chelsea["height"]
+    by_png = {ann["file_name"]: ann for ann in content["annotations"]}
+    by_png["coffee.png"]["segments_info"][0]["category_id"] = 99
+    rocket = by_png["rocket.png"]["segments_info"]
+    rocket[1]["id"] = rocket[0]["id"]
+    (root / "panoptic.json").write_text(json.dumps(content))
+    (root / "images" / "astronaut.jpg").unlink()
+    # The image of an annotation with a problem in its segments is still read.
+    (root / "images" / "coffee.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+JSON_PROBLEMS = [
+    ("panoptic.json", "image", "has no 'height' field"),
+    ("panoptic.json", "coffee.png) segments_info[0]", "category_id 99"),
+    ("panoptic.json", "rocket.png) segments_info[1]", "segment ids must be unique"),
+    ("astronaut.jpg", "", "does not exist"),
+    ("coffee.jpg", "", "is not a readable image"),
+]
+
+
+def test_problems_of_the_json_and_the_files_are_listed_at_once(photos, tmp_path, capsys):
+    root = _json_problems_copy(photos, tmp_path)
+    dataset = [str(root / "images"), str(root / "panoptic.json"), str(root / "panoptic")]
+
+    # The command, on the files alone.
+    assert check.main(["--dataset", "photos_json_problems", *dataset]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  - ")]
+    assert len(lines) == len(JSON_PROBLEMS)
+    for line, (file, record, problem) in zip(lines, JSON_PROBLEMS):
+        assert f"{file}: " in line and record in line and problem in line and "fix:" in line
+
+    # Training: the same problems before any iteration; those of the JSON cannot be skipped.
+    argv = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml"),
+            "--dataset", "photos_json_training", *dataset, *_swap_opts("photos_json_training"),
+            "DATALOADER.SKIP_BAD_IMAGES", "True", "OUTPUT_DIR", str(tmp_path / "run")]  # fmt: skip
+    cfg = setup_cfg(_train_net_args(argv))
+    with pytest.raises(check.DatasetProblemsError, match="has 5 problem") as error:
+        check.check_training_datasets(cfg)
+    assert "cannot be skipped" in str(error.value)
+    for file, record, problem in JSON_PROBLEMS:
+        assert record in str(error.value) and problem in str(error.value)
+
+    # The loader itself names every problem of the JSON, not only the first.
+    with pytest.raises(ValueError, match="has 3 problems") as error:
+        DatasetCatalog.get("photos_json_training")
+    assert all(problem in str(error.value) for _, _, problem in JSON_PROBLEMS[:3])
+
+
+def test_check_command_on_files_imports_neither_torch_nor_detectron2(photos):
+    # As `python -m panoptic_zoo.data.check --dataset ...` runs, then what it imported.
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['check', '--dataset', 'photos', *{_dataset_args('photos', photos)[2:]!r}]\n"
+        "try:\n"
+        "    runpy.run_module('panoptic_zoo.data.check', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n"
+        "    status = e.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'detectron2'))\n"
+        "print('status', status, 'heavy', heavy)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert "0 problem(s) in 1 dataset(s)" in run.stdout
+    assert run.stdout.splitlines()[-1] == "status 0 heavy []"
+
+
+def test_benchmark_takes_a_dataset_and_checks_its_class_counts(photos, tmp_path, monkeypatch):
+    from panoptic_zoo.benchmark import cli
+    from panoptic_zoo.benchmark.settings import image_source, load_config
+
+    loaded = {}
+
+    def load_only(configs, weights, settings, command):
+        # As the run begins: the benchmark image is the evaluated dataset's first.
+        assert Path(image_source(settings)).parent == Path(photos["images"])
+        for config in configs:
+            loaded[config] = load_config(config, settings)
+        return {}, {}
+
+    monkeypatch.setattr(cli, "run_benchmark", load_only)
+    config = str(CONFIGS / "shapes" / "upsnet_R_18.yaml")
+    argv = ["--configs", config, "--tiny", "--dataset", "photos_benchmark", photos["images"],
+            photos["json"], photos["pngs"], "--eval-dataset", "photos_benchmark",
+            "--output-dir", str(tmp_path)]  # fmt: skip
+    cli.main([*argv, "--opts", "DATASETS.NUM_THING_CLASSES", "-1",
+              "DATASETS.NUM_STUFF_CLASSES", "-1"])  # fmt: skip
+    cfg = loaded[config]
+    assert cfg.DATASETS.TEST == ("photos_benchmark",)
+    assert (cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.UPSNET.NUM_STUFF_CLASSES) == (THINGS, STUFF)
+    # The shapes counts kept: named before any model is built.
+    with pytest.raises(ValueError, match="DATASETS.NUM_THING_CLASSES is 5 but dataset "
+                       "'photos_benchmark' has 8"):  # fmt: skip
+        cli.main(argv)
+
+
+def test_the_training_check_reads_a_dataset_once_per_content(photos, tmp_path, monkeypatch):
+    root = Path(shutil.copytree(photos["root"], tmp_path / "cached"))
+    argv = ["--config-file", str(CONFIGS / "shapes" / "panoptic_fpn_R_18.yaml"),
+            "--dataset", "photos_cached", str(root / "images"), str(root / "panoptic.json"),
+            str(root / "panoptic"), *_swap_opts("photos_cached"),
+            "OUTPUT_DIR", str(tmp_path / "run")]  # fmt: skip
+    cfg = setup_cfg(_train_net_args(argv))
+    checked = []
+    check_dataset = check.check_dataset
+    monkeypatch.setattr(
+        check,
+        "check_dataset",
+        lambda name, *a, **k: checked.append(name) or check_dataset(name, *a, **k),
+    )
+
+    assert check.check_training_datasets(cfg) == set()
+    assert check.check_training_datasets(cfg) == set()
+    assert checked == ["photos_cached"]  # the second time from the cache
+
+    # A file changed: read again, and its new problem found.
+    png = root / "panoptic" / "rocket.png"
+    pixels = np.asarray(Image.open(png).convert("RGB")).copy()
+    pixels[0, 0] = (9, 9, 0)
+    Image.fromarray(pixels).save(png)
+    with pytest.raises(check.DatasetProblemsError, match="rocket.png"):
+        check.check_training_datasets(cfg)
+    assert checked == ["photos_cached", "photos_cached"]
+
+
+def test_check_measures_the_pixel_statistics_of_a_config(photos):
+    result = check.check_files("photos_pixels", photos["images"], photos["json"], photos["pngs"])
+    pixels = np.concatenate(
+        [
+            np.asarray(Image.open(p).convert("RGB")).reshape(-1, 3)
+            for p in Path(photos["images"]).iterdir()
+        ]
+    )[:, ::-1].astype(
+        np.float64
+    )  # BGR, as MODEL.PIXEL_MEAN
+    mean, std = result.pixel_statistics()
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), atol=1e-3)
+    np.testing.assert_allclose(std, pixels.std(axis=0), atol=1e-3)
+    assert f"MODEL.PIXEL_MEAN {mean} MODEL.PIXEL_STD {std}" in result.summary()

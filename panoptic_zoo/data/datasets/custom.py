@@ -19,7 +19,6 @@ cache directory named by the panoptic JSON's content, and moved into place atomi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -32,12 +31,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from ...utils.checksum import sha256_of
-from .panoptic import (
+from ..panoptic_format import (
     AnnotationError,
-    load_panoptic_json,
-    register_panoptic_dataset,
+    add_dataset_argument,
+    read_categories,
     separated_metadata,
 )
+from .panoptic import load_panoptic_json, register_panoptic_dataset
 
 __all__ = [
     "DATASET_KEYS",
@@ -49,44 +49,6 @@ __all__ = [
 
 REQUIRED_KEYS = ("IMAGE_ROOT", "PANOPTIC_JSON", "PANOPTIC_ROOT")
 DATASET_KEYS = (*REQUIRED_KEYS, "INSTANCES_JSON", "SEM_SEG_ROOT")
-
-
-def read_categories(panoptic_json: str) -> list[dict[str, Any]]:
-    """The ``categories`` of a COCO panoptic JSON, checked (id, name, isthing on each)."""
-    if not os.path.isfile(panoptic_json):
-        raise FileNotFoundError(
-            f"panoptic annotation file {panoptic_json} does not exist (relative paths are from "
-            f"the working directory, {os.getcwd()})"
-        )
-    with open(panoptic_json, "rb") as f:
-        try:
-            content = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise AnnotationError(f"{panoptic_json} is not valid JSON: {e}") from e
-    categories = content.get("categories") if isinstance(content, dict) else None
-    if not isinstance(categories, list) or not categories:
-        raise AnnotationError(
-            f"{panoptic_json} has no 'categories' list: add one entry per class "
-            '({"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]})'
-        )
-    for index, category in enumerate(categories):
-        for key in ("id", "name", "isthing"):
-            if not isinstance(category, dict) or key not in category:
-                raise AnnotationError(
-                    f"{panoptic_json}: categories[{index}] has no '{key}' field "
-                    "(each category needs id, name and isthing 0/1)"
-                )
-        if category["isthing"] not in (0, 1):
-            raise AnnotationError(
-                f"{panoptic_json}: categories[{index}] ({category['name']}) has isthing "
-                f"{category['isthing']!r}; use 1 for countable things, 0 for stuff"
-            )
-    ids = [c["id"] for c in categories]
-    if len(set(ids)) != len(ids) or 0 in ids:
-        raise AnnotationError(
-            f"{panoptic_json}: category ids must be unique and non-zero (0 is void), got {ids}"
-        )
-    return categories
 
 
 def derived_sem_seg_root(panoptic_json: str) -> Path:
@@ -103,7 +65,11 @@ def derive_semantic_pngs(
     """Write the semantic PNGs of every annotation into ``target`` unless it is complete."""
     if (target / "DONE").is_file():
         return
-    records = load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
+    try:
+        records = load_panoptic_json(panoptic_json, image_root, panoptic_root, metadata)
+    except AnnotationError as e:
+        # The annotations without problems; the data check reports the others, with the rest.
+        records = [record for record in e.records if "pan_seg_file_name" in record]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -196,19 +162,6 @@ def register_from_config(cfg: CfgNode) -> list[str]:
         )  # fmt: skip
         names.append(name)
     return names
-
-
-def add_dataset_argument(parser) -> None:
-    """``--dataset NAME IMAGE_ROOT PANOPTIC_JSON PANOPTIC_ROOT`` (repeatable) on ``parser``."""
-    parser.add_argument(
-        "--dataset",
-        nargs=4,
-        action="append",
-        default=[],
-        metavar=("NAME", "IMAGE_ROOT", "PANOPTIC_JSON", "PANOPTIC_ROOT"),
-        help="register a COCO-panoptic-format dataset (as DATASETS.REGISTER does); "
-        "use NAME in DATASETS.TRAIN / DATASETS.TEST",
-    )
 
 
 def set_dataset_arguments(cfg: CfgNode, datasets: list[list[str]]) -> None:
