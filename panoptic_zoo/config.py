@@ -10,6 +10,7 @@ from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .modeling.backbones.build import add_mobile_backbone_config
+from .modeling.mask2former.config import add_mask2former_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
 from .modeling.upsnet.config import add_upsnet_config
@@ -38,6 +39,8 @@ CLASS_COUNT_KEYS = {
     "MODEL.PANOPTIC_DEEPLAB.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
     "MODEL.PANOPTIC_FCN.NUM_THING_CLASSES": lambda things, stuff: things,
     "MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
+    "MODEL.MASK2FORMER.NUM_THING_CLASSES": lambda things, stuff: things,
+    "MODEL.MASK2FORMER.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
 }
 
 # The keys each meta-architecture's model is built from.
@@ -49,6 +52,7 @@ _ARCHITECTURE_COUNT_KEYS = {
         "MODEL.PANOPTIC_DEEPLAB.NUM_STUFF_CLASSES",
     ),
     "PanopticFCN": ("MODEL.PANOPTIC_FCN.NUM_THING_CLASSES", "MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES"),
+    "Mask2Former": ("MODEL.MASK2FORMER.NUM_THING_CLASSES", "MODEL.MASK2FORMER.NUM_STUFF_CLASSES"),
 }
 
 
@@ -168,6 +172,7 @@ def get_cfg() -> CfgNode:
     add_upsnet_config(cfg)
     add_panoptic_deeplab_config(cfg)
     add_panoptic_fcn_config(cfg)
+    add_mask2former_config(cfg)
     add_mobile_backbone_config(cfg)
     # Every node of one class: merging checks that a loaded node has the type of the one it
     # replaces. Converting drops the nodes' new_allowed flags; REGISTER's is set again.
