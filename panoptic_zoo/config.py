@@ -136,6 +136,10 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     add_missing_options(
         cfg.SOLVER, {"OPTIMIZER": "SGD", "POLY_LR_POWER": 0.9, "POLY_LR_CONSTANT_ENDING": 0.0}
     )
+    # Read by panoptic_zoo.solver: the backbone's learning-rate factor and the weight decay of
+    # nn.Embedding weights (only Mask2Former has them: its queries), as Mask2Former's trainer;
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE may also be "full_model" (one norm over all gradients).
+    add_missing_options(cfg.SOLVER, {"BACKBONE_MULTIPLIER": 1.0, "WEIGHT_DECAY_EMBED": 0.0})
     # Read by panoptic_zoo.evaluation.build_evaluators: "panoptic_zoo" (PanopticEvaluator: PQ,
     # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
     # COCOPanopticEvaluator, PQ only), the cross-check.

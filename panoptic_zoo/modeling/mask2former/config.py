@@ -1,4 +1,5 @@
-"""``MODEL.MASK2FORMER`` options: pixel decoder, masked-attention decoder, matching, losses, inference."""
+"""``MODEL.MASK2FORMER`` options: training input, pixel decoder, masked-attention decoder, matching,
+losses, inference."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def _mask2former_defaults() -> CN:
     m2f.NUM_STUFF_CLASSES = 53
     # Images are padded to a multiple of this (the official SIZE_DIVISIBILITY; ResNets say 0).
     m2f.SIZE_DIVISIBILITY = 32
+
+    # Large-scale jitter of Mask2FormerLSJDatasetMapper (the official COCO training input).
+    m2f.LSJ = CN()
+    m2f.LSJ.IMAGE_SIZE = 1024
+    m2f.LSJ.MIN_SCALE = 0.1
+    m2f.LSJ.MAX_SCALE = 2.0
 
     m2f.PIXEL_DECODER = CN()
     # Backbone features read by the pixel decoder; the finer ones below the encoder's are the
