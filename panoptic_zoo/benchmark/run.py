@@ -46,6 +46,7 @@ METHOD_NAMES = {
     "UPSNet": "UPSNet",
     "PanopticDeepLabModel": "Panoptic-DeepLab",
     "PanopticFCN": "Panoptic FCN",
+    "Mask2Former": "Mask2Former",
 }
 
 

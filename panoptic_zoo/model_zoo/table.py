@@ -33,6 +33,7 @@ METHODS = {
     "UPSNet": "UPSNet",
     "PanopticDeepLabModel": "Panoptic-DeepLab",
     "PanopticFCN": "Panoptic FCN",
+    "Mask2Former": "Mask2Former",
 }
 
 

@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from panoptic_zoo.config import get_cfg  # noqa: E402
 from panoptic_zoo.model_zoo.converters import convert_official_mask2former  # noqa: E402
 from panoptic_zoo.modeling.images import normalized_image_batch  # noqa: E402
+from tools.parity.panoptic_fcn import make_image  # noqa: E402  (3 channels of smooth noise)
 
 NUM_THINGS, NUM_STUFF = 5, 4
 SAME_PADDING = [(83, 67), (71, 89)]  # both pad to 96 x 96
@@ -205,16 +206,6 @@ def perturbed(state_dict: dict, generator: torch.Generator) -> dict:
     return result
 
 
-def make_image(size, generator) -> torch.Tensor:
-    """An RGB image (3, H, W) in 0..255: smooth noise at two scales plus pixel noise."""
-    h, w = size
-    image = torch.rand(3, h, w, generator=generator) * 32
-    for cell in (24, 6):
-        coarse = torch.rand(1, 3, h // cell + 2, w // cell + 2, generator=generator)
-        image += F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)[0] * 112
-    return image.round()
-
-
 def make_merge_case(generator, queries: int, classes: int, size=(45, 59)):
     """Inputs of the panoptic merge alone, richer than a random network gives: class logits
     (Q, K+1) peaked on random classes (several queries per stuff class) and smooth mask logits
@@ -255,7 +246,7 @@ def make_segments(size, generator):
         y0, x0 = (int(torch.randint(0, s // 2, (1,), generator=generator)) for s in (h, w))
         dy, dx = (int(torch.randint(s // 6, s // 2, (1,), generator=generator)) for s in (h, w))
         mask = torch.zeros((h, w), dtype=torch.bool)
-        mask[y0: y0 + dy, x0: x0 + dx] = True
+        mask[y0 : y0 + dy, x0 : x0 + dx] = True
         for earlier in masks:
             mask &= ~earlier
         masks.append(mask)
@@ -422,7 +413,9 @@ def main(argv=None) -> int:
     merge_cases = [make_merge_case(generator, 12, NUM_THINGS + NUM_STUFF) for _ in range(3)]
     merge_outputs = []
     for object_threshold, overlap_threshold in ((0.8, 0.8), (0.3, 0.5)):
-        official_model.object_mask_threshold = model.inference.object_mask_threshold = object_threshold
+        official_model.object_mask_threshold = model.inference.object_mask_threshold = (
+            object_threshold
+        )
         official_model.overlap_threshold = model.inference.overlap_threshold = overlap_threshold
         for index, (class_logits, mask_logits, size) in enumerate(merge_cases):
             expected = official_merge(official_model, class_logits, mask_logits, size)
@@ -459,10 +452,13 @@ def main(argv=None) -> int:
     report.check("loss terms", sorted(our_losses) == sorted(official_losses),
                  f"{len(our_losses)} (official {len(official_losses)})")  # fmt: skip
     for name in sorted(official_losses):
-        report.close(name, our_losses[name].detach(), official_losses[name].detach(), LOSS_TOLERANCE)
+        report.close(
+            name, our_losses[name].detach(), official_losses[name].detach(), LOSS_TOLERANCE
+        )
     same_matches = len(our_calls) == len(official_calls) == 10 and all(
         torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-        for ours, theirs in zip(our_calls, official_calls) for a, b in zip(ours, theirs)
+        for ours, theirs in zip(our_calls, official_calls)
+        for a, b in zip(ours, theirs)
     )
     report.check("Hungarian assignments", same_matches,
                  f"{len(our_calls)} predictions x {len(our_calls[0])} images")  # fmt: skip

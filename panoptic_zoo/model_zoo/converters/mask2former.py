@@ -7,7 +7,7 @@ The official weights are released under CC BY-NC 4.0 (non-commercial): :data:`LI
 is issued on every conversion, and a converted checkpoint carries that licence.
 
 The official models take RGB input normalized by the ImageNet statistics (their configs'
-INPUT.FORMAT, MODEL.PIXEL_MEAN and PIXEL_STD; :func:`official_input_notes`). Their classes are
+INPUT.FORMAT, MODEL.PIXEL_MEAN and PIXEL_STD; :func:`mask2former_input_notes`). Their classes are
 the dataset's contiguous ids; for a dataset whose contiguous ids are not things-then-stuff
 (Cityscapes), pass ``class_order`` (:func:`~.detectron2.unified_class_order`).
 """
@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from .common import Conversion, ConversionError, RenameRule, rename_keys
+from .common import Conversion, ConversionError, RenameRule, input_notes, rename_keys
 
 __all__ = [
     "LICENSE_WARNING",
@@ -107,15 +107,6 @@ def mask2former_input_notes(
 ) -> list[str]:
     """Why a config would not feed a converted official model the input it was trained on
     (empty when it does)."""
-    notes = []
-    if input_format != "RGB":
-        notes.append(f"INPUT.FORMAT is {input_format!r}; the official models take 'RGB'")
-    if [round(x, 4) for x in pixel_mean] != list(OFFICIAL_PIXEL_MEAN) or [
-        round(x, 4) for x in pixel_std
-    ] != list(OFFICIAL_PIXEL_STD):
-        notes.append(
-            f"MODEL.PIXEL_MEAN {list(pixel_mean)} / PIXEL_STD {list(pixel_std)} differ from the "
-            f"official {list(OFFICIAL_PIXEL_MEAN)} / {list(OFFICIAL_PIXEL_STD)}; set them so in "
-            "the config"
-        )
-    return notes
+    return input_notes(
+        pixel_mean, pixel_std, input_format, OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD, "RGB"
+    )

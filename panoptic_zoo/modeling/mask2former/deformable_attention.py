@@ -106,6 +106,8 @@ class MultiScaleDeformableAttention(nn.Module):
         # Offsets are in cells of each level: divided by its (w, h).
         sizes = torch.tensor([[w, h] for h, w in level_shapes], dtype=query.dtype,
                              device=query.device)  # fmt: skip
-        locations = reference_points[:, :, None, :, None, :] + offsets / sizes[None, None, None, :, None, :]
+        locations = (
+            reference_points[:, :, None, :, None, :] + offsets / sizes[None, None, None, :, None, :]
+        )
         output = multi_scale_deformable_attention(value, level_shapes, locations, weights)
         return self.output_proj(output)

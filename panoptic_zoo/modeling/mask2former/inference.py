@@ -77,13 +77,11 @@ class Mask2FormerInference:
         self,
         *,
         num_thing_classes: int,
-        num_stuff_classes: int,
         object_mask_threshold: float,
         overlap_threshold: float,
         max_detections: int,
     ):
         self.num_thing_classes = num_thing_classes
-        self.num_stuff_classes = num_stuff_classes
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.max_detections = max_detections
@@ -128,7 +126,9 @@ class Mask2FormerInference:
         things = classes < self.num_thing_classes
         scores, classes, logits = scores[things], classes[things], mask_logits[queries[things]]
         masks, boxes = masks_above(logits, 0.0)
-        mask_scores = (logits.sigmoid() * masks).flatten(1).sum(1) / (masks.flatten(1).sum(1) + 1e-6)
+        mask_scores = (logits.sigmoid() * masks).flatten(1).sum(1) / (
+            masks.flatten(1).sum(1) + 1e-6
+        )
         instances = Instances(output_size)
         instances.pred_masks = masks
         instances.pred_boxes = Boxes(boxes)

@@ -56,8 +56,7 @@ class Mask2FormerLoss:
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
 
-    def __call__(self, class_logits, mask_logits, targets, matches_out: list | None = None):
-        """``matches_out``, when given, receives each prediction's matches (last first)."""
+    def __call__(self, class_logits, mask_logits, targets):
         device = mask_logits[-1].device
         num_masks = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
         if comm.get_world_size() > 1:
@@ -72,8 +71,6 @@ class Mask2FormerLoss:
         losses = {}
         for index in order:
             matches = self.matcher(class_logits[index], mask_logits[index], targets)
-            if matches_out is not None:
-                matches_out.append(matches)
             suffix = "" if index == len(class_logits) - 1 else f"_{index}"
             terms = {
                 "loss_ce": self._class_loss(class_logits[index], targets, matches),

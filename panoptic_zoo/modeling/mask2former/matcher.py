@@ -17,7 +17,9 @@ def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> tor
     """Mean binary cross-entropy over P points of every (prediction, target) pair:
     logits (Q, P), targets (M, P) in {0, 1} -> (Q, M)."""
     positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    negative = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    negative = F.binary_cross_entropy_with_logits(
+        logits, torch.zeros_like(logits), reduction="none"
+    )
     cost = positive @ targets.t() + negative @ (1 - targets).t()
     return cost / logits.shape[1]
 
@@ -37,7 +39,9 @@ class HungarianMatcher:
     predictions' device (seed torch to reproduce them).
     """
 
-    def __init__(self, class_weight: float, mask_weight: float, dice_weight: float, num_points: int):
+    def __init__(
+        self, class_weight: float, mask_weight: float, dice_weight: float, num_points: int
+    ):
         if class_weight == 0 and mask_weight == 0 and dice_weight == 0:
             raise ValueError("MODEL.MASK2FORMER.LOSS: the class, mask and dice weights are all 0")
         self.class_weight = class_weight

@@ -16,7 +16,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from ..images import normalized_image_batch
+from ..images import indices_by_padded_size, normalized_image_batch
 from .inference import Mask2FormerInference
 from .losses import Mask2FormerLoss
 from .matcher import HungarianMatcher
@@ -70,15 +70,19 @@ class Mask2Former(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         m2f = cfg.MODEL.MASK2FORMER
-        if m2f.NUM_THING_CLASSES < 0 or m2f.NUM_STUFF_CLASSES < 0 or (
-            m2f.NUM_THING_CLASSES + m2f.NUM_STUFF_CLASSES < 1
+        if (
+            m2f.NUM_THING_CLASSES < 0
+            or m2f.NUM_STUFF_CLASSES < 0
+            or (m2f.NUM_THING_CLASSES + m2f.NUM_STUFF_CLASSES < 1)
         ):
             raise ValueError(
                 "MODEL.MASK2FORMER.NUM_THING_CLASSES and NUM_STUFF_CLASSES must be >= 0 and not "
                 f"both 0, got {m2f.NUM_THING_CLASSES} and {m2f.NUM_STUFF_CLASSES}"
             )
         if m2f.DECODER.LAYERS < 1:
-            raise ValueError(f"MODEL.MASK2FORMER.DECODER.LAYERS must be >= 1, got {m2f.DECODER.LAYERS}")
+            raise ValueError(
+                f"MODEL.MASK2FORMER.DECODER.LAYERS must be >= 1, got {m2f.DECODER.LAYERS}"
+            )
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         decoder = m2f.PIXEL_DECODER
@@ -136,7 +140,6 @@ class Mask2Former(nn.Module):
             ),
             "inference": Mask2FormerInference(
                 num_thing_classes=m2f.NUM_THING_CLASSES,
-                num_stuff_classes=m2f.NUM_STUFF_CLASSES,
                 object_mask_threshold=m2f.INFERENCE.OBJECT_MASK_THRESHOLD,
                 overlap_threshold=m2f.INFERENCE.OVERLAP_THRESHOLD,
                 max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
@@ -161,9 +164,14 @@ class Mask2Former(nn.Module):
         targets = [self.targets(record, padded_size) for record in batched_inputs]
         return self.criterion(class_logits, mask_logits, targets)
 
+    def _size_divisibility(self) -> int:
+        """MODEL.MASK2FORMER.SIZE_DIVISIBILITY, or the backbone's when that is 0."""
+        return self.size_divisibility or self.backbone.size_divisibility
+
     def _images(self, batched_inputs) -> ImageList:
-        divisibility = self.size_divisibility or self.backbone.size_divisibility
-        return normalized_image_batch(batched_inputs, self.pixel_mean, self.pixel_std, divisibility)
+        return normalized_image_batch(
+            batched_inputs, self.pixel_mean, self.pixel_std, self._size_divisibility()
+        )
 
     def targets(self, record: dict, padded_size: tuple[int, int]) -> dict:
         """
@@ -200,11 +208,7 @@ class Mask2Former(nn.Module):
         are run in groups of equal padded size.
         """
         images = self._images(batched_inputs)
-        divisibility = max(1, self.size_divisibility or self.backbone.size_divisibility)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, (h, w) in enumerate(images.image_sizes):
-            padded = (-(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility)
-            groups.setdefault(padded, []).append(index)
+        groups = indices_by_padded_size(images.image_sizes, self._size_divisibility())
         results = [None] * len(batched_inputs)
         for (h, w), members in groups.items():
             class_logits, mask_logits = self.head(

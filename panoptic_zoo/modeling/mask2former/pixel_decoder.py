@@ -50,7 +50,9 @@ def sine_position_embedding(
 class DeformableEncoderLayer(nn.Module):
     """Deformable self-attention over all levels, then a ReLU FFN; post-norm, residuals."""
 
-    def __init__(self, dim: int, ffn_dim: int, dropout: float, levels: int, heads: int, points: int):
+    def __init__(
+        self, dim: int, ffn_dim: int, dropout: float, levels: int, heads: int, points: int
+    ):
         super().__init__()
         self.self_attn = MultiScaleDeformableAttention(dim, levels, heads, points)
         self.dropout1 = nn.Dropout(dropout)

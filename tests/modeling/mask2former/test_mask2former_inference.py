@@ -70,8 +70,8 @@ def test_probability_of_exactly_one_half_is_in_the_mask():
 
 
 def _inference(**overrides):
-    settings = dict(num_thing_classes=THINGS, num_stuff_classes=2, object_mask_threshold=0.8,
-                    overlap_threshold=0.8, max_detections=100)  # fmt: skip
+    settings = dict(num_thing_classes=THINGS, object_mask_threshold=0.8, overlap_threshold=0.8,
+                    max_detections=100)  # fmt: skip
     return Mask2FormerInference(**{**settings, **overrides})
 
 

@@ -10,10 +10,9 @@ import torch
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.data import DatasetCatalog
-from panoptic_testing import shrunk_shapes_cfg
+from panoptic_testing import predict_batched_and_single, shrunk_shapes_cfg
 
 from panoptic_zoo.config import get_cfg
-from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.engine import Trainer
 from panoptic_zoo.modeling.mask2former import (
     Mask2FormerLSJDatasetMapper,
@@ -94,7 +93,7 @@ def _record(size, stuff_classes=(2, 4)):
     instances.gt_masks = BitMasks(masks)
     instances.gt_classes = torch.tensor([3, 0])
     sem_seg = torch.full(size, stuff_classes[0])
-    sem_seg[:, w // 2:] = stuff_classes[1]
+    sem_seg[:, w // 2 :] = stuff_classes[1]
     sem_seg[masks.any(0)] = 0
     sem_seg[0] = 255
     return {"image": torch.rand(3, h, w) * 255, "instances": instances, "sem_seg": sem_seg}
@@ -109,7 +108,7 @@ def test_targets_are_things_then_each_stuff_class(tiny_shapes, tmp_path):
     assert targets["masks"].shape == (4, 64, 64) and targets["masks"].dtype == torch.bool
     assert not targets["masks"][:, 37:].any() and not targets["masks"][:, :, 41:].any()
     assert torch.equal(targets["masks"][0, :37, :41], record["instances"].gt_masks.tensor[0])
-    stuff_2 = (record["sem_seg"] == 2)
+    stuff_2 = record["sem_seg"] == 2
     assert torch.equal(targets["masks"][2, :37, :41], stuff_2)
     assert not targets["masks"][:, 0].any()  # void is no segment's
 
@@ -130,7 +129,9 @@ def test_training_step_reaches_every_parameter(tiny_shapes, tmp_path):
     with EventStorage():
         losses = model(batch)
     # The last prediction's and the 9 earlier ones' (learnable queries + 8 layers).
-    assert len(losses) == 3 * 10 and {"loss_ce", "loss_mask", "loss_dice", "loss_dice_8"} <= set(losses)
+    assert len(losses) == 3 * 10 and {"loss_ce", "loss_mask", "loss_dice", "loss_dice_8"} <= set(
+        losses
+    )
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
@@ -147,22 +148,19 @@ def test_image_without_segments_trains(tiny_shapes, tmp_path):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_batch_of_two_inference_equals_single_images(tiny_shapes, tmp_path):
-    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
-    # Low thresholds, "no object" never predicted and masks shifted up, so that an untrained
-    # model still produces segments.
-    cfg.MODEL.MASK2FORMER.INFERENCE.OBJECT_MASK_THRESHOLD = 0.0
-    cfg.MODEL.MASK2FORMER.INFERENCE.OVERLAP_THRESHOLD = 0.0
-    model = Trainer.build_model(cfg).eval()
+def _never_no_object(model):
     with torch.no_grad():
         model.head.predictor.class_embed.bias[-1] = -10.0
-        model.head.predictor.mask_embed.layers[-1].bias.normal_(0, 0.3)
-    mapper = build_dataset_mapper(cfg, is_train=False)
-    inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
-    assert inputs[0]["image"].shape != inputs[1]["image"].shape
-    with torch.no_grad():
-        batched = model(inputs)
-        single = [model([x])[0] for x in inputs]
+
+
+def test_batch_of_two_inference_equals_single_images(tiny_shapes, tmp_path):
+    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
+    # Low thresholds and "no object" never predicted, so that an untrained model gives segments.
+    cfg.MODEL.MASK2FORMER.INFERENCE.OBJECT_MASK_THRESHOLD = 0.0
+    cfg.MODEL.MASK2FORMER.INFERENCE.OVERLAP_THRESHOLD = 0.0
+    model, inputs, batched, single = predict_batched_and_single(
+        cfg, tiny_shapes["val"], _never_no_object
+    )
     num_stuff = cfg.MODEL.MASK2FORMER.NUM_STUFF_CLASSES
     for result, alone, x in zip(batched, single, inputs):
         size = (x["height"], x["width"])
@@ -221,5 +219,7 @@ def test_lsj_mapper_gives_square_training_inputs(tiny_shapes, tmp_path):
         assert mapped["image"].shape[1:] == (96, 96)
         assert mapped["sem_seg"].shape == (96, 96)
         assert mapped["instances"].image_size == (96, 96)
-    evaluated = Mask2FormerLSJDatasetMapper(cfg, is_train=False)(DatasetCatalog.get(tiny_shapes["val"])[0])
+    evaluated = Mask2FormerLSJDatasetMapper(cfg, is_train=False)(
+        DatasetCatalog.get(tiny_shapes["val"])[0]
+    )
     assert max(evaluated["image"].shape[1:]) <= cfg.INPUT.MAX_SIZE_TEST
