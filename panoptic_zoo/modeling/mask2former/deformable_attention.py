@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers.wrappers import shapes_to_tensor
 from torch import nn
 
 __all__ = ["MultiScaleDeformableAttention", "multi_scale_deformable_attention"]
@@ -103,9 +104,10 @@ class MultiScaleDeformableAttention(nn.Module):
             batch, queries, self.heads, self.levels * self.points
         )
         weights = weights.softmax(-1).view(batch, queries, self.heads, self.levels, self.points)
-        # Offsets are in cells of each level: divided by its (w, h).
-        sizes = torch.tensor([[w, h] for h, w in level_shapes], dtype=query.dtype,
-                             device=query.device)  # fmt: skip
+        # Offsets are in cells of each level: divided by its (w, h), traced from the input's
+        # shape (an exported network takes other sizes).
+        sizes = torch.stack([shapes_to_tensor([w, h], query.device) for h, w in level_shapes])
+        sizes = sizes.to(query.dtype)
         locations = (
             reference_points[:, :, None, :, None, :] + offsets / sizes[None, None, None, :, None, :]
         )
