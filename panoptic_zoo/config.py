@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from . import modeling  # noqa: F401  (registers the models)
 from .data import checked_dataset_mapper, datasets, mappers  # noqa: F401  (registers datasets and mappers)
 from .modeling.backbones.build import add_mobile_backbone_config
+from .modeling.mask2former.config import add_mask2former_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
 from .modeling.upsnet.config import add_upsnet_config
@@ -42,6 +43,8 @@ CLASS_COUNT_KEYS = {
     "MODEL.PANOPTIC_DEEPLAB.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
     "MODEL.PANOPTIC_FCN.NUM_THING_CLASSES": lambda things, stuff: things,
     "MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
+    "MODEL.MASK2FORMER.NUM_THING_CLASSES": lambda things, stuff: things,
+    "MODEL.MASK2FORMER.NUM_STUFF_CLASSES": lambda things, stuff: stuff,
 }
 
 # The keys each meta-architecture's model is built from.
@@ -53,6 +56,7 @@ _ARCHITECTURE_COUNT_KEYS = {
         "MODEL.PANOPTIC_DEEPLAB.NUM_STUFF_CLASSES",
     ),
     "PanopticFCN": ("MODEL.PANOPTIC_FCN.NUM_THING_CLASSES", "MODEL.PANOPTIC_FCN.NUM_STUFF_CLASSES"),
+    "Mask2Former": ("MODEL.MASK2FORMER.NUM_THING_CLASSES", "MODEL.MASK2FORMER.NUM_STUFF_CLASSES"),
 }
 
 
@@ -136,6 +140,10 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     add_missing_options(
         cfg.SOLVER, {"OPTIMIZER": "SGD", "POLY_LR_POWER": 0.9, "POLY_LR_CONSTANT_ENDING": 0.0}
     )
+    # Read by panoptic_zoo.solver: the backbone's learning-rate factor and the weight decay of
+    # nn.Embedding weights (only Mask2Former has them: its queries), as Mask2Former's trainer;
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE may also be "full_model" (one norm over all gradients).
+    add_missing_options(cfg.SOLVER, {"BACKBONE_MULTIPLIER": 1.0, "WEIGHT_DECAY_EMBED": 0.0})
     # Read by panoptic_zoo.evaluation.build_evaluators: "panoptic_zoo" (PanopticEvaluator: PQ,
     # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
     # COCOPanopticEvaluator, PQ only), the cross-check.
@@ -176,6 +184,7 @@ def get_cfg() -> CfgNode:
     add_upsnet_config(cfg)
     add_panoptic_deeplab_config(cfg)
     add_panoptic_fcn_config(cfg)
+    add_mask2former_config(cfg)
     add_mobile_backbone_config(cfg)
     # Every node of one class: merging checks that a loaded node has the type of the one it
     # replaces. Converting drops the nodes' new_allowed flags; REGISTER's is set again.

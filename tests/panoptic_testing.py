@@ -59,13 +59,15 @@ def assert_valid_evaluation(results: dict, tasks: set[str]) -> None:
         assert 0.0 <= results["sem_seg"]["mIoU"] <= 100.0
 
 
-def predict_batched_and_single(cfg, dataset_name: str):
+def predict_batched_and_single(cfg, dataset_name: str, adjust_model=None):
     """
-    The untrained model of ``cfg`` on the first two (differently sized) images of
-    ``dataset_name``, once as a batch of 2 and once image by image:
-    ``(model, inputs, batched_outputs, single_outputs)``.
+    The untrained model of ``cfg`` (changed by ``adjust_model(model)`` when given) on the first
+    two (differently sized) images of ``dataset_name``, once as a batch of 2 and once image by
+    image: ``(model, inputs, batched_outputs, single_outputs)``.
     """
     model = Trainer.build_model(cfg).eval()
+    if adjust_model is not None:
+        adjust_model(model)
     mapper = build_dataset_mapper(cfg, is_train=False)
     inputs = [mapper(record) for record in DatasetCatalog.get(dataset_name)[:2]]
     assert inputs[0]["image"].shape != inputs[1]["image"].shape

@@ -12,6 +12,10 @@ a config builds (every tensor filled, shapes equal); writes a weights-only ``.pt
         --config configs/coco/panoptic_fcn_R_50_1x.yaml --output pfcn.pth
     python tools/convert_checkpoint.py upsnet --input upsnet_resnet_50_coco_90000.pth \\
         --config configs/coco/upsnet_R_50_1x.yaml --output upsnet.pth
+    python tools/convert_checkpoint.py mask2former --input model_final_94dc52.pkl \\
+        --config configs/coco/mask2former_R_50.yaml --output mask2former.pth
+
+The official Mask2Former weights are licensed CC BY-NC 4.0 (non-commercial); the converter warns.
 
 Conversions that are not exact (see docs/MODEL_ZOO.md, "Converting official checkpoints") are
 refused unless ``--allow-inexact`` is given. ``--opts KEY VALUE ...`` (last) overrides the config.
@@ -30,16 +34,21 @@ from panoptic_zoo.model_zoo.converters import (
     ConversionError,
     convert_detectron2_panoptic_deeplab,
     convert_detectron2_panoptic_fpn,
+    convert_official_mask2former,
     convert_official_panoptic_fcn,
     convert_official_upsnet,
     load_release_file,
+    mask2former_input_notes,
     official_input_notes,
     save_converted,
     unified_class_order,
     verify_against_model,
 )
 
-FORMATS = ("detectron2-panoptic-fpn", "detectron2-panoptic-deeplab", "panoptic-fcn", "upsnet")
+FORMATS = (
+    "detectron2-panoptic-fpn", "detectron2-panoptic-deeplab", "panoptic-fcn", "upsnet",
+    "mask2former",
+)  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -50,7 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", required=True, help="this project's config the weights are for")
     parser.add_argument(
         "--source-dataset",
-        help="detectron2-panoptic-deeplab: the detectron2 dataset (standard ids) the model was "
+        help="detectron2-panoptic-deeplab (required), mask2former (when its classes are not "
+        "things then stuff, e.g. Cityscapes): the detectron2 dataset (standard ids) the model was "
         "trained on, e.g. cityscapes_fine_panoptic_train",
     )
     parser.add_argument("--allow-inexact", action="store_true", help="write even if not exact")
@@ -76,6 +86,18 @@ def convert(args, cfg):
             weights, tuple(cfg.MODEL.PANOPTIC_FCN.FEATURE_ENCODER.IN_FEATURES)
         )
         conversion.notes += official_input_notes(
+            cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT
+        )
+        return conversion
+    if args.format == "mask2former":
+        order = None
+        if args.source_dataset:
+            order = unified_class_order(
+                MetadataCatalog.get(args.source_dataset),
+                MetadataCatalog.get(cfg.DATASETS.TRAIN[0]),
+            )
+        conversion = convert_official_mask2former(weights, order)
+        conversion.notes += mask2former_input_notes(
             cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT
         )
         return conversion

@@ -14,6 +14,8 @@ benchmark can time both on the same input.
   this project's. Without a copy, no reference run.
 * UPSNet: the official code (uber-research/UPSNet) is not installable here (not on PyPI, it
   builds its own CUDA ops), so there is no reference run.
+* Mask2Former: the official code (facebookresearch/Mask2Former) is not run by the benchmark; its
+  parity on the same weights is checked by tools/parity/mask2former.py.
 
 The references take the weights as the checkpoint holds them and run in a fresh process
 (:mod:`.reference_process`), as a user running detectron2 would.
@@ -57,6 +59,9 @@ def reference_for(cfg: CfgNode, panoptic_fcn_official_src: str | None = None) ->
     not_installable = "official code not installable here"
     if meta_architecture == "UPSNet":
         return Reference("uber-research/UPSNet", not_installable, False)
+    if meta_architecture == "Mask2Former":
+        note = "not timed here; parity on the same weights: tools/parity/mask2former.py"
+        return Reference("facebookresearch/Mask2Former", note, False)
     if meta_architecture == "PanopticFCN":
         if panoptic_fcn_official_src is None:
             note = "official code not given (--panoptic-fcn-official-src)"

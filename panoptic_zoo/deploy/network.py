@@ -52,6 +52,10 @@ NETWORK_HEADS: dict[str, tuple[bool, tuple[tuple[str, str, Callable], ...]]] = {
          lambda model, features: ([features[f] for f in model.kernel_features],)),
         ("feature_encoder", "forward", lambda model, features: (features,)),
     )),
+    # The last prediction only, as inference asks for it.
+    "Mask2Former": (False, (
+        ("head", "forward", lambda model, features: (features, False)),
+    )),
 }  # fmt: skip
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Conversion",
     "ConversionError",
     "RenameRule",
+    "input_notes",
     "load_release_file",
     "rename_keys",
     "renamer",
@@ -186,3 +187,31 @@ def save_converted(path: str | Path, conversion: Conversion, source: str) -> Pat
         "__author__": f"panoptic_zoo conversion of {source}",
     }
     return atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def input_notes(
+    pixel_mean,
+    pixel_std,
+    input_format: str,
+    official_mean,
+    official_std,
+    official_format: str,
+    detail: str = "",
+) -> list[str]:
+    """Why a config (its MODEL.PIXEL_MEAN/STD and INPUT.FORMAT) would not feed a converted
+    official model the input it was trained on (empty when it does); ``detail`` follows the
+    statistics' note."""
+    notes = []
+    if input_format != official_format:
+        notes.append(
+            f"INPUT.FORMAT is {input_format!r}; the official models take {official_format!r}"
+        )
+    if [round(x, 4) for x in pixel_mean] != list(official_mean) or [
+        round(x, 4) for x in pixel_std
+    ] != list(official_std):
+        notes.append(
+            f"MODEL.PIXEL_MEAN {list(pixel_mean)} / PIXEL_STD {list(pixel_std)} differ from the "
+            f"official {list(official_mean)} / {list(official_std)}{detail}; set them so in "
+            "the config"
+        )
+    return notes

@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from .common import Conversion, ConversionError, RenameRule, rename_keys
+from .common import Conversion, ConversionError, RenameRule, input_notes, rename_keys
 
 __all__ = ["OFFICIAL_PIXEL_MEAN", "OFFICIAL_PIXEL_STD", "convert_official_panoptic_fcn",
            "official_input_notes"]  # fmt: skip
@@ -88,15 +88,7 @@ def official_input_notes(
 ) -> list[str]:
     """Why a config would not feed a converted official model the input it was trained on
     (empty when it does)."""
-    notes = []
-    if input_format != "BGR":
-        notes.append(f"INPUT.FORMAT is {input_format!r}; the official models take 'BGR'")
-    if [round(x, 4) for x in pixel_mean] != list(OFFICIAL_PIXEL_MEAN) or [
-        round(x, 4) for x in pixel_std
-    ] != list(OFFICIAL_PIXEL_STD):
-        notes.append(
-            f"MODEL.PIXEL_MEAN {list(pixel_mean)} / PIXEL_STD {list(pixel_std)} differ from the "
-            f"official {list(OFFICIAL_PIXEL_MEAN)} / {list(OFFICIAL_PIXEL_STD)} (RGB-ordered "
-            "values on BGR input, as the official configs); set them so in the config"
-        )
-    return notes
+    return input_notes(
+        pixel_mean, pixel_std, input_format, OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD, "BGR",
+        " (RGB-ordered values on BGR input, as the official configs)",
+    )

@@ -17,7 +17,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList
 from torch import nn
 
-from ..images import normalized_image_batch
+from ..images import indices_by_padded_size, normalized_image_batch
 from .heads import FeatureEncoder, KernelGenerator
 from .postprocess import PanopticFCNPostprocessor
 from .losses import PanopticFCNLoss
@@ -214,11 +214,7 @@ class PanopticFCN(nn.Module):
         the sizes agree, as in a batch of one).
         """
         images = self._images(batched_inputs)
-        divisibility = max(1, self.backbone.size_divisibility)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, (h, w) in enumerate(images.image_sizes):
-            padded = (-(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility)
-            groups.setdefault(padded, []).append(index)
+        groups = indices_by_padded_size(images.image_sizes, self.backbone.size_divisibility)
         results = [None] * len(batched_inputs)
         for (h, w), members in groups.items():
             thing_logits, stuff_logits, thing_kernels, kernel_features, encoded = self._network(
