@@ -1,5 +1,5 @@
 """
-``Mask2FormerLSJDatasetMapper``: :class:`PanopticFPNDatasetMapper` with Mask2Former's COCO
+``Mask2FormerLSJDatasetMapper``: :class:`COCOPanopticDatasetMapper` with Mask2Former's COCO
 training augmentation, large-scale jitter (as the official ``coco_panoptic_lsj`` mapper): a
 horizontal flip, a resize of the image to a random 0.1-2.0 times a square of IMAGE_SIZE
 (keeping its aspect ratio), and a crop (or pad) to that square. Evaluation: the parent's resize.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from detectron2.data import transforms as T
 
-from ...data.mappers import DATASET_MAPPER_REGISTRY, PanopticFPNDatasetMapper
+from ...data.mappers import DATASET_MAPPER_REGISTRY, COCOPanopticDatasetMapper
 
 __all__ = ["Mask2FormerLSJDatasetMapper", "large_scale_jitter"]
 
@@ -31,7 +31,7 @@ def large_scale_jitter(cfg) -> list:
 
 
 @DATASET_MAPPER_REGISTRY.register()
-class Mask2FormerLSJDatasetMapper(PanopticFPNDatasetMapper):
+class Mask2FormerLSJDatasetMapper(COCOPanopticDatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         arguments = super().from_config(cfg, is_train)

@@ -2,7 +2,7 @@
 ``Mask2Former``: Mask2Former (Cheng et al., "Masked-attention Mask Transformer for Universal
 Image Segmentation", CVPR 2022) as a configurable detectron2 meta-architecture.
 
-Inputs come from ``PanopticFPNDatasetMapper`` (panoptic PNG datasets): ``instances``
+Inputs come from ``COCOPanopticDatasetMapper`` (panoptic PNG datasets): ``instances``
 (``gt_masks``, ``gt_classes``) for things and ``sem_seg`` (stuff 1..S, things 0, void = ignore
 value) for stuff; each stuff class present becomes one target segment, as the official mapper's
 one segment per stuff category.
@@ -182,7 +182,7 @@ class Mask2Former(nn.Module):
         if "instances" not in record or "sem_seg" not in record:
             raise ValueError(
                 "Mask2Former trains on 'instances' and 'sem_seg'; set INPUT.DATASET_MAPPER_NAME "
-                "to PanopticFPNDatasetMapper"
+                "to COCOPanopticDatasetMapper"
             )
         instances = record["instances"]
         sem_seg = record["sem_seg"].to(self.device)

@@ -117,7 +117,7 @@ def test_training_needs_sem_seg(tiny_shapes, tmp_path):
     model = Trainer.build_model(shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path))
     record = _record((37, 41))
     del record["sem_seg"]
-    with pytest.raises(ValueError, match="PanopticFPNDatasetMapper"):
+    with pytest.raises(ValueError, match="COCOPanopticDatasetMapper"):
         model([record])
 
 
