@@ -99,7 +99,8 @@ def test_non_finite_loss_raises_in_the_training_thread(options):
     model = NaNLossAtIteration1()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     trainer = FiniteLossSimpleTrainer(model, [0, 1], optimizer, **options)
-    with EventStorage(0) as storage:
+    with EventStorage(0) as trainer.storage:
+        storage = trainer.storage
         trainer.iter = storage.iter = 0
         trainer.run_step()
         after_first_step = model.weight.detach().clone()
@@ -108,6 +109,9 @@ def test_non_finite_loss_raises_in_the_training_thread(options):
         trainer.iter = storage.iter = 1
         with pytest.raises(NonFiniteLossError, match=r"iteration 1: loss_a = nan .*loss_b = 0\.25"):
             trainer.run_step()
+        trainer.after_train()  # waits for metrics written by another thread
+        # Only iteration 0 was logged: loss_a + loss_b = 2 + 1.
+        assert storage.history("total_loss").values() == [(3.0, 0)]
     assert torch.equal(model.weight.detach(), after_first_step)  # no step with the NaN loss
     # The check's hook lives for one step only.
     assert not model._forward_hooks
