@@ -151,14 +151,16 @@ class PanopticCheckpointer(DetectionCheckpointer):
                     f"with {OPT_IN} (or convert it once to a .pth of tensors)."
                 )
             return super()._load_file(filename)
-        checkpoint = self._torch_load(filename)
+        checkpoint = self._load_tensors(filename)
         if not isinstance(checkpoint, dict):
             raise CorruptCheckpointError(
                 f"{filename} holds a {type(checkpoint).__name__}, not a checkpoint dict"
             )
         return checkpoint if "model" in checkpoint else {"model": checkpoint}
 
-    def _torch_load(self, filename: str) -> Any:
+    # Not named _torch_load: upstream detectron2 main has a private method of that name, which
+    # its own _load_file calls; sharing the name would silently replace it.
+    def _load_tensors(self, filename: str) -> Any:
         _verify_checksums(filename)
         try:
             return torch.load(filename, map_location="cpu", weights_only=True)

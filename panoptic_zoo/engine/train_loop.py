@@ -42,13 +42,30 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
 
 
 class _FiniteLossMixin:
-    """Checks every loss term before detectron2 logs them and before the optimizer step."""
+    """
+    Checks every loss term the model returns, before detectron2 logs them, before the backward
+    pass and before the optimizer step.
 
-    def _write_metrics(self, loss_dict, data_time: float, prefix: str = "") -> None:
+    Through a forward hook held for one ``run_step``, not by overriding detectron2's private
+    ``_write_metrics``: its signature differs between detectron2 versions, and with
+    ``async_write_metrics=True`` it runs in a thread whose exception nobody sees. Registered at
+    each step, the hook runs after any forward hook registered before training, so it checks the
+    losses the trainer is about to use.
+    """
+
+    def run_step(self) -> None:
+        handle = self.model.register_forward_hook(self._check_losses)
+        try:
+            super().run_step()
+        finally:
+            handle.remove()
+
+    def _check_losses(self, module, inputs, losses) -> None:
         # detectron2 raises too, but only on the main process, on the sum of the averaged
         # terms, without saying which term.
-        check_losses_finite(loss_dict, self.iter)
-        super()._write_metrics(loss_dict, data_time, prefix)
+        if not isinstance(losses, Mapping):
+            losses = {"total_loss": losses}  # a model may return the summed loss alone
+        check_losses_finite(losses, self.iter)
 
 
 class FiniteLossSimpleTrainer(_FiniteLossMixin, SimpleTrainer):

@@ -22,9 +22,18 @@ from ..utils.io import atomic_write_json
 from ..utils.seeding import training_seed
 from .train_loop import FiniteLossAMPTrainer, FiniteLossSimpleTrainer, SeedEachIteration
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "ddp_device_ids"]
 
 EVAL_RESULTS_FILE = "eval_results.json"
+
+
+def ddp_device_ids(cfg) -> list[int] | None:
+    """
+    ``DistributedDataParallel``'s ``device_ids`` for a model on ``cfg.MODEL.DEVICE``: this
+    process's GPU, or None for a CPU model (torch refuses device_ids there, and upstream
+    detectron2's ``create_ddp_model`` would pass ``[local_rank]``).
+    """
+    return [comm.get_local_rank()] if cfg.MODEL.DEVICE.startswith("cuda") else None
 
 
 class Trainer(DefaultTrainer):
@@ -52,7 +61,7 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=ddp_device_ids(cfg))
         trainer_class = FiniteLossAMPTrainer if cfg.SOLVER.AMP.ENABLED else FiniteLossSimpleTrainer
         self._trainer = trainer_class(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -73,18 +82,19 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume)
         self._trainer.data_loader.start_iter = self.start_iter
 
+    # TrainerBase's state (iteration, hooks) plus the optimizer and AMP's grad scaler. Not
+    # DefaultTrainer's: detectron2 0.6's leaves the optimizer out (a resumed run would restart
+    # momentum and lr), and later versions' adds it but raises KeyError on a checkpoint without it.
     def state_dict(self):
-        # detectron2 0.6's DefaultTrainer leaves out the optimizer (momentum, current lr) and
-        # AMP's grad scaler: a resumed run would restart them.
-        return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
+        return {**TrainerBase.state_dict(self), "_trainer": self._trainer.state_dict()}
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
+        TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
         else:
             logging.getLogger(__name__).warning(
-                "The checkpoint has no optimizer state (written by plain detectron2): the "
+                "The checkpoint has no optimizer state (written by plain detectron2 0.6): the "
                 "optimizer restarts from scratch, so the run will not match an uninterrupted one."
             )
 

@@ -3,8 +3,9 @@ The patched Detectron2 v0.6 build (third_party/detectron2): each test exercises 
 patches in third_party/detectron2/patches changes, so that a patch that stops applying, is
 dropped or regresses shows up here rather than deep inside a training run.
 
-Tests of behaviour that only the patched, pure-Python build has (no ``detectron2._C``) skip
-when an upstream source build with compiled ops is installed instead.
+Tests of behaviour that only the patched, pure-Python build has (no ``detectron2._C``) are marked
+``patched_detectron2`` (tests/third_party/conftest.py) and skip when an upstream source build with
+compiled ops is installed instead.
 """
 
 from __future__ import annotations
@@ -24,19 +25,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-try:
-    import detectron2._C  # noqa: F401
-
-    HAS_COMPILED_OPS = True
-except ImportError:
-    HAS_COMPILED_OPS = False
-
-patched_build_only = pytest.mark.skipif(
-    HAS_COMPILED_OPS,
-    reason="detectron2._C imports: an upstream source build (with compiled ops) is installed, "
-    "not the patched pure-Python build",
-)
 
 
 @pytest.fixture
@@ -67,7 +55,8 @@ def catalog_name():
         "detectron2.evaluation",
         "detectron2.data",
         "detectron2.export",
-        "detectron2.model_zoo",
+        # Upstream's model zoo imports pkg_resources, which setuptools >= 82 no longer has.
+        pytest.param("detectron2.model_zoo", marks=pytest.mark.patched_detectron2),
         "detectron2.projects.panoptic_deeplab",
         "detectron2.projects.deeplab",
     ],
@@ -76,6 +65,7 @@ def test_module_imports(module):
     assert importlib.import_module(module).__name__ == module
 
 
+@pytest.mark.patched_detectron2
 def test_model_zoo_config_file_is_packaged():
     from detectron2 import model_zoo
 
@@ -88,7 +78,7 @@ def test_model_zoo_config_file_is_packaged():
         model_zoo.get_config_file("COCO-PanopticSegmentation/no_such_config.yaml")
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_installed_as_patched_distribution():
     import detectron2
 
@@ -128,7 +118,7 @@ def _conv_out_size(size, stride, padding, dilation, kernel=3):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 @pytest.mark.parametrize("cin, cout, stride, padding, dilation, groups, dgroups", CONV_CASES)
 def test_deform_conv_with_zero_offset_is_conv2d(
     cin, cout, stride, padding, dilation, groups, dgroups
@@ -165,7 +155,7 @@ def test_deform_conv_with_zero_offset_is_conv2d(
     assert offset.grad is not None and offset.grad.shape == offset.shape
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 @pytest.mark.parametrize("cin, cout, stride, padding, dilation, groups, dgroups", CONV_CASES)
 def test_modulated_deform_conv_with_zero_offset_and_unit_mask_is_conv2d(
     cin, cout, stride, padding, dilation, groups, dgroups
@@ -215,7 +205,7 @@ def test_modulated_deform_conv_with_zero_offset_and_unit_mask_is_conv2d(
         assert torch.allclose(half - bias, 0.5 * (ref - bias))
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_deform_conv_integer_offset_is_conv_of_shifted_input():
     from detectron2.layers import DeformConv
 
@@ -244,7 +234,7 @@ def test_deform_conv_integer_offset_is_conv_of_shifted_input():
         assert torch.allclose(shifted_y, F.conv2d(F.pad(x, (1, 1, 0, 2)), weight))
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_deform_conv_rejects_group_mismatch():
     from detectron2.layers import DeformConv, ModulatedDeformConv
     from detectron2.layers.deform_conv import deform_conv, modulated_deform_conv
@@ -269,7 +259,7 @@ def test_deform_conv_rejects_group_mismatch():
     assert deform_conv(x, offset_dg1, weight, 1, 1, 1, 1, 1).shape == (1, 4, 6, 6)
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_deform_conv_gradcheck():
     from detectron2.layers.deform_conv import deform_conv, modulated_deform_conv
 
@@ -301,7 +291,7 @@ def test_deform_conv_gradcheck():
 # --------------------------------------------------------------------------------------------
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_rotated_box_iou_raises_clear_error():
     from detectron2 import structures
     from detectron2.layers.rotated_boxes import pairwise_iou_rotated
@@ -314,7 +304,7 @@ def test_rotated_box_iou_raises_clear_error():
         structures.pairwise_iou_rotated(rotated, rotated)
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_roi_align_rotated_raises_clear_error():
     from detectron2.layers import ROIAlignRotated
 
@@ -325,7 +315,7 @@ def test_roi_align_rotated_raises_clear_error():
         pooler(features, rois)
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_nms_rotated_raises_clear_error():
     from detectron2.layers import nms_rotated
 
@@ -372,6 +362,7 @@ def _write_coco_gt(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.patched_detectron2
 def test_coco_bbox_ap_without_fast_impl(tmp_path):
     import contextlib
     import io
@@ -397,7 +388,7 @@ def test_coco_bbox_ap_without_fast_impl(tmp_path):
         assert 0.0 < coco_eval.stats[0] < 1.0
 
 
-def test_coco_evaluator_end_to_end(tmp_path, catalog_name):
+def test_coco_evaluator_end_to_end(tmp_path, catalog_name, compiled_detectron2):
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
     from detectron2.evaluation import COCOEvaluator
@@ -409,7 +400,7 @@ def test_coco_evaluator_end_to_end(tmp_path, catalog_name):
     evaluator = COCOEvaluator(
         catalog_name, tasks=("bbox",), distributed=False, output_dir=None, use_fast_impl=True
     )
-    assert evaluator._use_fast_impl is HAS_COMPILED_OPS
+    assert evaluator._use_fast_impl is compiled_detectron2
     evaluator.reset()
     for image_id, boxes in COCO_BOXES.items():
         instances = Instances((48, 64))
@@ -677,6 +668,9 @@ launch(_launch_worker, num_gpus_per_machine=2, dist_url="file://" + sys.argv[2] 
 """
 
 
+# The project's own trainer passes device_ids itself (panoptic_zoo.engine.trainer.ddp_device_ids),
+# so train_net.py --num-gpus 2 on CPU works on a source build too (tests/engine).
+@pytest.mark.patched_detectron2
 @pytest.mark.timeout(280)
 def test_launch_two_cpu_processes(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # keep the processes off any GPU
@@ -695,7 +689,7 @@ def test_launch_two_cpu_processes(tmp_path):
         assert result["grad"] == [[1.5, 1.5, 1.5]]
 
 
-@patched_build_only
+@pytest.mark.patched_detectron2
 def test_modulated_deform_conv_on_empty_batch_keeps_output_shape():
     from detectron2.layers import ModulatedDeformConv
 
