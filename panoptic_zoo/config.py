@@ -9,6 +9,7 @@ from detectron2.config import CfgNode
 from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .acceleration.config import add_acceleration_config
 from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.panoptic_deeplab.config import add_panoptic_deeplab_config
 from .modeling.panoptic_fcn.config import add_panoptic_fcn_config
@@ -136,15 +137,6 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     # panoptic AP and mIoU in one pass, no PNG files) or "panopticapi" (detectron2's
     # COCOPanopticEvaluator, PQ only), the cross-check.
     add_missing_options(cfg.TEST, {"PANOPTIC_EVALUATOR": "panoptic_zoo"})
-    # Read by the inference entry points (train_net.py --eval-only, demo, benchmark) after
-    # loading the weights, never while training: fold batch norms into their convolutions
-    # (panoptic_zoo.modeling.norm_folding); on the CPU, run the backbone channels-last
-    # (panoptic_zoo.modeling.memory_format) and stride-1 depthwise convolutions by the project's
-    # C kernel (panoptic_zoo.layers.depthwise_conv). Same outputs up to float rounding.
-    add_missing_options(
-        cfg.TEST,
-        {"FOLD_BATCH_NORMS": True, "CHANNELS_LAST_BACKBONE": True, "DEPTHWISE_KERNEL": True},
-    )
     # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
     # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code
     # from the file, so it is an explicit opt-in, for files you trust.
@@ -165,6 +157,7 @@ def get_cfg() -> CfgNode:
     """A fresh config with detectron2's defaults and the options of every method."""
     cfg = get_detectron2_cfg()
     add_panoptic_zoo_config(cfg)
+    add_acceleration_config(cfg)
     add_upsnet_config(cfg)
     add_panoptic_deeplab_config(cfg)
     add_panoptic_fcn_config(cfg)

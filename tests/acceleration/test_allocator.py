@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from panoptic_zoo.utils import allocator
+from panoptic_zoo.acceleration import allocator
 
 # Writes a 64 MiB tensor and frees it, then four more, and prints the page faults of those four.
 _LATER_TENSORS_FAULTS = """
 import resource, sys, torch
-from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
+from panoptic_zoo.acceleration.allocator import reuse_freed_heap_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_heap_memory()
 def faults():
