@@ -15,12 +15,16 @@ every problem, before the first iteration.
 
 from detectron2.engine import default_argument_parser, launch
 
+from panoptic_zoo.acceleration import reuse_freed_heap_memory
 from panoptic_zoo.data.datasets.custom import add_dataset_argument
 from panoptic_zoo.engine import Trainer, build_inference_model, setup_cfg
 
 
 def main(args):
     cfg = setup_cfg(args)
+    if cfg.MODEL.DEVICE == "cpu":
+        # Freed tensor memory kept for reuse by this process (see the allocator's module).
+        reuse_freed_heap_memory()
     if args.eval_only:
         model = build_inference_model(cfg, cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)

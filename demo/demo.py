@@ -40,7 +40,7 @@ from panoptic_zoo.data.datasets.custom import (
 from panoptic_zoo.data.mappers import read_image_checked
 from panoptic_zoo.deploy import BACKENDS, load
 from panoptic_zoo.engine import build_inference_model
-from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
+from panoptic_zoo.acceleration import reuse_freed_heap_memory
 from panoptic_zoo.utils.visualization import draw_panoptic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -87,8 +87,6 @@ def setup_cfg(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    if cfg.MODEL.DEVICE == "cpu":
-        reuse_freed_heap_memory()
     return cfg
 
 
@@ -195,6 +193,8 @@ def main(argv=None) -> int:
     except (DemoInputError, KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.MODEL.DEVICE == "cpu":
+        reuse_freed_heap_memory()  # freed tensor memory kept for reuse by this process
     print(f"labelling segments with the classes of dataset {cfg.DATASETS.TEST[0]}")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from detectron2.config import get_cfg as get_detectron2_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from . import modeling  # noqa: F401  (registers the models)
+from .acceleration.config import add_acceleration_config
 from .data import checked_dataset_mapper, datasets, mappers  # noqa: F401  (registers datasets and mappers)
 from .modeling.backbones.build import add_mobile_backbone_config
 from .modeling.mask2former.config import add_mask2former_config
@@ -152,15 +153,6 @@ def add_panoptic_zoo_config(cfg: CfgNode) -> None:
     # begin for PQ by size; [] = COCO's 32**2 and 96**2 scaled by the dataset's mean image area
     # over COCO's 640x480.
     add_missing_options(cfg.TEST, {"PQ_AREA_BOUNDS": []})
-    # Read by the inference entry points (train_net.py --eval-only, demo, benchmark) after
-    # loading the weights, never while training: fold batch norms into their convolutions
-    # (panoptic_zoo.modeling.norm_folding); on the CPU, run the backbone channels-last
-    # (panoptic_zoo.modeling.memory_format) and stride-1 depthwise convolutions by the project's
-    # C kernel (panoptic_zoo.layers.depthwise_conv). Same outputs up to float rounding.
-    add_missing_options(
-        cfg.TEST,
-        {"FOLD_BATCH_NORMS": True, "CHANNELS_LAST_BACKBONE": True, "DEPTHWISE_KERNEL": True},
-    )
     # Read by panoptic_zoo.checkpoint: load weights that need full unpickling (detectron2's
     # .pkl/.pyth model-zoo formats, .pth files holding arbitrary objects). Unpickling can run code
     # from the file, so it is an explicit opt-in, for files you trust.
@@ -181,6 +173,7 @@ def get_cfg() -> CfgNode:
     """A fresh config with detectron2's defaults and the options of every method."""
     cfg = get_detectron2_cfg()
     add_panoptic_zoo_config(cfg)
+    add_acceleration_config(cfg)
     add_upsnet_config(cfg)
     add_panoptic_deeplab_config(cfg)
     add_panoptic_fcn_config(cfg)

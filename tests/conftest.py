@@ -10,22 +10,30 @@ from panoptic_testing import TINY_SHAPES_PREFIX, TINY_SHAPES_SPEC
 import panoptic_zoo.config  # noqa: F401  (registers datasets, mappers and models)
 from panoptic_zoo.data.datasets import register_shapes
 from panoptic_zoo.data.datasets.shapes import ensure_shapes_dataset
-from panoptic_zoo.layers import _deform_sampling, _depthwise_conv
-from panoptic_zoo.postprocess import _class_maps
+from panoptic_zoo.acceleration.class_maps import CClassMapKernels
+from panoptic_zoo.acceleration.kernels import CLASS_MAPS, DEFORM_SAMPLING, DEPTHWISE_CONV
+from panoptic_zoo.postprocess.maps import class_map_kernels
 
 torch.set_num_threads(2)
 
 # The C modules built in an SSE2 and an AVX2 + FMA variant (panoptic_zoo/csrc/instruction_sets.h)
-_C_KERNEL_MODULES = (_class_maps, _deform_sampling, _depthwise_conv)
+_C_KERNEL_MODULES = (CLASS_MAPS, DEFORM_SAMPLING, DEPTHWISE_CONV)
 
 
-@pytest.fixture(params=["best", "baseline"])
+@pytest.fixture(params=["pytorch", "best", "baseline"])
 def c_kernels(request):
-    """The test runs with the C kernels' best variant for this CPU (AVX2 + FMA where it has
-    them), then with their SSE2 baseline."""
+    """The test runs on PyTorch's paths, then with the acceleration's C kernels (the class-map
+    kernels in effect) in their best variant for this CPU (AVX2 + FMA where it has them), then
+    in their SSE2 baseline."""
+    if request.param == "pytorch":
+        yield request.param
+        return
+    if any(module is None for module in _C_KERNEL_MODULES):
+        pytest.skip("the C kernels are not built")
     for module in _C_KERNEL_MODULES:
         module.use_instruction_set(request.param == "best")
-    yield request.param
+    with class_map_kernels(CClassMapKernels()):
+        yield request.param
     for module in _C_KERNEL_MODULES:
         module.use_instruction_set(True)
 

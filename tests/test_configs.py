@@ -14,6 +14,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from panoptic_testing import CONFIGS, REPO
 
+from panoptic_zoo.acceleration import add_acceleration_config
 from panoptic_zoo.config import (
     CLASS_COUNT_KEYS,
     add_panoptic_zoo_config,
@@ -62,9 +63,11 @@ def test_config_builds(path, tmp_path, monkeypatch):
 def test_add_config_is_idempotent_and_keeps_user_values():
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "COCOPanopticDatasetMapper"
+    cfg.ACCELERATION.CPU.DEPTHWISE_KERNEL = False
     before = cfg.dump()
     add_panoptic_zoo_config(cfg)
     add_panoptic_zoo_config(cfg)
+    add_acceleration_config(cfg)
     assert cfg.dump() == before
 
 

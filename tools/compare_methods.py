@@ -46,18 +46,14 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 
+from panoptic_zoo.acceleration import optimize_for_cpu
 from panoptic_zoo.benchmark.flops import count_multiply_adds
 from panoptic_zoo.benchmark.run import device_name
 from panoptic_zoo.benchmark.settings import BenchmarkSettings, benchmark_inputs
 from panoptic_zoo.benchmark.timing import time_inference
 from panoptic_zoo.config import check_class_counts, get_cfg
 from panoptic_zoo.data.datasets.custom import register_from_config
-from panoptic_zoo.engine import (
-    Trainer,
-    apply_inference_changes,
-    build_inference_model,
-    without_inference_changes,
-)
+from panoptic_zoo.engine import Trainer, build_inference_model, without_acceleration
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
 from panoptic_zoo.modeling.methods import method_of
 from panoptic_zoo.utils.config import shrink_to_test_size
@@ -245,10 +241,10 @@ def measure(cfg: CfgNode, comparison: ComparisonSet, weights: Path) -> dict:
     cpu_cfg.defrost()
     cpu_cfg.MODEL.DEVICE = "cpu"
     cpu_cfg.freeze()
-    model = build_inference_model(without_inference_changes(cpu_cfg), str(weights))
+    model = build_inference_model(without_acceleration(cpu_cfg), str(weights))
     # Parameters of the trained model, counted before folding the norms changes them.
     parameters = sum(p.numel() for p in model.parameters())
-    apply_inference_changes(cpu_cfg, model)
+    optimize_for_cpu(model, cpu_cfg)
     source = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
     inputs = benchmark_inputs(cpu_cfg, settings, source)
     threads = torch.get_num_threads()

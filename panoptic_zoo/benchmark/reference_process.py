@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine import without_inference_changes
+from ..engine import without_acceleration
 from ..utils.io import atomic_write_json
 from .floor import ConvRateProbe
 from .reference import build_reference
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> None:
     cfg = load_config(request["config"], settings)
     inputs = benchmark_inputs(cfg, settings, request["source"])
     try:
-        as_checkpointed = build_model(without_inference_changes(cfg), request["weights"])
+        as_checkpointed = build_model(without_acceleration(cfg), request["weights"])
         model = build_reference(cfg, as_checkpointed, settings.panoptic_fcn_official_src)
         probe = ConvRateProbe(
             torch.device(settings.device), settings.floor_problem, request["floor_layout"]

@@ -148,7 +148,7 @@ def markdown_report(report: dict) -> str:
         "* models as `train_net.py --eval-only` runs them; its inference changes (TEST.* "
         "options, docs/BENCHMARKS.md): "
         + "; ".join(
-            f"{m['method']} {_changes(m['inference_changes'])}" for m in report["methods"]
+            f"{m['method']} {_changes(m['cpu_optimizations'])}" for m in report["methods"]
         )
         + f"; freed CPU memory reused: {'yes' if environment['cpu_heap_reuse'] else 'no'}",
         "* GFLOP = 2 x fvcore's multiply-adds (convolutions, matrix products, norms, upsampling, "

@@ -20,9 +20,9 @@ from torch import nn
 from ..deploy import export_network, load
 from ..deploy.check import compare_panoptic
 from ..deploy.export import export_config, network_input
-from ..engine import Trainer, apply_inference_changes, without_inference_changes
+from ..acceleration import optimize_for_cpu, reuse_freed_heap_memory
+from ..engine import Trainer, without_acceleration
 from ..modeling.methods import method_of
-from ..utils.allocator import reuse_freed_heap_memory
 from .floor import ConvRateProbe, measure_floor
 from .flops import count_multiply_adds
 from .reference import reference_for
@@ -79,10 +79,10 @@ def benchmark_method(
 ) -> dict:  # fmt: skip
     cfg = load_config(config_path, settings)
     weights = weights or cfg.MODEL.WEIGHTS
-    model = build_model(without_inference_changes(cfg), weights)
+    model = build_model(without_acceleration(cfg), weights)
     # Parameters of the checkpoint, counted before folding the norms changes them.
     parameters = sum(p.numel() for p in model.parameters())
-    apply_inference_changes(cfg, model)
+    optimize_for_cpu(model, cfg)
     inputs = benchmark_inputs(cfg, settings, source)
     name = method_of(cfg.MODEL.META_ARCHITECTURE).name
     logger.info("%s (%s): counting multiply-adds", name, config_path)
@@ -117,7 +117,7 @@ def benchmark_method(
         "config": config_path,
         "weights": weights,
         "parameters": parameters,
-        "inference_changes": model.inference_changes,
+        "cpu_optimizations": model.cpu_optimizations,
         "multiply_adds": {
             "network": macs.network,
             "postprocess": macs.postprocess,
@@ -145,8 +145,8 @@ def _time_backend(backend, cfg, weights, settings, eager_model, inputs) -> dict:
     """
     format = "onnx" if backend == "onnxruntime" else "torchscript"
     export_cfg = export_config(cfg, format)
-    model = build_model(without_inference_changes(export_cfg), weights)
-    apply_inference_changes(export_cfg, model)
+    model = build_model(without_acceleration(export_cfg), weights)
+    optimize_for_cpu(model, export_cfg)
     with tempfile.TemporaryDirectory() as folder:
         logger.info("%s: exporting to %s", type(model).__name__, format)
         path = export_network(
@@ -198,7 +198,7 @@ def run_benchmark(
             "detectron2": detectron2.__version__,
             "python": platform.python_version(),
             "load_average_start": _load_average(),
-            # Whether freed CPU memory is reused, as train_net.py does (utils.allocator).
+            # Whether freed CPU memory is reused, as train_net.py does (acceleration.allocator).
             "cpu_heap_reuse": heap_reused,
         }
         device = torch.device(settings.device)

@@ -115,7 +115,7 @@ def network_input(model: nn.Module, batched_inputs: list[dict]) -> torch.Tensor:
 
 def export_config(cfg: CfgNode, format: str) -> CfgNode:
     """
-    ``cfg`` on the CPU, with the inference changes (``TEST.*``) that ``format`` can hold: ONNX
+    ``cfg`` on the CPU, with the CPU optimizations (``ACCELERATION.CPU``) that ``format`` can hold: ONNX
     without the channels-last backbone, whose NCHW copy of the features (written into a view)
     the ONNX tracer drops; ONNX Runtime chooses its own layouts.
     """
@@ -125,7 +125,7 @@ def export_config(cfg: CfgNode, format: str) -> CfgNode:
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     if format == "onnx":
-        cfg.TEST.CHANNELS_LAST_BACKBONE = False
+        cfg.ACCELERATION.CPU.CHANNELS_LAST_BACKBONE = False
     cfg.freeze()
     return cfg
 

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ..engine.inference import apply_inference_changes
+from ..acceleration import optimize_for_cpu
 from .export import INPUT_NAME, eager_part_path
 from .network import exported_module_paths, serve_network_outputs
 
@@ -50,7 +50,7 @@ class DeployedModel(nn.Module):
         cfg.MODEL.DEVICE = "cpu"
         self.cfg = cfg
         self.model = build_model(cfg).eval()
-        apply_inference_changes(cfg, self.model)
+        optimize_for_cpu(self.model, cfg)
         missing, unexpected = self.model.load_state_dict(eager["eager_state_dict"], strict=False)
         exported = tuple(f"{path}." for path in exported_module_paths(self.model))
         missing = [k for k in missing if not k.startswith(exported)]

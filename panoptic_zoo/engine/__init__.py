@@ -1,11 +1,11 @@
 from .defaults import setup_cfg
-from .inference import apply_inference_changes, build_inference_model, without_inference_changes
+from .inference import build_inference_model, inference_copy, without_acceleration
 from .trainer import Trainer
 
 __all__ = [
     "Trainer",
-    "apply_inference_changes",
     "build_inference_model",
+    "inference_copy",
     "setup_cfg",
-    "without_inference_changes",
+    "without_acceleration",
 ]

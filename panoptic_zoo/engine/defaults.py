@@ -12,7 +12,6 @@ from detectron2.utils import comm
 
 from ..config import check_class_counts, get_cfg
 from ..data.datasets.custom import register_from_config, set_dataset_arguments
-from ..utils.allocator import reuse_freed_heap_memory
 
 __all__ = ["setup_cfg"]
 
@@ -27,8 +26,7 @@ def setup_cfg(args) -> CfgNode:
     registered, and the class counts of the config checked against the datasets' metadata.
 
     Without CUDA, a ``cuda`` device falls back to ``cpu``, and CPU worker processes split the
-    cores between them instead of each using all of them. On the CPU, freed tensor memory is
-    kept for reuse (see :mod:`panoptic_zoo.utils.allocator`).
+    cores between them instead of each using all of them.
     """
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
@@ -43,8 +41,6 @@ def setup_cfg(args) -> CfgNode:
     default_setup(cfg, args)
     if cpu_fallback:
         logger.warning("CUDA is not available: running on the CPU (MODEL.DEVICE=cpu).")
-    if cfg.MODEL.DEVICE == "cpu":
-        reuse_freed_heap_memory()
-        if comm.get_local_size() > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
     return cfg

@@ -20,6 +20,7 @@ from ..evaluation import build_evaluators
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.io import atomic_write_json
 from ..utils.seeding import training_seed
+from .inference import inference_copy
 from .train_loop import FiniteLossAMPTrainer, FiniteLossSimpleTrainer, SeedEachIteration
 
 __all__ = ["Trainer", "ddp_device_ids"]
@@ -127,7 +128,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> OrderedDict:
-        results = super().test(cfg, model, evaluators)
+        # The model --eval-only runs (optimized for the CPU by the config), also during training.
+        results = super().test(cfg, inference_copy(cfg, model), evaluators)
         if comm.is_main_process():
             atomic_write_json(os.path.join(cfg.OUTPUT_DIR, EVAL_RESULTS_FILE), results)
         return results

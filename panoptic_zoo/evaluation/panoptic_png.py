@@ -8,7 +8,7 @@ or RGBA, is therefore inflated with libdeflate and then read by the C kernels of
 image (:func:`decode_segment_ids`) or, for evaluation, while counting pixels of (ground truth,
 prediction) pairs, without an image in between (:class:`InflatedPng`, read by
 :func:`~.pq.pixel_pairs`). Other kinds (interlaced, palette, grey, 16-bit) are decoded by
-Pillow, as panopticapi reads them.
+Pillow, as panopticapi reads them, and so is every kind where the C extension is not built.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import deflate
 import numpy as np
 from PIL import Image
 
-from . import _pq_kernels
+from ..utils.c_extensions import load_c_extension
 
 __all__ = ["InflatedPng", "decode_segment_ids", "open_segment_ids", "read_segment_ids"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Bytes per pixel of the PNG kinds the kernels read: 8-bit RGB (colour type 2) and RGBA (6).
 KERNEL_CHANNELS = {2: 3, 6: 4}
+PQ_KERNELS = load_c_extension("panoptic_zoo.evaluation._pq_kernels")
 
 
 class InflatedPng(NamedTuple):
@@ -45,7 +46,7 @@ class InflatedPng(NamedTuple):
 
     def segment_ids(self) -> np.ndarray:
         ids = np.empty(self.shape, np.uint32)
-        _pq_kernels.unfilter_ids((self.data, self.channels), self.height, self.width, ids)
+        PQ_KERNELS.unfilter_ids((self.data, self.channels), self.height, self.width, ids)
         return ids
 
 
@@ -78,7 +79,7 @@ def _open(png: bytes) -> InflatedPng | np.ndarray:
     if header is None or not idat:
         raise ValueError("not a valid PNG file (no IHDR or no image data)")
     width, height, depth, colour, _, _, interlace = header
-    if depth != 8 or colour not in KERNEL_CHANNELS or interlace:
+    if depth != 8 or colour not in KERNEL_CHANNELS or interlace or PQ_KERNELS is None:
         return _decode_with_pillow(png)
     channels = KERNEL_CHANNELS[colour]
     try:

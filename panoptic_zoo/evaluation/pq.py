@@ -4,7 +4,8 @@ category confusion of pixels (for mIoU) from the same per-image pass.
 
 Per image, everything follows from one joint histogram: the number of pixels of every pair
 (ground-truth segment id, predicted segment id), counted by a C kernel (``_pq_kernels.c``) over
-runs of equal pairs along the rows, straight from PNG data where the ids come from a file.
+runs of equal pairs along the rows, straight from PNG data where the ids come from a file (by
+NumPy's ``unique`` where the C extension is not built).
 
 panopticapi's rules, all kept (:meth:`PanopticStats.add_image`):
 
@@ -40,8 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _pq_kernels
-from .panoptic_png import InflatedPng
+from .panoptic_png import PQ_KERNELS, InflatedPng
 
 __all__ = [
     "AREA_SIZES",
@@ -76,12 +76,23 @@ def pixel_pairs(gt_ids: SegmentIds, pred_ids: SegmentIds) -> tuple[list, list, l
             f"is {pred_ids.shape[0]}x{pred_ids.shape[1]}"
         )
     gt, pred = _kernel_ids(gt_ids), _kernel_ids(pred_ids)
-    pair_gt, pair_pred, pixels = _pq_kernels.pair_counts(gt, pred, *gt_ids.shape)
+    if PQ_KERNELS is None:
+        return _numpy_pixel_pairs(gt, pred)
+    pair_gt, pair_pred, pixels = PQ_KERNELS.pair_counts(gt, pred, *gt_ids.shape)
     return (
         np.frombuffer(pair_gt, _kernel_dtype(gt)).tolist(),
         np.frombuffer(pair_pred, _kernel_dtype(pred)).tolist(),
         np.frombuffer(pixels, np.int64).tolist(),
     )
+
+
+def _numpy_pixel_pairs(gt: np.ndarray, pred: np.ndarray) -> tuple[list, list, list]:
+    """:func:`pixel_pairs` of two 32-bit id arrays, without the C extension."""
+    pairs = gt.astype(np.uint32).astype(np.uint64) << np.uint64(32) | pred.astype(np.uint32)
+    keys, pixels = np.unique(pairs, return_counts=True)
+    pair_gt = (keys >> np.uint64(32)).astype(np.uint32).astype(_kernel_dtype(gt))
+    pair_pred = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32).astype(_kernel_dtype(pred))
+    return pair_gt.tolist(), pair_pred.tolist(), pixels.tolist()
 
 
 def _kernel_dtype(ids) -> type:

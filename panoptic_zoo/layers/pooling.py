@@ -1,7 +1,7 @@
 """
 Stride-1 window pooling with large windows. Panoptic-DeepLab's COCO setting pools 41 x 41
 windows (center NMS, 800x1333) and 40 x 40 ones (ASPP image pooling at 1/16); PyTorch's CPU
-kernels take ~1.5 s and ~0.7 s for them on 2 threads. A window's maximum is taken along rows,
+kernels are slow at windows this large. A window's maximum is taken along rows,
 then columns, each by doubling (max of two shifted maxima: ~log2(k) passes), ~60x faster; its
 mean as two matrix products with 0/1 band matrices, along rows then columns (~8x faster than
 pooling columns then rows with PyTorch's kernel, ~60x faster than the direct one).

@@ -3,20 +3,56 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Protocol
 
 import torch
 from torch.nn import functional as F
 
 from ..utils.chunks import row_chunks
-from . import _class_maps
 
 __all__ = [
+    "ClassMapKernels",
     "class_argmax",
     "class_logsumexps",
+    "class_map_kernels",
     "crop_and_resize",
     "masks_above",
     "merged_class_probabilities",
 ]
+
+
+class ClassMapKernels(Protocol):
+    """Faster equivalents of :func:`class_argmax` and :func:`class_logsumexps` for the logits
+    they ``take`` (panoptic_zoo.acceleration's C kernels)."""
+
+    def takes(self, logits: torch.Tensor) -> bool: ...
+
+    def argmax(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+    def logsumexps(
+        self, logits: torch.Tensor, group: slice
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+_kernels: ContextVar[ClassMapKernels | None] = ContextVar("class_map_kernels", default=None)
+
+
+@contextmanager
+def class_map_kernels(kernels: ClassMapKernels | None):
+    """Within the block, :func:`class_argmax` and :func:`class_logsumexps` hand the logits that
+    ``kernels`` take to them (None: PyTorch's paths)."""
+    token = _kernels.set(kernels)
+    try:
+        yield
+    finally:
+        _kernels.reset(token)
+
+
+def _kernels_for(logits: torch.Tensor) -> ClassMapKernels | None:
+    kernels = _kernels.get()
+    return kernels if kernels is not None and kernels.takes(logits) else None
 
 # Pixels per chunk of the per-pixel passes over class logits: one chunk's classes x pixels floats
 # stay in cache through all the reductions, instead of a pass over ~0.5 GB for each (COCO's 133
@@ -30,8 +66,8 @@ def crop_and_resize(
     """
     detectron2's ``sem_seg_postprocess``: ``[C, H, W]`` maps cropped to ``image_size`` (the
     unpadded input) and bilinearly resized to ``height`` x ``width``, except that a crop already
-    of that size is returned as it is (what the resize would give; on 133 classes at 800x1333
-    it costs ~0.3 s on 2 CPU threads).
+    of that size is returned as it is (what the resize would give, at the cost of a full pass
+    over the maps).
     """
     cropped = maps[:, : image_size[0], : image_size[1]]
     if cropped.shape[1:] == (height, width):
@@ -43,54 +79,27 @@ def crop_and_resize(
 
 
 def class_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """
-    ``torch.argmax(logits, dim=0)`` of ``[C, H, W]`` logits, bit for bit (first maximum, NaN
-    largest). Float32 CPU logits with contiguous columns go through a C kernel, rows split over
-    PyTorch's ``torch.get_num_threads()`` OpenMP threads: ~10x faster than PyTorch's (0.35 s for
-    133 classes at 800x1333 on 2 threads; the kernel's AVX2 variant 29-39 ms).
-    """
-    if not _runs_in_c(logits):
-        return logits.argmax(dim=0)
-    array = logits.detach().numpy()
-    best = torch.empty(logits.shape[1:], dtype=torch.long)
-    _class_maps.argmax(array, best.numpy(), torch.get_num_threads())
-    return best
-
-
-def _runs_in_c(logits: torch.Tensor) -> bool:
-    """Whether the C kernels (float32 [C, H, W] CPU logits, contiguous columns) take these."""
-    return (
-        logits.device.type == "cpu"
-        and logits.dtype == torch.float32
-        and logits.stride(-1) == 1
-        and logits.numel() > 0
-    )
+    """``torch.argmax(logits, dim=0)`` of ``[C, H, W]`` logits (first maximum, NaN largest),
+    or the same, bit for bit, from the :func:`class_map_kernels` in effect."""
+    kernels = _kernels_for(logits)
+    return logits.argmax(dim=0) if kernels is None else kernels.argmax(logits)
 
 
 def class_logsumexps(logits: torch.Tensor, group: slice) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Per pixel of ``[C, H, W]`` logits (any strides), the log-sum-exp over all classes and over
-    the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding.
-    Float32 CPU logits with contiguous columns go through a C kernel (two passes over the
-    logits, its own vectorized exp; for 133 classes at 800x1333 on 2 threads PyTorch's path
-    takes 0.26-0.36 s, the kernel 0.17-0.19 s with SSE2 and 61-83 ms with AVX2 + FMA, which
-    it uses where the CPU has them); others through PyTorch in one pass of row chunks. Each
-    class is exponentiated once: the log-sum-exp over all classes combines the group's with the
-    others' (logaddexp).
+    the classes ``group`` (a contiguous slice): ``torch.logsumexp`` over dim 0, to float rounding,
+    in one pass of row chunks, or from the :func:`class_map_kernels` in effect. Each class is
+    exponentiated once: the log-sum-exp over all classes combines the group's with the others'
+    (logaddexp).
     """
     logits = logits.detach()  # post-processing: out= takes no tensor that requires grad
     classes, height, width = logits.shape
     others = _other_classes(classes, group, "group")
+    kernels = _kernels_for(logits)
+    if kernels is not None:
+        return kernels.logsumexps(logits, group)
     in_group = logits.new_empty((height, width))
-    if _runs_in_c(logits):
-        group_classes = range(classes)[group]
-        outside = logits.new_empty((height, width))
-        array = logits.numpy()
-        _class_maps.logsumexps(
-            array, group_classes.start, group_classes.stop, in_group.numpy(), outside.numpy(),
-            torch.get_num_threads(),
-        )  # fmt: skip
-        return torch.logaddexp(in_group, outside), in_group
     everything = logits.new_empty((height, width))
     for rows in row_chunks(height, width, CLASS_PASS_PIXELS):
         chunk = logits[:, rows]

@@ -110,12 +110,12 @@ def test_multiply_adds_of_network_and_postprocessing():
 
 def test_multiply_adds_of_the_cpu_deformable_convolution():
     """Its CPU inference op (panoptic_zoo::sampled_deform_conv3x3) counts as torchvision's."""
-    from panoptic_zoo.layers import DeformableConv3x3
+    from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
 
     class SampledModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.deform = DeformableConv3x3(3, 4)
+            self.deform = SampledDeformableConv3x3(3, 4)
 
         def forward(self, batched_inputs):
             return [{"sem_seg": self.deform(batched_inputs[0]["image"].float()[None])}]
@@ -132,7 +132,7 @@ def test_multiply_adds_of_the_cpu_depthwise_convolution():
     """Its CPU inference op (panoptic_zoo::depthwise_conv2d) counts as a convolution."""
     from detectron2.layers import Conv2d
 
-    from panoptic_zoo.layers.depthwise_conv import use_depthwise_kernel
+    from panoptic_zoo.acceleration.depthwise_conv import use_depthwise_kernel
 
     class DepthwiseModel(nn.Module):
         def __init__(self):

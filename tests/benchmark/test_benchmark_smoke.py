@@ -87,11 +87,20 @@ def test_json_report_is_complete(tiny_run):
     assert report["environment"]["cpu_heap_reuse"] is True  # glibc, as CI runs
     # The shapes configs train from scratch with group norms (nothing to fold); their backbones
     # run channels-last on the CPU; Panoptic-DeepLab's two branches have six depthwise
-    # convolutions each (three 3x3 in ASPP, three 5x5 in the decoder and heads).
+    # convolutions each (three 3x3 in ASPP, three 5x5 in the decoder and heads) and a decoder
+    # each; UPSNet's semantic head has three deformable layers, Panoptic FCN's heads three.
+    replaced = {
+        "Panoptic FPN": {},
+        "UPSNet": {"deformable_kernel_convolutions": 3, "level_sum_predictors": 1},
+        "Panoptic-DeepLab": {"depthwise_kernel_convolutions": 12, "upsampling_into_concat": 2},
+        "Panoptic FCN": {"deformable_kernel_convolutions": 3},
+    }
     for method in report["methods"]:
-        assert method["inference_changes"] == {
+        assert method["cpu_optimizations"] == {
             "batch_norms_folded": 0, "channels_last_backbone": True,
-            "depthwise_kernel_convolutions": 12 if method["method"] == "Panoptic-DeepLab" else 0,
+            "depthwise_kernel_convolutions": 0, "deformable_kernel_convolutions": 0,
+            "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
+            **replaced[method["method"]],
         }  # fmt: skip
 
 

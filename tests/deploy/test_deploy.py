@@ -15,6 +15,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from panoptic_testing import CONFIGS, REPO, shrunk_shapes_cfg
 
+from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.deploy import DeployNetwork, eager_part_path, export_network, load
 from panoptic_zoo.deploy.check import check_deployed
@@ -166,7 +167,7 @@ def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bi
     import onnxruntime
 
     torch.manual_seed(0)
-    conv = DeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
+    conv = SampledDeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
     with torch.no_grad():
         conv.offset.weight.normal_(0, 1)
 

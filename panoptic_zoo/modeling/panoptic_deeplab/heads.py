@@ -7,10 +7,7 @@ where the reference breaks:
   and rejects any input not divisible by it; here the window shrinks to the input where the
   input is smaller and any size is accepted (the same result wherever the reference works);
 * the semantic loss accepts per-pixel weights with ``cross_entropy`` too (the reference passes
-  the small-instance weights to ``nn.CrossEntropyLoss``, which fails);
-* at inference the decoder upsamples each coarser level straight into its half of the
-  concatenation with the projected finer level, instead of upsampling and then copying it
-  with ``torch.cat``.
+  the small-instance weights to ``nn.CrossEntropyLoss``, which fails).
 """
 
 from __future__ import annotations
@@ -32,7 +29,12 @@ from torch import nn
 from ...layers import window_mean
 from .ids import UnifiedIds
 
-__all__ = ["PanopticDeepLabSemanticHead", "PanopticDeepLabInstanceHead", "AnySizeImagePooling"]
+__all__ = [
+    "AnySizeImagePooling",
+    "PanopticDeepLabInstanceHead",
+    "PanopticDeepLabSemanticHead",
+    "UpsampledConcat",
+]
 
 LOSS_TYPES = ("cross_entropy", "hard_pixel_mining")
 
@@ -62,11 +64,19 @@ def _pool_any_size(aspp: ASPP) -> None:
         aspp.pool_kernel_size = None  # turns off ASPP.forward's divisibility check
 
 
-class _DecoderWithoutCatCopy(DeepLabV3PlusHead):
-    """DeepLabV3+'s decoder (``layers``), the same computation, with the upsampled coarser
-    level written straight into its half of the fused tensor when no gradient is recorded
-    (``out=``, image by image: each image's channel slice is contiguous). The separate
-    ``torch.cat`` copied the decoder's widest tensor once more per level."""
+class UpsampledConcat(nn.Module):
+    """The input of a DeepLabV3+ fusion convolution: the projected finer level and the coarser
+    level upsampled (bilinearly) to its size, concatenated along channels."""
+
+    def forward(self, projected: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        size = projected.shape[-2:]
+        upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        return torch.cat([projected, upsampled], dim=1)
+
+
+class _DecoderWithConcatModule(DeepLabV3PlusHead):
+    """DeepLabV3+'s decoder (``layers``), the same computation, with its upsampling and
+    concatenation in a module (``upsampled_concat``), which the CPU acceleration replaces."""
 
     def layers(self, features):
         y = None
@@ -75,27 +85,8 @@ class _DecoderWithoutCatCopy(DeepLabV3PlusHead):
             if self.decoder[level]["fuse_conv"] is None:  # the coarsest level: ASPP
                 y = projected
             else:
-                y = self.decoder[level]["fuse_conv"](_concat_upsampled(projected, y))
+                y = self.decoder[level]["fuse_conv"](self.upsampled_concat(projected, y))
         return y if self.decoder_only else self.predictor(y)
-
-
-def _concat_upsampled(projected: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-    """``torch.cat([projected, bilinear upsampling of coarse to projected's size], 1)``."""
-    size = projected.shape[-2:]
-    # Exports (traces) take the plain concatenation: the ONNX tracer drops writes into views
-    # (``out=``), and TorchScript's would keep the batch size and sizes of the example.
-    recorded = torch.is_grad_enabled() and (projected.requires_grad or coarse.requires_grad)
-    if recorded or torch.jit.is_tracing():
-        upsampled = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
-        return torch.cat([projected, upsampled], dim=1)
-    split = projected.shape[1]
-    fused = projected.new_empty((projected.shape[0], split + coarse.shape[1], *size))
-    fused[:, :split] = projected
-    for image in range(len(fused)):
-        torch.ops.aten.upsample_bilinear2d.out(
-            coarse[image : image + 1], list(size), False, out=fused[image : image + 1, split:]
-        )
-    return fused
 
 
 def _branch_config(node, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
@@ -129,7 +120,7 @@ def _branch_config(node, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead, _DecoderWithoutCatCopy):
+class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead, _DecoderWithConcatModule):
     """Semantic branch: dual-ASPP/decoder half predicting the unified classes."""
 
     @configurable
@@ -137,6 +128,7 @@ class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead, _DecoderWithoutCatC
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"semantic LOSS_TYPE must be one of {LOSS_TYPES}, got {loss_type!r}")
         super().__init__(input_shape, loss_type=loss_type, loss_top_k=loss_top_k, **kwargs)
+        self.upsampled_concat = UpsampledConcat()
         _pool_any_size(self.decoder[self.in_features[-1]]["project_conv"])
         # Cross entropy is hard pixel mining over all pixels; DeepLabCE takes pixel weights.
         top_k = loss_top_k if loss_type == "hard_pixel_mining" else 1.0
@@ -156,12 +148,13 @@ class PanopticDeepLabSemanticHead(PanopticDeepLabSemSegHead, _DecoderWithoutCatC
 
 
 @INS_EMBED_BRANCHES_REGISTRY.register()
-class PanopticDeepLabInstanceHead(PanopticDeepLabInsEmbedHead, _DecoderWithoutCatCopy):
+class PanopticDeepLabInstanceHead(PanopticDeepLabInsEmbedHead, _DecoderWithConcatModule):
     """Instance branch: class-agnostic center heatmap (MSE) and center offsets (L1)."""
 
     @configurable
     def __init__(self, input_shape, **kwargs):
         super().__init__(input_shape, **kwargs)
+        self.upsampled_concat = UpsampledConcat()
         _pool_any_size(self.decoder[self.in_features[-1]]["project_conv"])
 
     @classmethod

@@ -127,16 +127,6 @@ class PanopticDeepLabModel(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    @property
-    def channels_last_features(self) -> tuple[str, ...]:
-        """Backbone outputs that only the two decoders' 1x1 projections read (not an ASPP input):
-        a channels-last backbone leaves them channels-last (``memory_format``). At 800x1333 on 2
-        threads: res2 and res3 skip their NCHW copies and oneDNN's reorders, 3.55 -> 3.48 s for
-        the backbone and both branches (medians of 7 alternating pairs)."""
-        # in_features[-1] is each branch's ASPP input.
-        sem, ins = (set(h.in_features[:-1]) for h in (self.sem_seg_head, self.ins_embed_head))
-        return tuple(sorted(sem & ins))
-
     def forward(self, batched_inputs: list[dict]):
         if not self.training:
             return self.inference(batched_inputs)

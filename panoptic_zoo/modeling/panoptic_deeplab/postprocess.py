@@ -4,9 +4,8 @@ instances or classes, on CPU and GPU.
 
 It computes what detectron2's ``projects/panoptic_deeplab/post_processing.py`` computes (the
 same centers, the same nearest-center grouping and majority vote, the same instance numbering)
-on ``N`` images of one size at once. The reference takes ~51 s on one 1024x2048 image with 150
-centers on 2 CPU threads, 50 s of it in ``torch.norm`` over a ``[centers, pixels, 2]`` tensor.
-Here distances are computed only for predicted thing pixels and only to the few centers that
+on ``N`` images of one size at once. On images with many centers the reference spends almost
+all its time in ``torch.norm`` over a ``[centers, pixels, 2]`` tensor. Here distances are computed only for predicted thing pixels and only to the few centers that
 can be nearest to each pixel (a per-tile bound), with the reference's own arithmetic, so the
 assignments are identical (``tools/benchmark_panoptic_deeplab_postprocess.py``).
 """

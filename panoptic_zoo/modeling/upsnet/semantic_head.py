@@ -1,7 +1,7 @@
 """
 UPSNet's semantic head: one deformable-convolution subnetwork shared by the FPN levels, each
 level upsampled to stride 4, concatenated, and a 1x1 convolution to stuff + thing logits (stuff
-channels first; computed level by level, see :class:`LevelSumPredictor`); trained with
+channels first); trained with
 pixel-wise cross-entropy plus the RoI loss inside ground-truth boxes.
 """
 
@@ -19,7 +19,7 @@ from ...layers import DeformableConv3x3
 from .panoptic_head import mean_cross_entropy
 
 __all__ = [
-    "LevelSumPredictor",
+    "ConcatenatedLevelsPredictor",
     "UPSNetSemanticHead",
     "crop_semantic_target",
     "inclusive_corners",
@@ -27,16 +27,11 @@ __all__ = [
 ]
 
 
-class LevelSumPredictor(nn.Module):
+class ConcatenatedLevelsPredictor(nn.Module):
     """
-    A 1x1 convolution over feature levels resized (bilinearly) to one size and concatenated,
-    computed level by level: resizing and a 1x1 convolution are both linear, so each level
-    convolved at its own resolution with its slice of the weights, then resized, and the levels
-    summed give the same logits (to float rounding) without the concatenated map, and with the
-    coarse levels' products at their own size. UPSNet at 800x1333: 9.2 -> 3.0 GFLOP, and on 2
-    CPU threads, with the resizing and the NCHW copy of the logits, 103-137 -> 72-81 ms. The
-    parameters are ``nn.Conv2d(levels * in_channels, out_channels, 1)``'s, under the same names,
-    so checkpoints load unchanged.
+    UPSNet's semantic predictor: feature levels resized (bilinearly) to one size, concatenated,
+    and a 1x1 convolution; the parameters are ``nn.Conv2d(levels * in_channels, out_channels,
+    1)``'s, under the same names.
     """
 
     def __init__(self, in_channels: int, levels: int, out_channels: int):
@@ -46,25 +41,18 @@ class LevelSumPredictor(nn.Module):
         self.in_channels = in_channels
 
     def forward(self, levels: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """Logits [N, out_channels, *size], NCHW-contiguous, of ``levels`` [N, in_channels, h, w]
-        (either memory format), in the order of the concatenation they stand for."""
-        weights = self.weight.flatten(1).split(self.in_channels, dim=1)
-        if len(weights) != len(levels):
-            raise ValueError(f"expected {len(weights)} levels, got {len(levels)}")
-        logits = None
-        for level, weight in zip(levels, weights):
-            # [N, K, C] x [N, C, h * w]: NCHW logits, read from a channels-last level with no
-            # copy (flatten(2) is a view in both formats). bmm rather than matmul: fvcore counts
-            # a broadcast matmul's FLOPs for one image only.
-            batch, _, height, width = level.shape
-            level_logits = torch.bmm(weight.expand(batch, -1, -1), level.flatten(2))
-            level_logits = level_logits.view(batch, -1, height, width)
-            if (height, width) != tuple(size):
-                level_logits = F.interpolate(
-                    level_logits, size=size, mode="bilinear", align_corners=False
-                )
-            logits = level_logits if logits is None else logits.add_(level_logits)
-        return logits.add_(self.bias[:, None, None])
+        """Logits [N, out_channels, *size] of ``levels`` [N, in_channels, h, w], in the order
+        of the concatenation."""
+        expected = self.weight.shape[1] // self.in_channels
+        if len(levels) != expected:
+            raise ValueError(f"expected {expected} levels, got {len(levels)}")
+        resized = [
+            level
+            if tuple(level.shape[-2:]) == tuple(size)
+            else F.interpolate(level, size=size, mode="bilinear", align_corners=False)
+            for level in levels
+        ]
+        return F.conv2d(torch.cat(resized, dim=1), self.weight, self.bias)
 
 
 class UPSNetSemanticHead(nn.Module):
@@ -117,7 +105,7 @@ class UPSNetSemanticHead(nn.Module):
             layers += [conv, get_norm(norm, out_channels) or nn.Identity(), nn.ReLU(inplace=True)]
             in_channels = out_channels
         self.subnetwork = nn.Sequential(*layers)
-        self.predictor = LevelSumPredictor(
+        self.predictor = ConcatenatedLevelsPredictor(
             in_channels, len(self.in_features), num_stuff_classes + num_thing_classes
         )
         nn.init.normal_(self.predictor.weight, std=0.01)
@@ -144,8 +132,6 @@ class UPSNetSemanticHead(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         finest = features[self.in_features[self.strides.index(self.common_stride)]]
-        # CPU inference runs the subnetwork channels-last (see DeformableConv3x3); the logits
-        # leave NCHW-contiguous: the panoptic head gathers whole class planes from them.
         levels = [self.subnetwork(features[f]) for f in self.in_features]
         return self.predictor(levels, finest.shape[-2:])
 

@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.structures import Boxes
 
 from panoptic_zoo.modeling.upsnet.semantic_head import (
-    LevelSumPredictor,
+    ConcatenatedLevelsPredictor,
     UPSNetSemanticHead,
     crop_semantic_target,
     semantic_roi_loss,
@@ -61,33 +61,14 @@ def test_deformable_head_forward_backward_on_cpu():
     assert all(torch.isfinite(p.grad).all() for p in head.parameters())
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_level_sum_predictor_is_the_convolution_of_the_resized_concatenation(memory_format):
+def test_predictor_is_the_convolution_of_the_resized_concatenation():
     torch.manual_seed(0)
-    predictor = LevelSumPredictor(in_channels=3, levels=3, out_channels=5)
-    size = (13, 19)  # odd: the coarse levels are not exact halves
-    levels = [
-        torch.randn(2, 3, h, w).contiguous(memory_format=memory_format).requires_grad_()
-        for h, w in [(13, 19), (7, 10), (4, 5)]
-    ]
-    # The definition: resize every level, concatenate, one 1x1 convolution.
-    resized = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in levels]
+    predictor = ConcatenatedLevelsPredictor(in_channels=3, levels=3, out_channels=5)
+    levels = [torch.randn(2, 3, h, w) for h, w in [(13, 19), (7, 10), (4, 5)]]  # odd sizes
+    resized = [F.interpolate(x, size=(13, 19), mode="bilinear", align_corners=False) for x in levels]
     expected = F.conv2d(torch.cat(resized, dim=1), predictor.weight, predictor.bias)
-    logits = predictor(levels, size)
-    assert logits.shape == (2, 5, 13, 19) and logits.is_contiguous()
-    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
-    # The same gradients for the weights and every level.
-    upstream = torch.randn_like(expected)
-    expected_grads = torch.autograd.grad(expected, [predictor.weight, predictor.bias, *levels],
-                                         upstream)  # fmt: skip
-    grads = torch.autograd.grad(logits, [predictor.weight, predictor.bias, *levels], upstream)
-    for grad, expected_grad in zip(grads, expected_grads):
-        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
-
-
-def test_level_sum_predictor_keeps_the_convolution_parameters():
-    predictor = LevelSumPredictor(in_channels=4, levels=2, out_channels=3)
+    assert torch.equal(predictor(levels, (13, 19)), expected)
     state = predictor.state_dict()
-    assert {k: tuple(v.shape) for k, v in state.items()} == {"weight": (3, 8, 1, 1), "bias": (3,)}
-    with pytest.raises(ValueError, match="expected 2 levels, got 1"):
-        predictor([torch.zeros(1, 4, 2, 2)], (2, 2))
+    assert {k: tuple(v.shape) for k, v in state.items()} == {"weight": (5, 9, 1, 1), "bias": (5,)}
+    with pytest.raises(ValueError, match="expected 3 levels, got 1"):
+        predictor(levels[:1], (13, 19))

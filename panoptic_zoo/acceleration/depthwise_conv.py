@@ -1,13 +1,8 @@
 """
 Depthwise convolutions (stride 1, odd square kernel, "same" zero padding, any dilation) for CPU
 inference, in C (``_depthwise_conv.c``): Panoptic-DeepLab's depthwise-separable ASPP (dilated
-3x3) and decoder and heads (5x5).
-
-oneDNN is slow at these on NCHW input. On 2 threads at an 800x1333 image's sizes, medians of 7
-calls each, with the ReLU that follows: a dilated 3x3 on 2048 channels at 50x84 took oneDNN
-40-43 ms, nine shifted multiply-adds over cache-sized channel chunks (this module's earlier
-path) 17-22 ms, the kernel 6.1-6.3 ms; a 5x5 on 288 channels at 200x336 took oneDNN 33 ms, the
-kernel 17 ms.
+3x3) and decoder and heads (5x5), which oneDNN runs slowly on NCHW input (measured in
+docs/ACCELERATION.md).
 """
 
 from __future__ import annotations
@@ -17,8 +12,8 @@ from detectron2.layers import Conv2d
 from torch import nn
 from torch.nn import functional as F
 
-from . import _depthwise_conv
-from .cpu_kernels import check_float32_cpu, float32_cpu_or_absent
+from .kernels import DEPTHWISE_CONV, check_float32_cpu, float32_cpu_or_absent
+from .modules import adopt_state, replace_modules
 
 __all__ = ["KernelDepthwiseConv2d", "depthwise_conv2d", "use_depthwise_kernel"]
 
@@ -52,7 +47,7 @@ def depthwise_conv2d(
     threads = torch.get_num_threads()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     scratch = x.new_empty(threads, (height + 2 * reach) * (width + 2 * reach))
-    _depthwise_conv.convolve(
+    DEPTHWISE_CONV.convolve(
         x.contiguous().numpy(),
         weight.contiguous().numpy(),
         None if bias is None else bias.contiguous().numpy(),
@@ -106,11 +101,20 @@ def _is_same_padded_depthwise(conv: nn.Module) -> bool:
     )
 
 
+def _kernel_convolution(conv: Conv2d) -> KernelDepthwiseConv2d:
+    replacement = KernelDepthwiseConv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        activation=conv.activation,
+    )  # fmt: skip
+    return adopt_state(replacement, conv)
+
+
 def use_depthwise_kernel(model: nn.Module) -> int:
-    """Make every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model`` a
-    :class:`KernelDepthwiseConv2d` (same parameters and state dict), in place; returns how
-    many."""
-    convolutions = [m for m in model.modules() if _is_same_padded_depthwise(m)]
-    for conv in convolutions:
-        conv.__class__ = KernelDepthwiseConv2d
-    return len(convolutions)
+    """Replace every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model`` by a
+    :class:`KernelDepthwiseConv2d` with the same parameters (and state dict), in place; returns
+    how many (0 where the C kernel is not built)."""
+    if DEPTHWISE_CONV is None:
+        return 0
+    return replace_modules(model, _is_same_padded_depthwise, _kernel_convolution)

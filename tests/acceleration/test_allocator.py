@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from panoptic_zoo.utils import allocator
+from panoptic_zoo.acceleration import allocator
 
 # Writes a 64 MiB tensor and frees it, then four more, and prints the page faults of those four.
 # It loads what the entry points that set the heap have loaded (panoptic_zoo.config): with torch
@@ -15,7 +15,7 @@ from panoptic_zoo.utils import allocator
 _LATER_TENSORS_FAULTS = """
 import resource, sys, torch
 import panoptic_zoo.config
-from panoptic_zoo.utils.allocator import reuse_freed_heap_memory
+from panoptic_zoo.acceleration.allocator import reuse_freed_heap_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_heap_memory()
 def faults():

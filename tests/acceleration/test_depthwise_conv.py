@@ -8,12 +8,14 @@ from detectron2.layers import Conv2d
 from torch import nn
 from torch.nn import functional as F
 
-from panoptic_zoo.layers import _depthwise_conv
-from panoptic_zoo.layers.depthwise_conv import (
+from panoptic_zoo.acceleration.depthwise_conv import (
     KernelDepthwiseConv2d,
     depthwise_conv2d,
     use_depthwise_kernel,
 )
+from panoptic_zoo.acceleration.kernels import DEPTHWISE_CONV as _depthwise_conv
+
+pytestmark = pytest.mark.skipif(_depthwise_conv is None, reason="the C kernel is not built")
 
 # Batch 2 and odd sizes; every column path of the kernel: widths below 8 (scalar), 8-63 (vectors
 # of 8, the last one overlapping), 64 and more (tiles of 64, the last one overlapping, and
@@ -106,8 +108,14 @@ def test_only_same_padded_stride_1_depthwise_layers_are_switched():
     x = torch.randn(2, 8, 11, 13)
     with torch.no_grad():
         expected = layers(x)
+    state = {k: v.clone() for k, v in layers.state_dict().items()}
+    norm = layers[0].norm
     assert use_depthwise_kernel(layers) == 3
     assert [type(m) for m in layers] == [KernelDepthwiseConv2d] * 3 + [Conv2d] * 4
+    # New modules with the same parameters, norm and state dict; not in training mode.
+    assert layers[0].norm is norm and not layers[0].training
+    assert state.keys() == layers.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in layers.state_dict().items())
     with torch.no_grad():
         torch.testing.assert_close(layers(x), expected, rtol=1e-5, atol=1e-5)
         # Input oneDNN left channels-last goes to PyTorch's convolution, with the same result.

@@ -1,18 +1,15 @@
 /*
  * Per-pixel passes over the classes of float32 logits [C, H, W], in C, for a block of pixels at a
  * time whose running values stay in L1 and which the compiler vectorizes:
- *  - argmax: PyTorch's CPU argmax over dim 0 runs at ~3 ns per logit (0.35 s for COCO's 133
- *    classes at 800x1333 on 2 threads);
+ *  - argmax: PyTorch's CPU argmax over dim 0 runs at a few ns per logit;
  *  - log-sum-exps over a group of classes and over the others: PyTorch takes ~10 passes over the
  *    logits (max, subtract, exp, sum, for each part) and a ~14x slower exp for arguments below
  *    -87; here two passes, with an exp that vectorizes.
  * Each kernel is compiled twice, for x86-64's SSE2 baseline and for AVX2 + FMA, chosen at run
- * time (../csrc/instruction_sets.h): on 133 x 800 x 1333 logits, 2 threads, the log-sum-exps
- * take 0.17-0.19 s with SSE2 and 0.09-0.11 s with AVX2, the argmax 55-66 ms and 42-52 ms; built
- * without -fwrapv (Python's flags have it; it kept GCC from vectorizing as well), with AVX2
- * 61-83 ms and 29-39 ms (133 x 800 x 1344, alternating runs; 73-103 and 35-61 ms with it).
+ * time (../csrc/instruction_sets.h), AVX2 being the faster; built without -fwrapv (Python's
+ * flags have it; it kept GCC from vectorizing as well). Timings in docs/ACCELERATION.md.
  * The rows are split between PyTorch's OpenMP threads (../csrc/openmp_threads.h).
- * Python side: panoptic_zoo/postprocess/maps.py (class_argmax, class_logsumexps).
+ * Python side: panoptic_zoo/acceleration/class_maps.py (CClassMapKernels).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -3,10 +3,10 @@ CPU heap settings for large-tensor work.
 
 glibc's ``malloc`` serves every block above 128 KiB-32 MiB with a fresh ``mmap`` and returns it to
 the OS on ``free``. A network's activations at 800x1333 are tens of MiB each, so every layer's
-output would start as untouched pages and pay one page fault per 4 KiB on first write: measured on
-2 cores, a 64->256 1x1 convolution at 200x336 took 55-90 ms that way and 18 ms on reused memory,
-and Panoptic FPN R50's network 5.0 s instead of 3.7 s. Keeping freed blocks in the heap lets the
-next layer reuse pages that are already mapped, as tcmalloc or jemalloc would.
+output would start as untouched pages and pay one page fault per 4 KiB on first write, which
+can cost a layer more than its arithmetic. Keeping freed blocks in the heap lets the next layer
+reuse pages that are already mapped, as tcmalloc or jemalloc would. A process-wide setting:
+entry points (train_net.py, the demo, the benchmark) call it, never a library function.
 
 The cost: the process keeps its peak heap until it ends (``malloc_trim`` still gives free pages
 back on request), which is what a training or evaluation process does anyway.

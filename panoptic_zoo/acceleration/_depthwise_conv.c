@@ -6,9 +6,9 @@
  * keeps its 64 sums in registers until it is stored once (GCC's generic vectors: 8 x 8 floats,
  * 8 AVX2 registers). The planes are split between PyTorch's OpenMP threads
  * (../csrc/openmp_threads.h).
- * Why: oneDNN runs Panoptic-DeepLab's depthwise layers at ~4 GFLOP/s (dilated 3x3 on 2048
- * channels at 50x84) and ~30 GFLOP/s (5x5 at 200x336) on 2 threads; this kernel at ~25 and
- * ~55. Python side: panoptic_zoo/layers/depthwise_conv.py.
+ * Why: oneDNN runs Panoptic-DeepLab's depthwise layers (dilated 3x3 on 2048 channels, 5x5 on
+ * a few hundred) at a small share of its dense-convolution rate; timings in
+ * docs/ACCELERATION.md. Python side: panoptic_zoo/acceleration/depthwise_conv.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

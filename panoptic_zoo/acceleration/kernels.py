@@ -1,11 +1,23 @@
-"""What the layers' C kernels (deformable sampling, depthwise convolution) take: float32 CPU
-tensors. Their modules route other calls to PyTorch's or torchvision's ops with these checks."""
+"""The acceleration layer's C kernels (optional at install; None where not built) and what
+they take: float32 CPU tensors."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["check_float32_cpu", "float32_cpu_or_absent"]
+from ..utils.c_extensions import load_c_extension
+
+__all__ = [
+    "CLASS_MAPS",
+    "DEFORM_SAMPLING",
+    "DEPTHWISE_CONV",
+    "check_float32_cpu",
+    "float32_cpu_or_absent",
+]
+
+CLASS_MAPS = load_c_extension("panoptic_zoo.acceleration._class_maps")
+DEFORM_SAMPLING = load_c_extension("panoptic_zoo.acceleration._deform_sampling")
+DEPTHWISE_CONV = load_c_extension("panoptic_zoo.acceleration._depthwise_conv")
 
 
 def float32_cpu_or_absent(tensor: torch.Tensor | None) -> bool:

@@ -7,8 +7,8 @@
  * between PyTorch's OpenMP threads (../csrc/openmp_threads.h), which run the matrix products
  * around the sampling.
  * torchvision's CPU kernel samples in one thread, from NCHW planes (a stride of H * W floats
- * between a sample's channels): 256 -> 128 channels at 200 x 336 takes it 3.6 s on 2 threads.
- * Python side: panoptic_zoo/layers/deform_conv.py (sampled_deform_conv3x3).
+ * between a sample's channels); timings in docs/ACCELERATION.md.
+ * Python side: panoptic_zoo/acceleration/deform_conv.py (sampled_deform_conv3x3).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
