@@ -5,9 +5,9 @@ the deformable 3x3 convolutions (``panoptic_zoo::sampled_deform_conv3x3`` agains
 ``DeformConv``; UPSNet, Panoptic FCN) and the depthwise convolutions
 (``panoptic_zoo::depthwise_conv2d`` against a grouped ONNX ``Conv``; Panoptic-DeepLab).
 
-Each config's model (its initialization; deformable offsets of a few pixels, as trained ones
-give) runs its network once on one random image of ``--size``; every layer of each kernel keeps
-the input it got. The layers of one kernel, each on its own input, are exported together as
+Each config's model (its initialization) runs its network once on one random image of
+``--size``; every layer of each kernel keeps the input it got. Then each deformable layer gets
+offsets of 2 px (standard deviation) on that input, as trained ones give (initialized: 0). The layers of one kernel, each on its own input, are exported together as
 one ONNX graph, and the eager layers (the C kernels) and ONNX Runtime's run on those inputs in
 turns (one call of each per round), ``--threads`` threads each:
 
@@ -72,9 +72,6 @@ def layers_and_inputs(config: str, size: tuple[int, int]) -> dict[str, tuple[lis
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
     model = build_inference_model(cfg, "")
-    for module in model.modules():
-        if isinstance(module, DeformableConv3x3):
-            module.offset.weight.normal_(0, 0.1)  # offsets of a few pixels, not 0
     seen = {kernel: ([], []) for kernel in KERNELS}
 
     def record(kernel):
@@ -94,6 +91,10 @@ def layers_and_inputs(config: str, size: tuple[int, int]) -> dict[str, tuple[lis
     DeployNetwork(model).eval()(network_input(model, [{"image": image}]))
     for handle in handles:
         handle.remove()
+    for layer, x in zip(*seen["sampled_deform_conv3x3"]):
+        # Initialized offsets are 0; random ones of 2 px (standard deviation) on this input.
+        layer.offset.weight.normal_(0, 1)
+        layer.offset.weight.mul_(2 / layer.offset(x)[:, : 2 * 9].std())
     return {kernel: found for kernel, found in seen.items() if found[0]}
 
 
