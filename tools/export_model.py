@@ -10,7 +10,8 @@ against the eager model's, on each check image (docs/DEPLOYMENT.md).
 
 Writes the export and its eager rest (``<output>.eager.pth``); ``panoptic_zoo.deploy.load``
 reads both. Without ``--dynamic`` the export takes the first check image's padded size only,
-and every check image is resized to it. Without ``--check-images``, two images of random pixels
+and every check image is resized to it; with ``--dynamic`` the check images are checked one
+by one and then all in one batch. Without ``--check-images``, two images of random pixels
 (odd sizes) are checked.
 """
 
@@ -86,13 +87,16 @@ def main(argv=None) -> int:
     deployed = load(output)
     try:
         reports = check_deployed(model, deployed, inputs)
-    except AssertionError as e:
-        print(f"error: {output} is not equal to the eager model: {e}", file=sys.stderr)
+        if args.dynamic and len(inputs) > 1:  # and all check images as one batch
+            reports += check_deployed(model, deployed, inputs, batch_size=len(inputs))
+    except (AssertionError, ValueError) as e:
+        print(f"error: the check of {output} against the eager model failed: {e}", file=sys.stderr)
         return 1
     for report in reports:
         print(
-            f"image {report['size'][0]}x{report['size'][1]}: {report['pixel_agreement']:.2%} of "
-            f"pixels and all {report['segments']} segments as the eager model"
+            f"image {report['size'][0]}x{report['size'][1]} (batch of {report['batch']}): "
+            f"{report['pixel_agreement']:.2%} of pixels and all {report['segments']} segments "
+            "as the eager model"
         )
     print(
         f"exported {type(model).__name__}'s network to {output} "

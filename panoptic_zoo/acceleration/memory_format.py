@@ -31,6 +31,7 @@ def nchw_contiguous(x: torch.Tensor) -> torch.Tensor:
     """
     if (
         x.device.type != "cpu"
+        or torch.jit.is_tracing()  # a trace would keep the loop's count: the traced batch size
         or x.dim() != 4
         or x.is_contiguous()
         or not x.is_contiguous(memory_format=torch.channels_last)

@@ -165,7 +165,8 @@ def markdown_report(report: dict) -> str:
             "## Deployment backends",
             "",
             "The network exported at the benchmark size (panoptic_zoo.deploy), post-processing "
-            "eager; speed-up = eager seconds / backend seconds, both timed in this run.",
+            "eager; speed-up = eager seconds / backend seconds, timed in turns in this run (one "
+            "call of each per round: both under the same load).",
             "",
             *_table(BACKEND_COLUMNS, backends),
         ]

@@ -36,7 +36,7 @@ from .settings import (
     image_source,
     load_config,
 )
-from .timing import peak_memory, time_inference
+from .timing import peak_memory, time_alternately
 
 __all__ = ["run_benchmark"]
 
@@ -88,22 +88,31 @@ def benchmark_method(
     logger.info("%s (%s): counting multiply-adds", name, config_path)
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
+    deployed = {
+        backend: _deploy(backend, cfg, weights, settings, inputs) for backend in settings.backends
+    }
     # The floor's convolution, timed before each timed call: the rate while this method ran.
     probe = ConvRateProbe(torch.device(settings.device), settings.floor_problem, floor["layout"])
     rates = []
     timings = {}
+    backends = {}
     for precision in settings.precisions:
-        logger.info("%s: timing %s", name, precision)
-        timings[precision] = time_inference(
-            model, inputs, warmup=settings.warmup, repeats=settings.repeats,
-            autocast_dtype=PRECISIONS[precision],
-            before_each_timed_call=lambda: rates.append(probe()),
+        # The deployment backends (float32) in turns with the eager model: under the same load.
+        others = deployed if PRECISIONS[precision] is None else {}
+        logger.info("%s: timing %s", name, " and ".join([precision, *others]))
+        timed = time_alternately(
+            {"eager": model, **others}, inputs, warmup=settings.warmup,
+            repeats=settings.repeats, autocast_dtype=PRECISIONS[precision],
+            before_each_timed_round=lambda: rates.append(probe()),
         )  # fmt: skip
+        timings[precision] = timed.pop("eager")
+        backends.update(timed)
     floor_rate = statistics.median(rates)
-    backends = {
-        backend: _time_backend(backend, cfg, weights, settings, model, inputs)
-        for backend in settings.backends
-    }
+    with torch.inference_mode():
+        expected = model(inputs)[0]
+        for backend, deployed_model in deployed.items():
+            backends[backend].update(compare_panoptic(expected, deployed_model(inputs)[0]))
+    del deployed
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
     reference = _time_reference(config_path, cfg, weights, settings, source, floor["layout"])
@@ -137,12 +146,9 @@ def benchmark_method(
     }
 
 
-def _time_backend(backend, cfg, weights, settings, eager_model, inputs) -> dict:
-    """
-    ``eager_model``'s network exported for ``backend`` (at the benchmark input's size), timed
-    as the eager model is (float32) with the same weights and input, and its panoptic output
-    compared with the eager model's.
-    """
+def _deploy(backend, cfg, weights, settings, inputs) -> nn.Module:
+    """The network of ``cfg``'s model with ``weights`` exported for ``backend`` at the size of
+    ``inputs``, loaded with :func:`panoptic_zoo.deploy.load` (``settings.threads`` threads)."""
     format = "onnx" if backend == "onnxruntime" else "torchscript"
     export_cfg = export_config(cfg, format)
     model = build_model(without_acceleration(export_cfg), weights)
@@ -153,13 +159,7 @@ def _time_backend(backend, cfg, weights, settings, eager_model, inputs) -> dict:
             model, export_cfg, network_input(model, inputs), Path(folder) / f"network.{format}",
             format,
         )  # fmt: skip
-        deployed = load(path, backend, threads=settings.threads)
-    del model
-    logger.info("%s: timing %s", type(deployed.model).__name__, backend)
-    timing = time_inference(deployed, inputs, warmup=settings.warmup, repeats=settings.repeats)
-    with torch.inference_mode():
-        agreement = compare_panoptic(eager_model(inputs)[0], deployed(inputs)[0])
-    return {**timing, **agreement}
+        return load(path, backend, threads=settings.threads)
 
 
 def device_name(device: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["NetworkSplitClock", "peak_memory", "time_inference"]
+__all__ = ["NetworkSplitClock", "peak_memory", "time_alternately", "time_inference"]
 
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -107,27 +107,54 @@ def time_inference(
     (untimed) runs before each of the last ``repeats`` calls: the benchmark samples the floor's
     rate there.
     """
+    return time_alternately(
+        {"model": model}, inputs, warmup=warmup, repeats=repeats,
+        autocast_dtype=autocast_dtype, before_each_timed_round=before_each_timed_call,
+    )["model"]  # fmt: skip
+
+
+def time_alternately(
+    models: dict[str, nn.Module],
+    inputs: list[dict],
+    *,
+    warmup: int,
+    repeats: int,
+    autocast_dtype: torch.dtype | None = None,
+    before_each_timed_round: Callable[[], object] | None = None,
+) -> dict[str, dict]:
+    """
+    :func:`time_inference` of each of ``models``, their calls in turn (round by round, one call
+    of each per round): on a machine whose load changes, every model is timed under the same
+    load, so their ratios hold where separate runs of them would not.
+    ``before_each_timed_round`` (untimed) runs before each of the last ``repeats`` rounds.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
-    device = next(model.parameters()).device
-    clock = NetworkSplitClock(model, device)
+    devices = {name: next(model.parameters()).device for name, model in models.items()}
+    clocks = {name: NetworkSplitClock(model, devices[name]) for name, model in models.items()}
     autocast = (
-        torch.autocast(device.type, dtype=autocast_dtype)
+        torch.autocast(next(iter(devices.values())).type, dtype=autocast_dtype)
         if autocast_dtype is not None
         else contextlib.nullcontext()
     )
-    samples = []
+    samples = {name: [] for name in models}
     try:
         with torch.inference_mode(), autocast:
             for call in range(warmup + repeats):
-                if call >= warmup and before_each_timed_call is not None:
-                    before_each_timed_call()
-                clock.start()
-                model(inputs)
-                samples.append(clock.stop())
+                if call >= warmup and before_each_timed_round is not None:
+                    before_each_timed_round()
+                for name, model in models.items():
+                    clocks[name].start()
+                    model(inputs)
+                    samples[name].append(clocks[name].stop())
     finally:
-        clock.close()
-    network, postprocess = (list(column) for column in zip(*samples[warmup:]))
+        for clock in clocks.values():
+            clock.close()
+    return {name: _medians(model_samples[warmup:]) for name, model_samples in samples.items()}
+
+
+def _medians(samples: list[tuple[float, float]]) -> dict:
+    network, postprocess = (list(column) for column in zip(*samples))
     totals = [n + p for n, p in zip(network, postprocess)]
     return {
         "network_s": statistics.median(network),

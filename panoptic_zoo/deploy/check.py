@@ -32,29 +32,37 @@ def compare_panoptic(expected: dict, got: dict) -> dict:
 
 
 @torch.no_grad()
-def check_deployed(eager_model, deployed, batched_inputs: list[dict]) -> list[dict]:
+def check_deployed(
+    eager_model, deployed, batched_inputs: list[dict], batch_size: int = 1
+) -> list[dict]:
     """
-    ``compare_panoptic`` of each input's eager and deployed predictions, one image per call;
-    raises when an image's agreement is under :data:`MIN_PIXEL_AGREEMENT`, its segments differ,
-    or its ``instances`` have other classes; ``sem_seg`` must have the same shape.
+    ``compare_panoptic`` of each input's eager and deployed predictions, ``batch_size`` images
+    per call (both models get the same batches); raises when an image's agreement is under
+    :data:`MIN_PIXEL_AGREEMENT`, its segments differ, or its ``instances`` have other classes;
+    ``sem_seg`` must have the same shape.
     """
     reports = []
-    for inputs in batched_inputs:
-        expected, got = eager_model([inputs])[0], deployed([inputs])[0]
-        if set(expected) != set(got):
-            raise AssertionError(f"outputs {sorted(got)} instead of {sorted(expected)}")
-        if "sem_seg" in expected and expected["sem_seg"].shape != got["sem_seg"].shape:
-            raise AssertionError("sem_seg shapes differ")
-        report = compare_panoptic(expected, got)
-        if "instances" in expected:
-            classes = [x["instances"].pred_classes.tolist() for x in (expected, got)]
-            report["same_segments"] &= classes[0] == classes[1]
-            report["instances"] = len(classes[0])
-        size = tuple(inputs["image"].shape[-2:])
-        if report["pixel_agreement"] < MIN_PIXEL_AGREEMENT or not report["same_segments"]:
-            raise AssertionError(
-                f"image of size {size}: exported output differs: {report}; first segments "
-                f"{expected['panoptic_seg'][1][:2]} (eager), {got['panoptic_seg'][1][:2]}"
-            )
-        reports.append({"size": size, **report})
+    for start in range(0, len(batched_inputs), batch_size):
+        batch = batched_inputs[start : start + batch_size]
+        for inputs, expected, got in zip(batch, eager_model(batch), deployed(batch)):
+            reports.append({"batch": len(batch), **_compare_image(inputs, expected, got)})
     return reports
+
+
+def _compare_image(inputs: dict, expected: dict, got: dict) -> dict:
+    if set(expected) != set(got):
+        raise AssertionError(f"outputs {sorted(got)} instead of {sorted(expected)}")
+    if "sem_seg" in expected and expected["sem_seg"].shape != got["sem_seg"].shape:
+        raise AssertionError("sem_seg shapes differ")
+    report = compare_panoptic(expected, got)
+    if "instances" in expected:
+        classes = [x["instances"].pred_classes.tolist() for x in (expected, got)]
+        report["same_segments"] &= classes[0] == classes[1]
+        report["instances"] = len(classes[0])
+    size = tuple(inputs["image"].shape[-2:])
+    if report["pixel_agreement"] < MIN_PIXEL_AGREEMENT or not report["same_segments"]:
+        raise AssertionError(
+            f"image of size {size}: exported output differs: {report}; first segments "
+            f"{expected['panoptic_seg'][1][:2]} (eager), {got['panoptic_seg'][1][:2]}"
+        )
+    return {"size": size, **report}

@@ -22,6 +22,7 @@ from torch import nn
 from torch.onnx import symbolic_helper
 from torch.utils import _pytree as pytree
 
+from ..modeling.panoptic_deeplab.heads import AnySizeImagePooling
 from .network import DeployNetwork, exported_module_paths
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "export_config",
     "export_network",
     "network_input",
+    "traced_size_range",
 ]
 
 FORMATS = ("torchscript", "onnx")
@@ -113,6 +115,52 @@ def network_input(model: nn.Module, batched_inputs: list[dict]) -> torch.Tensor:
     raise RuntimeError(f"{type(model).__name__} did not call its backbone")
 
 
+def traced_size_range(model: nn.Module, example: torch.Tensor) -> list[list[int | None]]:
+    """
+    ``[[min, max], [min, max]]``: the padded heights and widths (max None: no bound) for which
+    a trace of ``model``'s network on ``example`` holds. A trace keeps the branch its input
+    took, and ASPP's image pooling (Panoptic-DeepLab) takes one per side of its window: a
+    global mean where the map is within the window, a window of the traced size where it is
+    larger (ONNX Runtime fails inside the graph on a map smaller than that window). The pooled
+    map is the backbone's coarsest (ASPP reads res5).
+    """
+    ranges = [[1, None], [1, None]]
+    poolings = [m for m in model.modules() if isinstance(m, AnySizeImagePooling)]
+    if not poolings:
+        return ranges
+    pooled = []
+
+    def record(module, args):
+        pooled.append((module.kernel_size, tuple(args[0].shape[-2:])))
+
+    handles = [m.register_forward_pre_hook(record) for m in poolings]
+    try:
+        with torch.no_grad():
+            DeployNetwork(model).eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    stride = max(shape.stride for shape in model.backbone.output_shape().values())
+    padded = tuple(example.shape[-2:])
+    for window, traced in pooled:
+        if traced != tuple(-(-p // stride) for p in padded):
+            raise ValueError(
+                f"image pooling of a {traced} map of a {padded} input: not the backbone's "
+                f"coarsest map (stride {stride}); panoptic_zoo/deploy/export.py assumes it is"
+            )
+        within = all(t <= w for t, w in zip(traced, window))
+        for side, (w, t) in enumerate(zip(window, traced)):
+            if within:  # the global mean: maps up to the window
+                bounds = (1, w * stride)
+            elif t >= w:  # a window of this size: maps at least as large
+                bounds = ((w - 1) * stride + 1, None)
+            else:  # the whole side: maps of this size
+                bounds = ((t - 1) * stride + 1, t * stride)
+            highs = [x for x in (ranges[side][1], bounds[1]) if x is not None]
+            ranges[side] = [max(ranges[side][0], bounds[0]), min(highs) if highs else None]
+    return ranges
+
+
 def export_config(cfg: CfgNode, format: str) -> CfgNode:
     """
     ``cfg`` on the CPU, with the CPU optimizations (``ACCELERATION.CPU``) that ``format`` can hold: ONNX
@@ -176,6 +224,7 @@ def export_network(
             "format": format,
             "config": cfg.dump(),
             "input_shape": None if dynamic else list(example.shape),
+            "padded_size_range": traced_size_range(model, example),
             "output_spec": pytree.treespec_dumps(network.spec),
             "eager_state_dict": eager_state,
         },

@@ -21,6 +21,9 @@ from .network import exported_module_paths, serve_network_outputs
 __all__ = ["BACKENDS", "DeployedModel", "load"]
 
 BACKENDS = ("torchscript", "onnxruntime")
+EAGER_PART_KEYS = frozenset(
+    {"format", "config", "input_shape", "padded_size_range", "output_spec", "eager_state_dict"}
+)
 
 
 class DeployedModel(nn.Module):
@@ -40,11 +43,18 @@ class DeployedModel(nn.Module):
                 f"an export is two files, {path} and {eager_path}; run tools/export_model.py"
             )
         eager = torch.load(eager_path, map_location="cpu", weights_only=True)
+        missing = EAGER_PART_KEYS - set(eager)
+        if missing:
+            raise ValueError(
+                f"{eager_path} lacks {sorted(missing)}: export again with this version of "
+                "panoptic_zoo (tools/export_model.py)"
+            )
         native = "onnxruntime" if eager["format"] == "onnx" else "torchscript"
         self.backend = backend or native
         if self.backend != native:
             raise ValueError(f"{path} is a {eager['format']} export: load it with {native}")
         self.input_shape = eager["input_shape"]
+        self.padded_size_range = eager["padded_size_range"]
         self.spec = pytree.treespec_loads(eager["output_spec"])
         cfg = CfgNode.load_cfg(eager["config"])
         cfg.MODEL.DEVICE = "cpu"
@@ -90,6 +100,16 @@ class DeployedModel(nn.Module):
                 f"this export takes padded batches of shape {self.input_shape} only, got "
                 f"{list(images.shape)}: export with --dynamic for other sizes"
             )
+        for side, size, (low, high) in zip(
+            ("height", "width"), images.shape[-2:], self.padded_size_range
+        ):
+            if size < low or (high is not None and size > high):
+                raise ValueError(
+                    f"this export holds for padded images of {side} {low} to {high or 'any'}, "
+                    f"got {size}: ASPP's image pooling took another branch in the trace (see "
+                    "docs/DEPLOYMENT.md, Limits); export again traced on an image of the sizes "
+                    "you will run (tools/export_model.py --check-images)"
+                )
         if self.backend == "onnxruntime":
             feed = {INPUT_NAME: images.contiguous().numpy()}
             return [torch.from_numpy(x) for x in self.session.run(None, feed)]

@@ -12,7 +12,7 @@ from torchvision.ops import DeformConv2d
 
 from panoptic_zoo.benchmark.floor import TINY_FLOOR, ConvRateProbe
 from panoptic_zoo.benchmark.flops import count_multiply_adds
-from panoptic_zoo.benchmark.timing import NetworkSplitClock, time_inference
+from panoptic_zoo.benchmark.timing import NetworkSplitClock, time_alternately, time_inference
 
 SIZE = 8  # input height and width
 POSTPROCESS_SLEEP_S = 0.2  # far above the toy network's time, also on a loaded machine
@@ -76,6 +76,29 @@ def test_floor_samples_run_between_the_timed_calls_and_are_not_timed():
     assert events == ["call", "floor", "call", "floor", "call"]
     samples = zip(timing["network_samples_s"], timing["postprocess_samples_s"])
     assert all(POSTPROCESS_SLEEP_S <= network + post < hook_sleep_s for network, post in samples)
+
+
+def test_models_are_timed_in_turns_one_call_each_per_round():
+    events = []
+
+    class Named(ToyModel):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, batched_inputs):
+            events.append(self.name)
+            return super().forward(batched_inputs)
+
+    timings = time_alternately(
+        {"a": Named("a").eval(), "b": Named("b").eval()}, _inputs(), warmup=1, repeats=2,
+        before_each_timed_round=lambda: events.append("floor"),
+    )  # fmt: skip
+    assert events == ["a", "b", "floor", "a", "b", "floor", "a", "b"]
+    assert set(timings) == {"a", "b"}
+    for timing in timings.values():
+        assert len(timing["network_samples_s"]) == len(timing["postprocess_samples_s"]) == 2
+        assert timing["postprocess_s"] >= POSTPROCESS_SLEEP_S > timing["network_s"] > 0
 
 
 def test_conv_rate_probe_times_float32_also_under_autocast(monkeypatch):

@@ -12,6 +12,7 @@ import importlib.util
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 from panoptic_testing import CONFIGS, REPO, shrunk_shapes_cfg
 
@@ -19,7 +20,7 @@ from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.deploy import DeployNetwork, eager_part_path, export_network, load
 from panoptic_zoo.deploy.check import check_deployed
-from panoptic_zoo.deploy.export import export_config, network_input
+from panoptic_zoo.deploy.export import export_config, network_input, traced_size_range
 from panoptic_zoo.engine import build_inference_model
 from panoptic_zoo.layers import DeformableConv3x3
 
@@ -60,11 +61,18 @@ DISTINCT_PREDICTORS = {
 }
 
 
-def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
+def _resized(inputs: dict, size: tuple[int, int]) -> dict:
+    """A model input with its image resized (bilinear) to ``size``, and its output size too."""
+    image = F.interpolate(inputs["image"][None].float(), size=size, mode="bilinear")[0]
+    return {**inputs, "image": image.round().to(inputs["image"].dtype), "height": size[0],
+            "width": size[1]}  # fmt: skip
+
+
+def _model_and_inputs(config_name, format, tiny_shapes, tmp_path, opts=()):
     cfg = shrunk_shapes_cfg(config_name, tiny_shapes, tmp_path)
     # The images at their own, odd sizes (no test-time resizing).
     cfg.merge_from_list(
-        ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 0, *ALL_CANDIDATES[config_name]]
+        ["MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", 0, *ALL_CANDIDATES[config_name], *opts]
     )
     cfg = export_config(cfg, format)
     torch.manual_seed(0)
@@ -81,14 +89,7 @@ def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
     mapper = build_dataset_mapper(cfg, is_train=False)
     inputs = [mapper(record) for record in DatasetCatalog.get(tiny_shapes["val"])[:2]]
     # The second image enlarged to another odd size, which pads to another batch size.
-    inputs[1]["image"] = (
-        torch.nn.functional.interpolate(
-            inputs[1]["image"][None].float(), size=LARGER_SIZE, mode="bilinear"
-        )[0]
-        .round()
-        .to(inputs[1]["image"].dtype)
-    )
-    inputs[1]["height"], inputs[1]["width"] = LARGER_SIZE
+    inputs[1] = _resized(inputs[1], LARGER_SIZE)
     return cfg, model, inputs
 
 
@@ -96,17 +97,51 @@ def _model_and_inputs(config_name, format, tiny_shapes, tmp_path):
 @pytest.mark.parametrize("config_name", sorted(ALL_CANDIDATES))
 def test_exported_panoptic_output_is_the_eager_one(config_name, format, tiny_shapes, tmp_path):
     cfg, model, inputs = _model_and_inputs(config_name, format, tiny_shapes, tmp_path)
-    # Traced on the first image (75x96, padded to 96x96), run on it and on a 101x131 one.
+    # Traced on the first image (75x96, padded to 96x96), run on it and on a 101x131 one, one
+    # by one and as one batch of both.
     example = network_input(model, inputs[:1])
     assert example.shape[-2:] != network_input(model, inputs[1:]).shape[-2:]
     path = export_network(model, cfg, example, tmp_path / f"net.{format}", format, dynamic=True)
     deployed = load(path)
     assert deployed.backend == {"onnx": "onnxruntime", "torchscript": "torchscript"}[format]
     reports = check_deployed(model, deployed, inputs)
+    batch_reports = check_deployed(model, deployed, inputs, batch_size=2)
+    assert [r["batch"] for r in reports + batch_reports] == [1, 1, 2, 2]
+    assert [r["size"] for r in batch_reports] == [r["size"] for r in reports]
+    reports += batch_reports
     assert all(r["segments"] > 0 for r in reports)
     assert all(r["pixel_agreement"] >= 0.999 and r["same_segments"] for r in reports)
     if "instances" in reports[0]:
         assert sum(r["instances"] for r in reports) > 0
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_dynamic_export_above_the_image_pooling_window(format, tiny_shapes, tmp_path):
+    """
+    Panoptic-DeepLab's ASPP pools over a window of the training crop (here 64x96: 2x3 cells
+    of res5 at stride 32). Traced on a 96x128 padded batch (3x4 cells, above the window): the
+    eager output on a 128x160 batch (4x5 cells), one by one and as a batch of 2; the sizes the
+    trace cannot hold (a side under the window, where eager pools the whole side) refused.
+    """
+    cfg, model, inputs = _model_and_inputs("panoptic_deeplab_R_18.yaml", format, tiny_shapes,
+                                           tmp_path, ["INPUT.CROP.ENABLED", True,
+                                           "INPUT.CROP.TYPE", "absolute",
+                                           "INPUT.CROP.SIZE", (64, 96)])  # fmt: skip
+    example = network_input(model, [_resized(inputs[0], (90, 101))])
+    assert tuple(example.shape[-2:]) == (96, 128)
+    path = export_network(model, cfg, example, tmp_path / f"net.{format}", format, dynamic=True)
+    deployed = load(path)
+    assert deployed.padded_size_range == [[33, None], [65, None]]
+    larger = [_resized(inputs[0], (101, 131)), _resized(inputs[1], (111, 157))]
+    assert {tuple(network_input(model, [x]).shape[-2:]) for x in larger} == {(128, 160)}
+    reports = check_deployed(model, deployed, larger) + check_deployed(model, deployed, larger, 2)
+    assert all(r["pixel_agreement"] >= 0.999 and r["same_segments"] for r in reports)
+    with pytest.raises(ValueError, match="padded images of width 65 to any, got 64"):
+        deployed([_resized(inputs[0], (75, 61))])
+    # The other branches, by hand: within the window on both sides (the global mean); above it
+    # on one side, under it on the other (that side keeps its 2 cells).
+    assert traced_size_range(model, torch.randn(1, 3, 64, 96)) == [[1, 64], [1, 96]]
+    assert traced_size_range(model, torch.randn(1, 3, 96, 64)) == [[33, None], [33, 64]]
 
 
 def test_fixed_size_export_names_its_shape(tiny_shapes, tmp_path):
