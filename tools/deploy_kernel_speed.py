@@ -29,17 +29,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import panoptic_zoo  # noqa: F401  (registers models and the custom operators' exports)
+from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
+from panoptic_zoo.acceleration.depthwise_conv import KernelDepthwiseConv2d
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.deploy import DeployNetwork
 from panoptic_zoo.deploy.export import ONNX_OPSET, network_input
 from panoptic_zoo.engine import build_inference_model
-from panoptic_zoo.layers import DeformableConv3x3
-from panoptic_zoo.layers.depthwise_conv import KernelDepthwiseConv2d
 
 # Per kernel: the layers that run it, and what ONNX Runtime runs instead.
 KERNELS = {
-    "sampled_deform_conv3x3": (DeformableConv3x3, "DeformConv (and its offset Conv)"),
+    "sampled_deform_conv3x3": (SampledDeformableConv3x3, "DeformConv (and its offset Conv)"),
     "depthwise_conv2d": (KernelDepthwiseConv2d, "grouped Conv"),
 }
 
