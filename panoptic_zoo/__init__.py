@@ -1,6 +1,6 @@
 """
-panoptic_zoo: UPSNet, Panoptic FPN, Panoptic-DeepLab and Panoptic FCN as detectron2
-meta-architectures sharing one trainer, one data pipeline and one set of evaluators.
+panoptic_zoo: UPSNet, Panoptic FPN, Panoptic-DeepLab, Panoptic FCN and Mask2Former as
+detectron2 meta-architectures sharing one trainer, one data pipeline and one set of evaluators.
 
 Importing the package itself loads neither torch nor detectron2, so that light command lines
 such as ``python -m panoptic_zoo.evaluation.pq_compute`` start fast. Importing

@@ -126,10 +126,12 @@ def markdown_report(report: dict) -> str:
     environment, settings, floor = report["environment"], report["settings"], report["floor"]
     height, width = settings["size"]
     conv = floor["conv3x3"]
+    # The committed reports under docs/benchmarks/ carry no date (docs hold no timestamps).
+    generated_on = f"{environment['date']} " if "date" in environment else ""
     lines = [
         "# panoptic_zoo benchmark",
         "",
-        f"Generated {environment['date']} by `{environment['command']}`.",
+        f"Generated {generated_on}by `{environment['command']}`.",
         "",
         f"* machine: {environment['device_name']}; device `{settings['device']}`, "
         f"{settings['threads']} thread(s); torch {environment['torch']}, "
@@ -145,8 +147,8 @@ def markdown_report(report: dict) -> str:
         f"{conv['gflop_per_s']['channels_last']:.1f} GFLOP/s (channels-last), at the start of "
         "the run; floor = network GFLOP / the median rate of the faster convolution timed again "
         "before each timed call of that method (column floor GFLOP/s)",
-        "* models as `train_net.py --eval-only` runs them; its inference changes (TEST.* "
-        "options, docs/BENCHMARKS.md): "
+        "* models as `train_net.py --eval-only` runs them; its CPU optimizations "
+        "(ACCELERATION.CPU.* options, docs/ACCELERATION.md): "
         + "; ".join(
             f"{m['method']} {_changes(m['cpu_optimizations'])}" for m in report["methods"]
         )
