@@ -58,6 +58,32 @@ def _onnx_deform_conv3x3(g, x, offset, weight, bias, mask):
     return g.op("DeformConv", *inputs, kernel_shape_i=[3, 3], pads_i=[1, 1, 1, 1])
 
 
+def _onnx_torchvision_deform_conv2d(
+    g, x, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    weight_groups, offset_groups, use_mask,
+):  # fmt: skip
+    """torchvision's ``deform_conv2d`` (the layer without the C kernel) as ONNX DeformConv;
+    torchvision passes a zero bias where there is none, and a mask only with ``use_mask``."""
+    ints = {
+        name: symbolic_helper._get_const(value, "i", name)
+        for name, value in (
+            ("stride_h", stride_h), ("stride_w", stride_w), ("pad_h", pad_h), ("pad_w", pad_w),
+            ("dil_h", dil_h), ("dil_w", dil_w), ("weight_groups", weight_groups),
+            ("offset_groups", offset_groups),
+        )
+    }  # fmt: skip
+    inputs = [x, weight, offset, bias]
+    if symbolic_helper._get_const(use_mask, "b", "use_mask"):
+        inputs.append(mask)
+    return g.op(
+        "DeformConv", *inputs,
+        strides_i=[ints["stride_h"], ints["stride_w"]],
+        pads_i=[ints["pad_h"], ints["pad_w"], ints["pad_h"], ints["pad_w"]],
+        dilations_i=[ints["dil_h"], ints["dil_w"]],
+        group_i=ints["weight_groups"], offset_group_i=ints["offset_groups"],
+    )  # fmt: skip
+
+
 def _onnx_depthwise_conv2d(g, x, weight, bias, dilation, relu):
     """``panoptic_zoo::depthwise_conv2d`` ("same" padding, stride 1) as a grouped ONNX Conv."""
     dilation = symbolic_helper._get_const(dilation, "i", "dilation")
@@ -89,6 +115,9 @@ torch.onnx.register_custom_op_symbolic(
 )
 torch.onnx.register_custom_op_symbolic(
     "panoptic_zoo::depthwise_conv2d", _onnx_depthwise_conv2d, ONNX_OPSET
+)
+torch.onnx.register_custom_op_symbolic(
+    "torchvision::deform_conv2d", _onnx_torchvision_deform_conv2d, ONNX_OPSET
 )
 
 

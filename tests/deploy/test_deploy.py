@@ -193,16 +193,19 @@ def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
     assert load(output).input_shape == [1, 3, 96, 96]
 
 
+@pytest.mark.parametrize("layer", [SampledDeformableConv3x3, DeformableConv3x3])
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bias):
-    """The C kernel's op exported as ONNX DeformConv, run by ONNX Runtime's CPU kernel, with
-    offsets of several pixels: torchvision's result. Also a 1-step ``linspace`` (a 1x1 map)."""
+def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, layer, modulated, bias):
+    """The deformable layer exported as ONNX DeformConv, run by ONNX Runtime's CPU kernel, with
+    offsets of several pixels: torchvision's result. Both ops: the C kernel's (the CPU
+    optimization) and torchvision's (the plain layer, or a build without the C extensions).
+    Also a 1-step ``linspace`` (a 1x1 map)."""
     import onnx
     import onnxruntime
 
     torch.manual_seed(0)
-    conv = SampledDeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
+    conv = layer(5, 7, bias=bias, modulated=modulated).eval()
     with torch.no_grad():
         conv.offset.weight.normal_(0, 1)
 
