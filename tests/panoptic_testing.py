@@ -59,6 +59,18 @@ def assert_valid_evaluation(results: dict, tasks: set[str]) -> None:
         assert 0.0 <= results["sem_seg"]["mIoU"] <= 100.0
 
 
+def distinct_untrained_queries(model) -> None:
+    """
+    Untrained Mask2Former class weights give every query a score near 1 / (K + 1), where float
+    rounding reorders the queries' pixels, and often "no object" (dropped): weights drawn at
+    std 1 give distinct scores, as trained queries have; a low "no object" bias keeps every
+    query.
+    """
+    with torch.no_grad():
+        model.head.predictor.class_embed.weight.normal_(0, 1)
+        model.head.predictor.class_embed.bias[-1] = -10.0
+
+
 def predict_batched_and_single(cfg, dataset_name: str, adjust_model=None):
     """
     The untrained model of ``cfg`` (changed by ``adjust_model(model)`` when given) on the first

@@ -413,19 +413,22 @@ def main(argv=None) -> int:
     merge_cases = [make_merge_case(generator, 12, NUM_THINGS + NUM_STUFF) for _ in range(3)]
     merge_outputs = []
     for object_threshold, overlap_threshold in ((0.8, 0.8), (0.3, 0.5)):
-        official_model.object_mask_threshold = model.inference.object_mask_threshold = (
+        official_model.object_mask_threshold = model.postprocessor.object_mask_threshold = (
             object_threshold
         )
-        official_model.overlap_threshold = model.inference.overlap_threshold = overlap_threshold
+        official_model.overlap_threshold = model.postprocessor.overlap_threshold = (
+            overlap_threshold
+        )
         for index, (class_logits, mask_logits, size) in enumerate(merge_cases):
             expected = official_merge(official_model, class_logits, mask_logits, size)
             padded = (mask_logits.shape[-2] * 4, mask_logits.shape[-1] * 4)
-            ours = model.inference(class_logits, mask_logits, padded, size, size)["panoptic_seg"]
+            ours = model.postprocessor(class_logits, mask_logits, padded, size, size)
+            ours = ours["panoptic_seg"]
             report.panoptic(f"merge case {index} at thresholds {object_threshold}/"
                             f"{overlap_threshold}", ours, expected)  # fmt: skip
             merge_outputs.append(expected)
-    official_model.object_mask_threshold = model.inference.object_mask_threshold = 0.8
-    official_model.overlap_threshold = model.inference.overlap_threshold = 0.8
+    official_model.object_mask_threshold = model.postprocessor.object_mask_threshold = 0.8
+    official_model.overlap_threshold = model.postprocessor.overlap_threshold = 0.8
 
     other = make_image(OTHER_PADDING, generator)
     other_record = {"image": other, "height": other.shape[1], "width": other.shape[2]}

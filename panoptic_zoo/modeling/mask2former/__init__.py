@@ -10,12 +10,12 @@ Importing registers ``Mask2Former`` (META_ARCH_REGISTRY) and ``Mask2FormerLSJDat
 from ..methods import PanopticMethod, register_method
 from .config import add_mask2former_config
 from .deformable_attention import MultiScaleDeformableAttention, multi_scale_deformable_attention
-from .inference import Mask2FormerInference, panoptic_merge
 from .losses import Mask2FormerLoss
 from .mapper import Mask2FormerLSJDatasetMapper, large_scale_jitter
 from .matcher import HungarianMatcher
 from .meta_arch import Mask2Former, Mask2FormerHead
 from .pixel_decoder import MSDeformAttnPixelDecoder, sine_position_embedding
+from .postprocess import Mask2FormerPostprocessor, panoptic_merge
 from .transformer_decoder import MaskedAttentionDecoder
 
 __all__ = [
@@ -23,9 +23,9 @@ __all__ = [
     "MSDeformAttnPixelDecoder",
     "Mask2Former",
     "Mask2FormerHead",
-    "Mask2FormerInference",
     "Mask2FormerLSJDatasetMapper",
     "Mask2FormerLoss",
+    "Mask2FormerPostprocessor",
     "MaskedAttentionDecoder",
     "MultiScaleDeformableAttention",
     "add_mask2former_config",

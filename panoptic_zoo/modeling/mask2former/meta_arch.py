@@ -17,10 +17,10 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..images import indices_by_padded_size, normalized_image_batch
-from .inference import Mask2FormerInference
 from .losses import Mask2FormerLoss
 from .matcher import HungarianMatcher
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .postprocess import Mask2FormerPostprocessor
 from .transformer_decoder import MaskedAttentionDecoder
 
 __all__ = ["Mask2Former", "Mask2FormerHead"]
@@ -49,7 +49,7 @@ class Mask2Former(nn.Module):
         backbone: Backbone,
         head: Mask2FormerHead,
         criterion: Mask2FormerLoss,
-        inference: Mask2FormerInference,
+        postprocessor: Mask2FormerPostprocessor,
         num_thing_classes: int,
         size_divisibility: int,
         ignore_value: int,
@@ -60,7 +60,7 @@ class Mask2Former(nn.Module):
         self.backbone = backbone
         self.head = head
         self.criterion = criterion
-        self.inference = inference
+        self.postprocessor = postprocessor
         self.num_thing_classes = num_thing_classes
         self.size_divisibility = size_divisibility
         self.ignore_value = ignore_value
@@ -138,7 +138,7 @@ class Mask2Former(nn.Module):
                 oversample_ratio=loss.OVERSAMPLE_RATIO,
                 importance_sample_ratio=loss.IMPORTANCE_SAMPLE_RATIO,
             ),
-            "inference": Mask2FormerInference(
+            "postprocessor": Mask2FormerPostprocessor(
                 num_thing_classes=m2f.NUM_THING_CLASSES,
                 object_mask_threshold=m2f.INFERENCE.OBJECT_MASK_THRESHOLD,
                 overlap_threshold=m2f.INFERENCE.OVERLAP_THRESHOLD,
@@ -157,7 +157,7 @@ class Mask2Former(nn.Module):
 
     def forward(self, batched_inputs: list[dict]):
         if not self.training:
-            return self._inference(batched_inputs)
+            return self.inference(batched_inputs)
         images = self._images(batched_inputs)
         class_logits, mask_logits = self.head(self.backbone(images.tensor))
         padded_size = tuple(images.tensor.shape[-2:])
@@ -201,7 +201,7 @@ class Mask2Former(nn.Module):
         return {"labels": labels.long(), "masks": padded}
 
     @torch.no_grad()
-    def _inference(self, batched_inputs):
+    def inference(self, batched_inputs: list[dict]) -> list[dict]:
         """
         Each image gets the result it has alone (the official evaluation runs one image per
         batch): the GroupNorms, the attention and the borders see the padding, so the images
@@ -216,7 +216,7 @@ class Mask2Former(nn.Module):
             )
             for b, index in enumerate(members):
                 record, image_size = batched_inputs[index], images.image_sizes[index]
-                results[index] = self.inference(
+                results[index] = self.postprocessor(
                     class_logits[-1][b], mask_logits[-1][b], (h, w), tuple(image_size),
                     (record.get("height", image_size[0]), record.get("width", image_size[1])),
                 )  # fmt: skip

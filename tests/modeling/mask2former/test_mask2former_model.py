@@ -1,5 +1,6 @@
-"""Mask2Former model: config, layers against hand-computed values, targets, batch-of-two
-inference, training step, optimizer settings."""
+"""Mask2Former model: config, layers against hand-computed values, targets, training step,
+optimizer settings (output contract, batch of two and training through the Trainer:
+tests/modeling/test_method_contract.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.data import DatasetCatalog
-from panoptic_testing import predict_batched_and_single, shrunk_shapes_cfg
+from panoptic_testing import shrunk_shapes_cfg
 
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.engine import Trainer
@@ -146,39 +147,6 @@ def test_image_without_segments_trains(tiny_shapes, tmp_path):
     empty["sem_seg"][:] = 255
     losses = model([empty, _record((45, 39))])
     assert all(torch.isfinite(v) for v in losses.values())
-
-
-def _never_no_object(model):
-    with torch.no_grad():
-        model.head.predictor.class_embed.bias[-1] = -10.0
-
-
-def test_batch_of_two_inference_equals_single_images(tiny_shapes, tmp_path):
-    cfg = shrunk_shapes_cfg(CONFIG, tiny_shapes, tmp_path)
-    # Low thresholds and "no object" never predicted, so that an untrained model gives segments.
-    cfg.MODEL.MASK2FORMER.INFERENCE.OBJECT_MASK_THRESHOLD = 0.0
-    cfg.MODEL.MASK2FORMER.INFERENCE.OVERLAP_THRESHOLD = 0.0
-    model, inputs, batched, single = predict_batched_and_single(
-        cfg, tiny_shapes["val"], _never_no_object
-    )
-    num_stuff = cfg.MODEL.MASK2FORMER.NUM_STUFF_CLASSES
-    for result, alone, x in zip(batched, single, inputs):
-        size = (x["height"], x["width"])
-        panoptic, segments = result["panoptic_seg"]
-        assert panoptic.shape == size and segments
-        assert sorted(set(panoptic.unique().tolist()) - {0}) == [s["id"] for s in segments]
-        for s in segments:
-            assert s["area"] == int((panoptic == s["id"]).sum())
-            limit = cfg.MODEL.MASK2FORMER.NUM_THING_CLASSES if s["isthing"] else num_stuff + 1
-            assert 0 <= s["category_id"] < limit and (s["isthing"] or s["category_id"] > 0)
-        assert result["sem_seg"].shape == (num_stuff + 1, *size)
-        instances = result["instances"]
-        assert instances.image_size == size and instances.pred_masks.shape[1:] == size
-        assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
-        torch.testing.assert_close(result["sem_seg"], alone["sem_seg"], atol=1e-4, rtol=0)
-        torch.testing.assert_close(result["instances"].scores, alone["instances"].scores,
-                                   atol=1e-5, rtol=0)  # fmt: skip
-        assert (panoptic == alone["panoptic_seg"][0]).float().mean() > 0.999
 
 
 def test_optimizer_follows_the_official_trainer():

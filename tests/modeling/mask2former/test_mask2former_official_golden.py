@@ -86,11 +86,11 @@ def test_every_prediction_matches(golden, predictions):
 
 
 @pytest.mark.parametrize("image", [0, 1])
-def test_inference_matches(golden, model, predictions, image):
+def test_postprocessing_matches(golden, model, predictions, image):
     class_logits, mask_logits = predictions
     size = tuple(golden["image_sizes"][image])
-    result = model.inference(class_logits[-1][image], mask_logits[-1][image],
-                             _padded_size(golden), size, size)  # fmt: skip
+    result = model.postprocessor(class_logits[-1][image], mask_logits[-1][image],
+                                 _padded_size(golden), size, size)  # fmt: skip
     _assert_same_panoptic(result["panoptic_seg"], golden["panoptic"][image])
     assert len(result["panoptic_seg"][1]) >= 2
 
@@ -114,12 +114,12 @@ def test_panoptic_merge_matches_on_richer_inputs(golden, model):
     stuff_merged = 0
     try:
         for object_threshold, overlap_threshold in golden["merge_thresholds"]:
-            model.inference.object_mask_threshold = object_threshold
-            model.inference.overlap_threshold = overlap_threshold
+            model.postprocessor.object_mask_threshold = object_threshold
+            model.postprocessor.overlap_threshold = overlap_threshold
             for class_logits, mask_logits, size in cases:
                 padded = (mask_logits.shape[-2] * 4, mask_logits.shape[-1] * 4)
                 size = tuple(size)
-                result = model.inference(class_logits, mask_logits, padded, size, size)
+                result = model.postprocessor(class_logits, mask_logits, padded, size, size)
                 expected = next(outputs)
                 _assert_same_panoptic(result["panoptic_seg"], expected)
                 kept = class_logits.softmax(-1).max(-1)
@@ -128,7 +128,7 @@ def test_panoptic_merge_matches_on_richer_inputs(golden, model):
                                              & (kept.indices < class_logits.shape[1] - 1)]  # fmt: skip
                 stuff_merged += len(stuff_queries) - len(torch.unique(stuff_queries))
     finally:
-        model.inference.object_mask_threshold = model.inference.overlap_threshold = 0.8
+        model.postprocessor.object_mask_threshold = model.postprocessor.overlap_threshold = 0.8
     assert stuff_merged > 0  # the cases exercise the merge of one stuff class's queries
 
 

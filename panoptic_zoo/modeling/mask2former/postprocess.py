@@ -1,6 +1,6 @@
 """
-Mask2Former inference for one image, as the official code's: the last prediction's masks are
-upsampled to the padded input, cropped to the image and resized to the output size; then
+Mask2Former post-processing of one image, as the official code's: the last prediction's masks
+are upsampled to the padded input, cropped to the image and resized to the output size; then
 
 * panoptic: queries whose best class is not "no object" and scores above the object-mask
   threshold are kept; each pixel goes to the kept query of the highest score x mask
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
-from ...postprocess import crop_and_resize, masks_above
+from ...postprocess import crop_and_resize, masks_above, panoptic_output
 
-__all__ = ["Mask2FormerInference", "panoptic_merge"]
+__all__ = ["Mask2FormerPostprocessor", "panoptic_merge"]
 
 
 def panoptic_merge(
@@ -72,7 +72,9 @@ def panoptic_merge(
     return segments, segments_info
 
 
-class Mask2FormerInference:
+class Mask2FormerPostprocessor:
+    """One image's network outputs -> its ``panoptic_seg``, ``sem_seg`` and ``instances``."""
+
     def __init__(
         self,
         *,
@@ -111,11 +113,9 @@ class Mask2FormerInference:
             [semantic[: self.num_thing_classes].sum(0, keepdim=True),
              semantic[self.num_thing_classes:]]  # fmt: skip
         )
-        return {
-            "panoptic_seg": panoptic,
-            "sem_seg": semantic,
-            "instances": self._instances(class_probs, mask_logits, output_size),
-        }
+        return panoptic_output(
+            panoptic, semantic, self._instances(class_probs, mask_logits, output_size)
+        )
 
     def _instances(self, class_probs, mask_logits, output_size) -> Instances:
         probs = class_probs[:, :-1]

@@ -1,4 +1,4 @@
-"""Mask2Former inference rules on hand-computed cases (the official outputs on richer inputs:
+"""Mask2Former post-processing rules on hand-computed cases (the official outputs on richer
 test_mask2former_official_golden.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from panoptic_zoo.modeling.mask2former import Mask2FormerInference, panoptic_merge
+from panoptic_zoo.modeling.mask2former import Mask2FormerPostprocessor, panoptic_merge
 
 THINGS = 2  # unified classes: things 0, 1; stuff 2, 3 (separated stuff ids 1, 2); no object 4
 
@@ -69,10 +69,10 @@ def test_probability_of_exactly_one_half_is_in_the_mask():
     assert info == [{"id": 1, "isthing": False, "category_id": 1, "area": 4}]
 
 
-def _inference(**overrides):
+def _postprocessor(**overrides):
     settings = dict(num_thing_classes=THINGS, object_mask_threshold=0.8, overlap_threshold=0.8,
                     max_detections=100)  # fmt: skip
-    return Mask2FormerInference(**{**settings, **overrides})
+    return Mask2FormerPostprocessor(**{**settings, **overrides})
 
 
 def _logits(probabilities):
@@ -91,7 +91,7 @@ def test_queries_scoring_no_object_or_not_above_the_threshold_are_dropped():
         [0.1, 0.1, 0.5, 0.2, 0.1],
     ])  # fmt: skip
     masks = torch.full((4, 3, 5), 2.0)
-    result = _inference()(classes, masks, (12, 20), (11, 17), (22, 34))
+    result = _postprocessor()(classes, masks, (12, 20), (11, 17), (22, 34))
     segments, info = result["panoptic_seg"]
     assert segments.shape == (22, 34) and bool((segments == 1).all())
     assert info == [{"id": 1, "isthing": True, "category_id": 1, "score": pytest.approx(0.85),
@@ -101,7 +101,7 @@ def test_queries_scoring_no_object_or_not_above_the_threshold_are_dropped():
 def test_semantic_maps_sum_class_times_mask_probabilities_with_things_merged():
     classes = _logits([[0.1, 0.2, 0.3, 0.3, 0.1], [0.5, 0.1, 0.1, 0.2, 0.1]])
     masks = torch.stack([torch.full((2, 2), 0.0), torch.full((2, 2), math.log(3))])  # 0.5, 0.75
-    semantic = _inference()(classes, masks, (8, 8), (8, 8), (8, 8))["sem_seg"]
+    semantic = _postprocessor()(classes, masks, (8, 8), (8, 8), (8, 8))["sem_seg"]
     assert semantic.shape == (3, 8, 8)
     expected = [
         (0.1 + 0.2) * 0.5 + (0.5 + 0.1) * 0.75,  # "any thing": both thing classes
@@ -120,7 +120,8 @@ def test_instances_are_the_top_thing_pairs_rescored_by_their_mask():
     # Constant mask logits: 1 (probability 0.731), 3 (irrelevant: only its stuff pair is in the
     # top 4) and -2 (an empty mask).
     masks = torch.tensor([1.0, 3.0, -2.0])[:, None, None].expand(3, 2, 2)
-    instances = _inference(max_detections=4)(classes, masks, (8, 8), (8, 8), (8, 8))["instances"]
+    postprocessor = _postprocessor(max_detections=4)
+    instances = postprocessor(classes, masks, (8, 8), (8, 8), (8, 8))["instances"]
     # The top 4 (query, class) pairs: (2, 1) 0.9, (1, stuff 2) 0.65 (dropped: stuff), (0, 0)
     # 0.6, (0, 1) 0.3; each scored by its class probability x its mean probability inside.
     order = instances.scores.argsort(descending=True)
