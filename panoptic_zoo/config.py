@@ -86,6 +86,29 @@ def _flat_keys(node: CfgNode, prefix: str = "") -> set[str]:
     return keys
 
 
+# Keys an older panoptic_zoo wrote (e.g. in a run's config.yaml) -> where they live now.
+RENAMED_KEYS = {
+    f"TEST.{option}": f"ACCELERATION.CPU.{option}"
+    for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE", "DEPTHWISE_KERNEL")
+}
+
+
+def _with_current_keys(cfg_other: CfgNode) -> CfgNode:
+    """``cfg_other`` with the keys of :data:`RENAMED_KEYS` moved to their current place."""
+    old_keys = _flat_keys(cfg_other) & set(RENAMED_KEYS)
+    if not old_keys:
+        return cfg_other
+    cfg_other = cfg_other.clone()
+    for old in old_keys:
+        *parents, last = old.split(".")
+        value = _get(cfg_other, ".".join(parents)).pop(last)
+        node = cfg_other
+        for part in RENAMED_KEYS[old].split(".")[:-1]:
+            node = node.setdefault(part, CfgNode())
+        node[RENAMED_KEYS[old].split(".")[-1]] = value
+    return cfg_other
+
+
 class PanopticZooConfig(CfgNode):
     """
     detectron2's CfgNode where merging the dataset's class counts (``DATASETS.NUM_THING_CLASSES``
@@ -101,11 +124,15 @@ class PanopticZooConfig(CfgNode):
     _EXPLICIT = "_explicit_class_count_keys"
 
     def merge_from_other_cfg(self, cfg_other):
+        cfg_other = _with_current_keys(cfg_other)
         given = _flat_keys(cfg_other)
         super().merge_from_other_cfg(cfg_other)
         self._derive_class_counts(given)
 
     def merge_from_list(self, cfg_list):
+        cfg_list = [
+            RENAMED_KEYS.get(item, item) if i % 2 == 0 else item for i, item in enumerate(cfg_list)
+        ]
         given = set(cfg_list[0::2])
         super().merge_from_list(cfg_list)
         self._derive_class_counts(given)

@@ -10,6 +10,7 @@ import importlib.util
 import pytest
 import yaml
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from panoptic_testing import CONFIGS, REPO
@@ -80,3 +81,14 @@ def test_no_config_file_names_a_model_class_count(path):
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         assert node is None, f"{path.relative_to(CONFIGS)} sets {key}"
+
+
+def test_keys_an_older_version_wrote_are_read_at_their_new_place():
+    """A run's config.yaml from before ACCELERATION.CPU (its options under TEST) still loads."""
+    old_run = CfgNode({"TEST": {"CHANNELS_LAST_BACKBONE": False, "FOLD_BATCH_NORMS": False}})
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(old_run)
+    cfg.merge_from_list(["TEST.DEPTHWISE_KERNEL", False])
+    cpu = cfg.ACCELERATION.CPU
+    assert (cpu.CHANNELS_LAST_BACKBONE, cpu.FOLD_BATCH_NORMS, cpu.DEPTHWISE_KERNEL) == (False,) * 3
+    assert "CHANNELS_LAST_BACKBONE" not in cfg.TEST and old_run.TEST.CHANNELS_LAST_BACKBONE is False
