@@ -26,10 +26,10 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
     ``cfg.MODEL.DEVICE`` is "cpu" and ``ACCELERATION.CPU.ENABLED``: modules replaced by faster
     ones of the same parameters (by type), batch norms folded, the backbone channels-last, the
     class-map C kernels in its forward. Outputs change only by float rounding. Returns what was
-    changed, also kept as the model's ``cpu_optimizations``; a model already optimized is left
-    as it is.
+    changed, also kept as the model's ``cpu_optimizations``; a model already optimized (with the
+    options enabled) is left as it is.
     """
-    if hasattr(model, "cpu_optimizations"):
+    if getattr(model, "_cpu_optimized", False):
         return model.cpu_optimizations
     if model.training:
         raise ValueError("optimize_for_cpu is for inference: call model.eval() first")
@@ -62,4 +62,7 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
             changes["upsampling_into_concat"] = use_upsampling_into_concat(model)
     logger.info("CPU optimizations: %s", changes)
     model.cpu_optimizations = changes
+    # Not "has cpu_optimizations": a model built without the options (the benchmark counts its
+    # parameters so) is optimized by a later call with them.
+    model._cpu_optimized = enabled
     return changes

@@ -88,12 +88,14 @@ def test_json_report_is_complete(tiny_run):
     # The shapes configs train from scratch with group norms (nothing to fold); their backbones
     # run channels-last on the CPU; Panoptic-DeepLab's two branches have six depthwise
     # convolutions each (three 3x3 in ASPP, three 5x5 in the decoder and heads) and a decoder
-    # each; UPSNet's semantic head has three deformable layers, Panoptic FCN's heads three.
+    # each; UPSNet's semantic head has three deformable layers (the shapes Panoptic FCN has none:
+    # its position head's DEFORM is off there).
     replaced = {
         "Panoptic FPN": {},
         "UPSNet": {"deformable_kernel_convolutions": 3, "level_sum_predictors": 1},
         "Panoptic-DeepLab": {"depthwise_kernel_convolutions": 12, "upsampling_into_concat": 2},
-        "Panoptic FCN": {"deformable_kernel_convolutions": 3},
+        "Panoptic FCN": {},
+        "Mask2Former": {},
     }
     for method in report["methods"]:
         assert method["cpu_optimizations"] == {

@@ -17,8 +17,10 @@ import pytest
 from panoptic_testing import CONFIGS, REPO
 
 from panoptic_zoo.config import _get
-from panoptic_zoo.modeling.methods import registered_methods
 
+# The default set: the four classic methods (Mask2Former has no MobileNetV2 config and no
+# shapes results yet, docs/COMPARISON.md).
+CLASSIC_FOUR = {"PanopticFPN", "UPSNet", "PanopticDeepLabModel", "PanopticFCN"}
 spec = importlib.util.spec_from_file_location(
     "compare_methods", REPO / "tools" / "compare_methods.py"
 )
@@ -133,7 +135,7 @@ def test_default_set_shares_one_schedule_and_backbone_initialization():
     assert len(comparison.configs) == 4 and len(comparison.seeds) >= 3
     runs = compare_methods.protocol_runs(comparison, REPO / "output" / "unused")
     configs = [compare_methods.run_config(run, comparison, [], tiny=False) for run in runs]
-    assert {c.MODEL.META_ARCHITECTURE for c in configs} == {m.meta_architecture for m in registered_methods()}
+    assert {c.MODEL.META_ARCHITECTURE for c in configs} == CLASSIC_FOUR
     for key in (
         "SOLVER.MAX_ITER",
         "SOLVER.STEPS",
