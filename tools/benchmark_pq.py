@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
 Time panoptic quality (PQ) on synthetic COCO panoptic files: panopticapi's ``pq_compute``,
-hotcoco's Rust ``pq_compute`` (the ``bench`` extra: ``uv sync --frozen --inexact --extra bench``)
+hotcoco's Rust ``pq_compute`` (the ``bench`` extra: ``scripts/setup.sh --extra bench``)
 and panoptic_zoo's, in file mode (reading both PNG folders) and in streaming mode (predictions in
 memory, as the evaluator gets them from the model; ground-truth PNGs read), the latter in
 ``--threads`` threads and in one, PanopticEvaluator's pace. Checks that all agree, prints a table

@@ -74,8 +74,8 @@ class DeployedModel(nn.Module):
                 import onnxruntime
             except ImportError as e:
                 raise ImportError(
-                    "ONNX Runtime is the optional extra 'deploy': uv sync --extra deploy "
-                    "(or pip install onnxruntime)"
+                    "ONNX Runtime is the optional extra 'deploy': scripts/setup.sh installs it "
+                    "(with pip: pip install 'panoptic_zoo[deploy]', or pip install onnxruntime)"
                 ) from e
 
             options = onnxruntime.SessionOptions()
