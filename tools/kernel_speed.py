@@ -238,8 +238,11 @@ def measure(name: str, paths: Paths, not_compiled: dict[str, str], repeats: int)
         for path, call in paths.items()
     }
     ms = {path: 1000 * statistics.median(samples) for path, samples in times.items()}
+    # Differences are absolute: untrained layers' outputs can be large (or all zero).
+    largest = max(x.double().abs().max().item() for x in reference)
     return {"place": name, "ms": ms, "max_abs_difference": differences,
-            "not_available": not_compiled, **verdict(ms)}  # fmt: skip
+            "max_abs_output": largest, "not_available": not_compiled,
+            **verdict(ms)}  # fmt: skip
 
 
 def verdict(ms: dict[str, float]) -> dict:

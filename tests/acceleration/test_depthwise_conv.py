@@ -2,6 +2,8 @@
 against PyTorch's convolution and by hand, and the layers use_depthwise_kernel and
 use_onnxruntime_depthwise_convolutions switch."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,15 @@ def test_only_same_padded_stride_1_depthwise_layers_are_switched(monkeypatch):
     assert not depthwise_conv.c_kernel_wins(undilated)
     monkeypatch.setattr(depthwise_conv, "C_KERNEL_MIN_DILATION", 1)
     assert depthwise_conv.c_kernel_wins(undilated)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_the_kernel_shares_torchs_openmp_runtime():
+    """The C kernel is built with OpenMP and must run on PyTorch's threads: one OpenMP runtime
+    in the process, not a second pool of threads that competes with PyTorch's."""
+    runtimes = {
+        line.split()[-1]
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if any(name in line for name in ("libgomp", "libiomp", "libomp"))
+    }
+    assert len(runtimes) == 1, runtimes

@@ -87,15 +87,15 @@ def test_json_report_is_complete(tiny_run):
     assert report["environment"]["cpu_heap_reuse"] is True  # glibc, as CI runs
     # The shapes configs train from scratch with group norms (nothing to fold); their backbones
     # run channels-last on the CPU; Panoptic-DeepLab's two branches have six depthwise
-    # convolutions each (three dilated 3x3 in ASPP, by the C kernel; three 5x5 in the decoder and
-    # heads, by ONNX Runtime) and a decoder
+    # convolutions each (three 3x3 in ASPP, of dilations 1, 2, 3 there: two by the C kernel, one
+    # by ONNX Runtime; three 5x5 in the decoder and heads, by ONNX Runtime) and a decoder
     # each; UPSNet's semantic head has three deformable layers (the shapes Panoptic FCN has none:
     # its position head's DEFORM is off there).
     replaced = {
         "Panoptic FPN": {},
         "UPSNet": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
         "Panoptic-DeepLab": {
-            "depthwise_kernel_convolutions": 6, "depthwise_onnxruntime_convolutions": 6,
+            "depthwise_kernel_convolutions": 4, "depthwise_onnxruntime_convolutions": 8,
             "upsampling_into_concat": 2,
         },
         "Panoptic FCN": {},
