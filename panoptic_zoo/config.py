@@ -88,8 +88,12 @@ def _flat_keys(node: CfgNode, prefix: str = "") -> set[str]:
 
 # Keys an older panoptic_zoo wrote (e.g. in a run's config.yaml) -> where they live now.
 RENAMED_KEYS = {
-    f"TEST.{option}": f"ACCELERATION.CPU.{option}"
-    for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE", "DEPTHWISE_KERNEL")
+    **{
+        f"TEST.{option}": f"ACCELERATION.CPU.{option}"
+        for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE", "DEPTHWISE_KERNEL")
+    },
+    # The deformable C kernel's option, now the ONNX Runtime path that replaced it.
+    "ACCELERATION.CPU.DEFORMABLE_KERNEL": "ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME",
 }
 
 

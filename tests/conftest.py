@@ -11,13 +11,13 @@ import panoptic_zoo.config  # noqa: F401  (registers datasets, mappers and model
 from panoptic_zoo.data.datasets import register_shapes
 from panoptic_zoo.data.datasets.shapes import ensure_shapes_dataset
 from panoptic_zoo.acceleration.class_maps import CClassMapKernels
-from panoptic_zoo.acceleration.kernels import CLASS_MAPS, DEFORM_SAMPLING, DEPTHWISE_CONV
+from panoptic_zoo.acceleration.kernels import CLASS_MAPS, DEPTHWISE_CONV
 from panoptic_zoo.postprocess.maps import class_map_kernels
 
 torch.set_num_threads(2)
 
 # The C modules built in an SSE2 and an AVX2 + FMA variant (panoptic_zoo/csrc/instruction_sets.h)
-_C_KERNEL_MODULES = (CLASS_MAPS, DEFORM_SAMPLING, DEPTHWISE_CONV)
+_C_KERNEL_MODULES = (CLASS_MAPS, DEPTHWISE_CONV)
 
 
 @pytest.fixture(params=["pytorch", "best", "baseline"])

@@ -13,7 +13,8 @@ def add_acceleration_config(cfg: CfgNode) -> None:
     (``train_net.py``'s evaluation, during training and ``--eval-only``; the demo; the
     benchmark) do to a loaded model on the CPU (``MODEL.DEVICE`` "cpu"), never to the model being
     trained. Each changes outputs only by float rounding (the argmax kernel not at all); each
-    C kernel option is skipped, with a notice, where the kernel is not built.
+    C kernel option is skipped, with a notice, where the kernel is not built, and each ONNX
+    Runtime option where onnxruntime (the ``deploy`` extra) is not installed.
     """
     if "ACCELERATION" in cfg:
         return
@@ -27,11 +28,13 @@ def add_acceleration_config(cfg: CfgNode) -> None:
     # The backbone's weights and activations channels-last (oneDNN's native layout); its outputs
     # handed on NCHW-contiguous, except those only 1x1 projections read.
     cpu.CHANNELS_LAST_BACKBONE = True
-    # Stride-1 "same"-padded depthwise convolutions (Panoptic-DeepLab) by a C kernel.
+    # Stride-1 "same"-padded depthwise convolutions (Panoptic-DeepLab) where the C kernel wins
+    # (dilated ones, acceleration/depthwise_conv.py's c_kernel_wins) by the C kernel ...
     cpu.DEPTHWISE_KERNEL = True
-    # 3x3 deformable convolutions (UPSNet, Panoptic FCN) by a C sampling kernel and one matrix
-    # product; their outputs are then channels-last in memory.
-    cpu.DEFORMABLE_KERNEL = True
+    # ... and the others by ONNX Runtime's grouped Conv.
+    cpu.DEPTHWISE_ONNXRUNTIME = True
+    # 3x3 deformable convolutions (UPSNet, Panoptic FCN) by ONNX Runtime's DeformConv.
+    cpu.DEFORMABLE_ONNXRUNTIME = True
     # The post-processing argmax and log-sum-exps over class maps by C kernels.
     cpu.CLASS_MAP_KERNELS = True
     # UPSNet's semantic predictor level by level instead of over the concatenated levels.

@@ -9,14 +9,12 @@ from ..utils.c_extensions import load_c_extension
 
 __all__ = [
     "CLASS_MAPS",
-    "DEFORM_SAMPLING",
     "DEPTHWISE_CONV",
     "check_float32_cpu",
     "float32_cpu_or_absent",
 ]
 
 CLASS_MAPS = load_c_extension("panoptic_zoo.acceleration._class_maps")
-DEFORM_SAMPLING = load_c_extension("panoptic_zoo.acceleration._deform_sampling")
 DEPTHWISE_CONV = load_c_extension("panoptic_zoo.acceleration._depthwise_conv")
 
 

@@ -9,11 +9,12 @@ from torch import nn
 
 from .class_maps import use_class_map_kernels
 from .decoder_concat import use_upsampling_into_concat
-from .deform_conv import use_deform_sampling_kernel
-from .depthwise_conv import use_depthwise_kernel
+from .deform_conv import use_onnxruntime_deformable_convolutions
+from .depthwise_conv import use_depthwise_kernel, use_onnxruntime_depthwise_convolutions
 from .level_sum import use_level_sum_predictor
 from .memory_format import channels_last_backbone, projection_only_features
 from .norm_folding import fold_batch_norms
+from .onnxruntime_layers import onnxruntime_installed
 
 __all__ = ["optimize_for_cpu"]
 
@@ -39,7 +40,8 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
         "batch_norms_folded": 0,
         "channels_last_backbone": False,
         "depthwise_kernel_convolutions": 0,
-        "deformable_kernel_convolutions": 0,
+        "depthwise_onnxruntime_convolutions": 0,
+        "deformable_onnxruntime_convolutions": 0,
         "class_map_kernels": False,
         "level_sum_predictors": 0,
         "upsampling_into_concat": 0,
@@ -52,8 +54,22 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
             changes["channels_last_backbone"] = True
         if options.DEPTHWISE_KERNEL:
             changes["depthwise_kernel_convolutions"] = use_depthwise_kernel(model)
-        if options.DEFORMABLE_KERNEL:
-            changes["deformable_kernel_convolutions"] = use_deform_sampling_kernel(model)
+        onnxruntime_options = {
+            "DEPTHWISE_ONNXRUNTIME": (
+                "depthwise_onnxruntime_convolutions", use_onnxruntime_depthwise_convolutions
+            ),
+            "DEFORMABLE_ONNXRUNTIME": (
+                "deformable_onnxruntime_convolutions", use_onnxruntime_deformable_convolutions
+            ),
+        }
+        for option, (change, use) in onnxruntime_options.items():
+            if options[option] and onnxruntime_installed():
+                changes[change] = use(model)
+            elif options[option]:
+                logger.info(
+                    "ACCELERATION.CPU.%s skipped: onnxruntime is not installed "
+                    "(scripts/setup.sh --extra deploy)", option,
+                )  # fmt: skip
         if options.CLASS_MAP_KERNELS:
             changes["class_map_kernels"] = use_class_map_kernels(model)
         if options.LEVEL_SUM_PREDICTOR:

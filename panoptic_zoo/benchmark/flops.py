@@ -8,11 +8,11 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
 * fvcore's own handles: convolutions, matrix products, ``einsum``, linear layers, group/layer/
   instance norms, bilinear and nearest upsampling, adaptive average pooling, ``grid_sample``;
 * added here for the ops fvcore skips: torchvision's ``deform_conv2d`` and the project's CPU
-  ``panoptic_zoo::sampled_deform_conv3x3`` (the convolution plus 4 multiply-adds per bilinear
-  sample of its input), the project's CPU ``panoptic_zoo::depthwise_conv2d`` (as a
-  convolution), ``roi_align`` (4 multiply-adds per bilinear sample; 2x2 samples per bin
-  when the sampling ratio is adaptive, i.e. <= 0, since the real count depends on the box sizes)
-  and ``nms`` (one per pair of boxes);
+  ``panoptic_zoo::onnxruntime_deform_conv2d`` (the convolution plus 4 multiply-adds per bilinear
+  sample of its input), the project's CPU ``panoptic_zoo::depthwise_conv2d`` and
+  ``panoptic_zoo::onnxruntime_conv2d`` (as convolutions), ``roi_align`` (4 multiply-adds per
+  bilinear sample; 2x2 samples per bin when the sampling ratio is adaptive, i.e. <= 0, since the
+  real count depends on the box sizes) and ``nms`` (one per pair of boxes);
 * not counted: batch norm (detectron2's analysis skips it: it folds into the convolution at
   inference), element-wise operations, reductions, sorting, indexing and comparisons. Their
   names are listed in the report (``uncounted_ops``).
@@ -53,15 +53,10 @@ def _deform_conv2d_macs(inputs, outputs) -> int:
     return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]))
 
 
-def _sampled_deform_conv3x3_macs(inputs, outputs) -> int:
-    # panoptic_zoo::sampled_deform_conv3x3(x, offset, weight, bias, mask)
-    return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[2]), get_shape(outputs[0]))
-
-
-def _depthwise_conv2d_macs(inputs, outputs) -> int:
-    # panoptic_zoo::depthwise_conv2d(x, weight, bias, dilation, relu): k x k per output element
-    kernel_size = get_shape(inputs[1])[-1]
-    return math.prod(get_shape(outputs[0])) * kernel_size * kernel_size
+def _convolution_macs(inputs, outputs) -> int:
+    # panoptic_zoo::depthwise_conv2d(x, weight, ...) and ::onnxruntime_conv2d(x, weight, ...):
+    # in channels per group x k x k per output element
+    return math.prod(get_shape(outputs[0])) * math.prod(get_shape(inputs[1])[1:])
 
 
 def _roi_align_macs(inputs, outputs) -> int:
@@ -78,8 +73,10 @@ def _nms_macs(inputs, outputs) -> int:
 
 _ADDED_HANDLES = {
     "torchvision::deform_conv2d": _deform_conv2d_macs,
-    "panoptic_zoo::sampled_deform_conv3x3": _sampled_deform_conv3x3_macs,
-    "panoptic_zoo::depthwise_conv2d": _depthwise_conv2d_macs,
+    # (x, weight, offset, mask, bias, node): torchvision's order
+    "panoptic_zoo::onnxruntime_deform_conv2d": _deform_conv2d_macs,
+    "panoptic_zoo::depthwise_conv2d": _convolution_macs,
+    "panoptic_zoo::onnxruntime_conv2d": _convolution_macs,
     "torchvision::roi_align": _roi_align_macs,
     "torchvision::nms": _nms_macs,
 }

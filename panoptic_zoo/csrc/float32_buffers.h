@@ -1,6 +1,6 @@
 /*
- * Argument checks shared by the acceleration layer's convolution kernels, which take float32
- * buffers (numpy views of torch tensors). Include after Python.h.
+ * Argument checks of the acceleration layer's convolution kernel (_depthwise_conv.c), which
+ * takes float32 buffers (numpy views of torch tensors). Include after Python.h.
  */
 #ifndef PANOPTIC_ZOO_FLOAT32_BUFFERS_H
 #define PANOPTIC_ZOO_FLOAT32_BUFFERS_H

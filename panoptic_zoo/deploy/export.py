@@ -2,9 +2,9 @@
 Export a model's network (:class:`~panoptic_zoo.deploy.network.DeployNetwork`) to TorchScript or
 ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.pth``).
 
-TorchScript: ``torch.jit.trace``; the project's C kernels (deformable and depthwise
-convolutions) are custom operators and stay in the traced graph (``import panoptic_zoo`` loads
-them). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable
+TorchScript: ``torch.jit.trace``; the project's depthwise C kernel is a custom operator and
+stays in the traced graph (``import panoptic_zoo`` loads it). Layers that run ONNX Runtime
+sessions are not exported (:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable
 convolutions become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it),
 depthwise convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The
 dynamo exporter (torch 2.13's default) needs the ``onnxscript`` package and custom-op
@@ -46,23 +46,11 @@ def eager_part_path(exported: str | Path) -> Path:
     return Path(f"{exported}.eager.pth")
 
 
-def _onnx_deform_conv3x3(g, x, offset, weight, bias, mask):
-    """``panoptic_zoo::sampled_deform_conv3x3`` (3x3, stride 1, padding 1) as ONNX DeformConv."""
-    if symbolic_helper._is_none(bias):  # DeformConv's bias comes before its optional mask
-        first, second = (g.op("Constant", value_t=torch.tensor([i])) for i in (0, 1))
-        out_channels = g.op("Slice", g.op("Shape", weight), first, second)
-        bias = g.op("ConstantOfShape", out_channels, value_t=torch.tensor([0.0]))
-    inputs = [x, weight, offset, bias]
-    if not symbolic_helper._is_none(mask):
-        inputs.append(mask)
-    return g.op("DeformConv", *inputs, kernel_shape_i=[3, 3], pads_i=[1, 1, 1, 1])
-
-
 def _onnx_torchvision_deform_conv2d(
     g, x, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     weight_groups, offset_groups, use_mask,
 ):  # fmt: skip
-    """torchvision's ``deform_conv2d`` (the layer without the C kernel) as ONNX DeformConv;
+    """torchvision's ``deform_conv2d`` (the plain deformable layer) as ONNX DeformConv;
     torchvision passes a zero bias where there is none, and a mask only with ``use_mask``."""
     ints = {
         name: symbolic_helper._get_const(value, "i", name)
@@ -110,9 +98,6 @@ def _onnx_linspace(g, start, end, steps, dtype, layout, device, pin_memory):
 
 
 torch.onnx.register_custom_op_symbolic("aten::linspace", _onnx_linspace, ONNX_OPSET)
-torch.onnx.register_custom_op_symbolic(
-    "panoptic_zoo::sampled_deform_conv3x3", _onnx_deform_conv3x3, ONNX_OPSET
-)
 torch.onnx.register_custom_op_symbolic(
     "panoptic_zoo::depthwise_conv2d", _onnx_depthwise_conv2d, ONNX_OPSET
 )
@@ -192,15 +177,19 @@ def traced_size_range(model: nn.Module, example: torch.Tensor) -> list[list[int 
 
 def export_config(cfg: CfgNode, format: str) -> CfgNode:
     """
-    ``cfg`` on the CPU, with the CPU optimizations (``ACCELERATION.CPU``) that ``format`` can hold: ONNX
-    without the channels-last backbone, whose NCHW copy of the features (written into a view)
-    the ONNX tracer drops; ONNX Runtime chooses its own layouts.
+    ``cfg`` on the CPU, with the CPU optimizations (``ACCELERATION.CPU``) that ``format`` can hold:
+    none of the layers run by ONNX Runtime sessions (an export holds the plain layers: ONNX
+    DeformConv and grouped Conv, TorchScript's torchvision and oneDNN ops); ONNX without the
+    channels-last backbone, whose NCHW copy of the features (written into a view) the ONNX
+    tracer drops; ONNX Runtime chooses its own layouts.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
+    cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME = False
+    cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME = False
     if format == "onnx":
         cfg.ACCELERATION.CPU.CHANNELS_LAST_BACKBONE = False
     cfg.freeze()
@@ -225,6 +214,12 @@ def export_network(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
+    held = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "onnxruntime_node")})
+    if held:
+        raise ValueError(
+            f"the model holds layers that run ONNX Runtime sessions ({', '.join(held)}), which "
+            "an export cannot hold: optimize it with export_config(cfg)"
+        )
     network = DeployNetwork(model).eval()
     outputs = network(example)
     output = Path(output)

@@ -1,5 +1,8 @@
-"""Depthwise convolutions by the C kernel (_depthwise_conv.c) against PyTorch's convolution and
-by hand, and the layers use_depthwise_kernel switches."""
+"""Depthwise convolutions by the C kernel (_depthwise_conv.c) and by ONNX Runtime's grouped Conv
+against PyTorch's convolution and by hand, and the layers use_depthwise_kernel and
+use_onnxruntime_depthwise_convolutions switch."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +11,13 @@ from detectron2.layers import Conv2d
 from torch import nn
 from torch.nn import functional as F
 
+from panoptic_zoo.acceleration import depthwise_conv
 from panoptic_zoo.acceleration.depthwise_conv import (
     KernelDepthwiseConv2d,
+    OnnxRuntimeConv2d,
     depthwise_conv2d,
     use_depthwise_kernel,
+    use_onnxruntime_depthwise_convolutions,
 )
 from panoptic_zoo.acceleration.kernels import DEPTHWISE_CONV as _depthwise_conv
 
@@ -89,7 +95,32 @@ def test_bad_arguments_are_rejected():
         _depthwise_conv.convolve(x.numpy(), weight, None, out, scratch, 0, False, 1)
 
 
-def test_only_same_padded_stride_1_depthwise_layers_are_switched():
+@pytest.mark.parametrize("groups, stride, dilation", [(6, 1, 1), (6, 2, 1), (3, 1, 2), (1, 1, 1)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_onnxruntime_conv_is_conv2d(groups, stride, dilation, with_bias):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(groups + stride + dilation)
+    conv = OnnxRuntimeConv2d(
+        6, 6, 5, stride=stride, padding=2 * dilation, dilation=dilation, groups=groups,
+        bias=with_bias, norm=nn.BatchNorm2d(6), activation=F.relu,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        conv.norm.running_mean.uniform_(-1, 1)
+    for shape in [(2, 6, 13, 17), (2, 6, 3, 8)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = F.conv2d(
+                x, conv.weight, conv.bias, stride, 2 * dilation, dilation, groups
+            )
+            found = conv(x)
+        torch.testing.assert_close(
+            found, F.relu(conv.norm(expected)), rtol=1e-5, atol=1e-5
+        )
+    assert conv.onnxruntime_node._session is not None
+
+
+def test_only_same_padded_stride_1_depthwise_layers_are_switched(monkeypatch):
+    pytest.importorskip("onnxruntime")
     layers = nn.Sequential(
         # Dilated 3x3 with a norm (not fused: the ReLU runs after it) and an nn.ReLU.
         Conv2d(
@@ -110,8 +141,12 @@ def test_only_same_padded_stride_1_depthwise_layers_are_switched():
         expected = layers(x)
     state = {k: v.clone() for k, v in layers.state_dict().items()}
     norm = layers[0].norm
-    assert use_depthwise_kernel(layers) == 3
-    assert [type(m) for m in layers] == [KernelDepthwiseConv2d] * 3 + [Conv2d] * 4
+    # The C kernel for the dilated layer; ONNX Runtime for the undilated ones.
+    assert use_depthwise_kernel(layers) == 1
+    assert use_onnxruntime_depthwise_convolutions(layers) == 2
+    assert [type(m) for m in layers] == (
+        [KernelDepthwiseConv2d] + [OnnxRuntimeConv2d] * 2 + [Conv2d] * 4
+    )
     # New modules with the same parameters, norm and state dict; not in training mode.
     assert layers[0].norm is norm and not layers[0].training
     assert state.keys() == layers.state_dict().keys()
@@ -126,3 +161,20 @@ def test_only_same_padded_stride_1_depthwise_layers_are_switched():
     layers.train()
     layers(x).sum().backward()
     assert layers[1].weight.grad is not None
+    # The criterion is one constant: at 1 every such layer is the C kernel's.
+    undilated = Conv2d(8, 8, 5, padding=2, groups=8)
+    assert not depthwise_conv.c_kernel_wins(undilated)
+    monkeypatch.setattr(depthwise_conv, "C_KERNEL_MIN_DILATION", 1)
+    assert depthwise_conv.c_kernel_wins(undilated)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+def test_the_kernel_shares_torchs_openmp_runtime():
+    """The C kernel is built with OpenMP and must run on PyTorch's threads: one OpenMP runtime
+    in the process, not a second pool of threads that competes with PyTorch's."""
+    runtimes = {
+        line.split()[-1]
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if any(name in line for name in ("libgomp", "libiomp", "libomp"))
+    }
+    assert len(runtimes) == 1, runtimes

@@ -4,6 +4,8 @@ the four methods: the same features and outputs as the plain model up to float r
 from __future__ import annotations
 
 import copy
+import logging
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,14 @@ from panoptic_testing import CONFIGS
 from torch import nn
 
 from panoptic_zoo.acceleration import optimize_for_cpu
-from panoptic_zoo.acceleration.depthwise_conv import KernelDepthwiseConv2d, use_depthwise_kernel
+from panoptic_zoo.acceleration.depthwise_conv import (
+    KernelDepthwiseConv2d,
+    OnnxRuntimeConv2d,
+    use_depthwise_kernel,
+    use_onnxruntime_depthwise_convolutions,
+)
+from panoptic_zoo.acceleration.deform_conv import use_onnxruntime_deformable_convolutions
+from panoptic_zoo.layers import DeformableConv3x3
 from panoptic_zoo.acceleration.memory_format import (
     channels_last_backbone,
     nchw_contiguous,
@@ -168,8 +177,9 @@ def test_optimizations_follow_the_config():
     )
     assert changed.cpu_optimizations == {
         "batch_norms_folded": 53, "channels_last_backbone": True,
-        "depthwise_kernel_convolutions": 0, "deformable_kernel_convolutions": 0,
-        "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
+        "depthwise_kernel_convolutions": 0, "depthwise_onnxruntime_convolutions": 0,
+        "deformable_onnxruntime_convolutions": 0, "class_map_kernels": True,
+        "level_sum_predictors": 0, "upsampling_into_concat": 0,
     }  # fmt: skip
     # A second call leaves it as it is.
     assert optimize_for_cpu(changed, cfg) is changed.cpu_optimizations
@@ -185,16 +195,17 @@ def test_optimizations_follow_the_config():
 
 # What optimize_for_cpu replaces in each method, and how many (test-size configs).
 REPLACEMENTS = (
-    "depthwise_kernel_convolutions", "deformable_kernel_convolutions", "level_sum_predictors",
-    "upsampling_into_concat",
+    "depthwise_kernel_convolutions", "depthwise_onnxruntime_convolutions",
+    "deformable_onnxruntime_convolutions", "level_sum_predictors", "upsampling_into_concat",
 )  # fmt: skip
 REPLACED = {
     "panoptic_fpn_R_50_1x.yaml": {},
-    "upsnet_R_50_1x.yaml": {"deformable_kernel_convolutions": 3, "level_sum_predictors": 1},
+    "upsnet_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
     "panoptic_deeplab_R_52_DC5_dsconv_200k.yaml": {
-        "depthwise_kernel_convolutions": 12, "upsampling_into_concat": 2,
+        "depthwise_kernel_convolutions": 6, "depthwise_onnxruntime_convolutions": 6,
+        "upsampling_into_concat": 2,
     },
-    "panoptic_fcn_R_50_1x.yaml": {"deformable_kernel_convolutions": 3},
+    "panoptic_fcn_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3},
 }  # fmt: skip
 
 
@@ -226,13 +237,17 @@ def test_optimized_model_gives_the_plain_models_outputs(config_name):
         assert same_ids == 1.0 or (config_name in ALMOST_SAME_IDS and same_ids > 0.97)
 
 
-def test_panoptic_deeplab_depthwise_convolutions_run_by_the_kernel():
+def test_panoptic_deeplab_depthwise_convolutions_run_by_the_kernel_and_onnxruntime():
+    pytest.importorskip("onnxruntime")
     model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
     changed = copy.deepcopy(model)
-    # Per branch (semantic, instance): three dilated 3x3 in ASPP, two 5x5 in the decoder's
-    # fusions and one 5x5 in a head (semantic head; instance offset head).
-    assert use_depthwise_kernel(changed) == 12
-    assert sum(isinstance(m, KernelDepthwiseConv2d) for m in changed.modules()) == 12
+    # Per branch (semantic, instance): three dilated 3x3 in ASPP (the C kernel), two 5x5 in the
+    # decoder's fusions and one 5x5 in a head (semantic head; instance offset head; ONNX Runtime).
+    assert use_depthwise_kernel(changed) == 6
+    assert use_onnxruntime_depthwise_convolutions(changed) == 6
+    assert sum(isinstance(m, KernelDepthwiseConv2d) for m in changed.modules()) == 6
+    assert all(m.dilation[0] > 1 for m in changed.modules() if isinstance(m, KernelDepthwiseConv2d))
+    assert sum(isinstance(m, OnnxRuntimeConv2d) for m in changed.modules()) == 6
     assert changed.state_dict().keys() == model.state_dict().keys()
     torch.manual_seed(3)
     inputs = [{"image": torch.rand(3, 97, 131) * 255}]
@@ -243,3 +258,54 @@ def test_panoptic_deeplab_depthwise_convolutions_run_by_the_kernel():
             outputs = [getattr(m, name)(features)[0] for m in (model, changed)]
             _assert_close_to_rounding(outputs[1], outputs[0])
     _assert_close_to_rounding(found["sem_seg"], expected["sem_seg"])
+
+
+def test_without_onnxruntime_its_options_are_skipped_with_a_notice(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
+    cfg = _test_config("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
+    with caplog.at_level(logging.INFO, logger="panoptic_zoo.acceleration.optimize"):
+        changes = optimize_for_cpu(_unfolded_model("upsnet_R_50_1x.yaml"), cfg)
+    assert changes["deformable_onnxruntime_convolutions"] == 0
+    notices = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert notices == [
+        f"ACCELERATION.CPU.{option} skipped: onnxruntime is not installed "
+        "(scripts/setup.sh --extra deploy)"
+        for option in ("DEPTHWISE_ONNXRUNTIME", "DEFORMABLE_ONNXRUNTIME")
+    ]
+    model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
+    changes = optimize_for_cpu(model, cfg)
+    assert changes["depthwise_onnxruntime_convolutions"] == 0
+    assert changes["depthwise_kernel_convolutions"] in (0, 6)  # 0 where the C kernel is not built
+    assert not any(hasattr(m, "onnxruntime_node") for m in model.modules())
+
+
+def test_the_deformable_c_kernels_option_is_read_as_onnxruntimes():
+    """Run configs written before the C kernel was replaced name ``DEFORMABLE_KERNEL``."""
+    cfg = get_cfg()
+    cfg.merge_from_list(["ACCELERATION.CPU.DEFORMABLE_KERNEL", False])
+    assert cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME is False
+    old = get_cfg()
+    old.ACCELERATION.CPU.DEFORMABLE_KERNEL = True
+    old.ACCELERATION.CPU.pop("DEFORMABLE_ONNXRUNTIME")
+    cfg.merge_from_other_cfg(old)
+    assert cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME is True
+    assert "DEFORMABLE_KERNEL" not in cfg.ACCELERATION.CPU
+
+
+def test_onnxruntime_layers_never_train():
+    """Gradients go through the plain layers' ops: the same gradients as the plain model's."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        DeformableConv3x3(3, 4, modulated=True), Conv2d(4, 4, 5, padding=2, groups=4)
+    )
+    nn.init.normal_(plain[0].offset.weight, std=0.5)
+    optimized = copy.deepcopy(plain)
+    assert use_onnxruntime_deformable_convolutions(optimized) == 1
+    assert use_onnxruntime_depthwise_convolutions(optimized) == 1
+    x = torch.randn(2, 3, 9, 7)
+    for model in (plain, optimized):
+        model.train()
+        model(x).square().sum().backward()
+    for expected, found in zip(plain.parameters(), optimized.parameters()):
+        torch.testing.assert_close(found.grad, expected.grad)

@@ -132,41 +132,58 @@ def test_multiply_adds_of_network_and_postprocessing():
 
 
 def test_multiply_adds_of_the_cpu_deformable_convolution():
-    """Its CPU inference op (panoptic_zoo::sampled_deform_conv3x3) counts as torchvision's."""
-    from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
+    """Its CPU inference op (panoptic_zoo::onnxruntime_deform_conv2d) counts as torchvision's:
+    the model with it counts what the plain model counts."""
+    pytest.importorskip("onnxruntime")
+    from panoptic_zoo.acceleration.deform_conv import use_onnxruntime_deformable_convolutions
+    from panoptic_zoo.layers import DeformableConv3x3
 
-    class SampledModel(nn.Module):
+    class DeformableModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.deform = SampledDeformableConv3x3(3, 4)
+            self.deform = DeformableConv3x3(3, 4)
 
         def forward(self, batched_inputs):
             return [{"sem_seg": self.deform(batched_inputs[0]["image"].float()[None])}]
 
     pixels = SIZE * SIZE
+    model = DeformableModel().eval()
+    plain = count_multiply_adds(model, _inputs())
+    assert use_onnxruntime_deformable_convolutions(model) == 1
     with torch.no_grad():
-        macs = count_multiply_adds(SampledModel().eval(), _inputs())
+        macs = count_multiply_adds(model, _inputs())
+    assert model.deform.onnxruntime_node._session is not None  # the trace ran ONNX Runtime
     offsets, convolution = 3 * 18 * 9 * pixels, 3 * 4 * 9 * pixels
     assert macs.network == offsets + convolution + 4 * 3 * 9 * pixels  # 4 per sample of 3 channels
-    assert not macs.uncounted_ops
+    assert macs == plain and not macs.uncounted_ops
 
 
-def test_multiply_adds_of_the_cpu_depthwise_convolution():
-    """Its CPU inference op (panoptic_zoo::depthwise_conv2d) counts as a convolution."""
+def test_multiply_adds_of_the_cpu_depthwise_convolutions():
+    """Its CPU inference ops (panoptic_zoo::depthwise_conv2d, the C kernel, and
+    panoptic_zoo::onnxruntime_conv2d) count as convolutions."""
+    pytest.importorskip("onnxruntime")
     from detectron2.layers import Conv2d
 
-    from panoptic_zoo.acceleration.depthwise_conv import use_depthwise_kernel
+    from panoptic_zoo.acceleration.kernels import DEPTHWISE_CONV
+
+    from panoptic_zoo.acceleration.depthwise_conv import (
+        use_depthwise_kernel,
+        use_onnxruntime_depthwise_convolutions,
+    )
 
     class DepthwiseModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.depthwise = Conv2d(3, 3, 5, padding=4, dilation=2, groups=3, activation=F.relu)
+            self.dilated = Conv2d(3, 3, 5, padding=4, dilation=2, groups=3, activation=F.relu)
+            self.undilated = Conv2d(3, 3, 5, padding=2, groups=3)
 
         def forward(self, batched_inputs):
-            return [{"sem_seg": self.depthwise(batched_inputs[0]["image"].float()[None])}]
+            x = batched_inputs[0]["image"].float()[None]
+            return [{"sem_seg": self.undilated(self.dilated(x))}]
 
     model = DepthwiseModel().eval()
-    assert use_depthwise_kernel(model) == 1
-    macs = count_multiply_adds(model, _inputs())
-    assert macs.network == 3 * 25 * SIZE * SIZE
-    assert not macs.uncounted_ops
+    plain = count_multiply_adds(model, _inputs())
+    assert plain.network == 2 * 3 * 25 * SIZE * SIZE
+    replaced = use_depthwise_kernel(model) + use_onnxruntime_depthwise_convolutions(model)
+    assert replaced == 2 or DEPTHWISE_CONV is None
+    assert count_multiply_adds(model, _inputs()) == plain and not plain.uncounted_ops

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 from panoptic_testing import CONFIGS, REPO, distinct_untrained_queries, shrunk_shapes_cfg
 
-from panoptic_zoo.acceleration.deform_conv import SampledDeformableConv3x3
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.deploy import DeployNetwork, eager_part_path, export_network, load
 from panoptic_zoo.deploy.check import check_deployed
@@ -204,19 +203,16 @@ def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
     assert load(output).input_shape == [1, 3, 96, 96]
 
 
-@pytest.mark.parametrize("layer", [SampledDeformableConv3x3, DeformableConv3x3])
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, layer, modulated, bias):
+def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bias):
     """The deformable layer exported as ONNX DeformConv, run by ONNX Runtime's CPU kernel, with
-    offsets of several pixels: torchvision's result. Both ops: the C kernel's (the CPU
-    optimization) and torchvision's (the plain layer, or a build without the C extensions).
-    Also a 1-step ``linspace`` (a 1x1 map)."""
+    offsets of several pixels: torchvision's result. Also a 1-step ``linspace`` (a 1x1 map)."""
     import onnx
     import onnxruntime
 
     torch.manual_seed(0)
-    conv = layer(5, 7, bias=bias, modulated=modulated).eval()
+    conv = DeformableConv3x3(5, 7, bias=bias, modulated=modulated).eval()
     with torch.no_grad():
         conv.offset.weight.normal_(0, 1)
 
@@ -239,3 +235,25 @@ def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, layer, modula
     got, coordinates = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
     assert coordinates.tolist() == [-1.0]
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_exports_hold_no_onnxruntime_sessions(format, tiny_shapes, tmp_path):
+    """export_config leaves out the layers that run ONNX Runtime sessions (the CPU inference
+    path of deformable and undilated depthwise convolutions); export_network refuses a model
+    that holds them."""
+    pytest.importorskip("onnxruntime")
+    cfg, model, inputs = _model_and_inputs("upsnet_R_18.yaml", format, tiny_shapes, tmp_path)
+    assert not cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME
+    assert not cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME
+    assert any(type(m) is DeformableConv3x3 for m in model.modules())
+    assert not any(hasattr(m, "onnxruntime_node") for m in model.modules())
+    held = shrunk_shapes_cfg("upsnet_R_18.yaml", tiny_shapes, tmp_path)
+    held.merge_from_list(["MODEL.WEIGHTS", ""])
+    held.MODEL.DEVICE = "cpu"
+    held_model = build_inference_model(held, "")
+    assert held_model.cpu_optimizations["deformable_onnxruntime_convolutions"] > 0
+    with pytest.raises(ValueError, match="OnnxRuntimeDeformableConv3x3.*export_config"):
+        export_network(
+            held_model, held, network_input(held_model, inputs), tmp_path / "network", format
+        )
