@@ -12,11 +12,12 @@ Two parts, since glibc reads one of them only when a process starts:
 
 - :func:`restart_with_heap_tunables`, first thing in an entry point: runs the process again with
   glibc's per-thread cache of small freed chunks off. torch allocates tensors with
-  ``posix_memalign``, which asks for the size plus the alignment plus 32 bytes and, before glibc
-  2.39 (glibc bug 30723), frees the few bytes it trims off either end into that cache. A cached
-  chunk counts as in use, so a freed tensor block next to one cannot merge with it, stays smaller
-  than the next request of the same size, and that request takes new pages: with the cache on,
-  about half the processes fault all of four freed 64 MiB blocks in again.
+  ``posix_memalign``, which asks for the size plus the alignment plus 32 bytes and frees the few
+  bytes it trims off either end into that cache (glibc 2.36; upstream's bug 30723 changed it). A
+  cached chunk counts as in use, so a freed tensor block next to one cannot merge with it, stays
+  smaller than the next request of the same size, and that request takes new pages: with the
+  cache on, 4 of 10 processes faulted all of four freed 64 MiB blocks in again
+  (docs/ACCELERATION.md).
 - :func:`reuse_freed_heap_memory`, where the device is known to be the CPU: ``mallopt`` keeps
   freed blocks of any size in the heap.
 
