@@ -116,10 +116,9 @@ def reuse_freed_heap_memory() -> bool:
         return False
     if _thread_cache_count() != "0":
         logger.warning(
-            f"glibc's thread cache is on ({_TUNABLES_VARIABLE} does not set "
-            f"{_THREAD_CACHE_OFF}): freed tensor blocks are "
-            f"often not reused; start the process with {_TUNABLES_VARIABLE}={_THREAD_CACHE_OFF} "
-            "(the entry points restart with it: restart_with_heap_tunables)"
+            f"glibc's thread cache is on, so freed tensor blocks are often not reused: start the "
+            f"process with {_TUNABLES_VARIABLE}={_THREAD_CACHE_OFF} (the entry points restart "
+            "with it: restart_with_heap_tunables)"
         )
         return False
     return True
