@@ -15,7 +15,7 @@ every problem, before the first iteration.
 
 from detectron2.engine import default_argument_parser, launch
 
-from panoptic_zoo.acceleration import reuse_freed_heap_memory
+from panoptic_zoo.acceleration import restart_with_heap_tunables, reuse_freed_heap_memory
 from panoptic_zoo.data.datasets.custom import add_dataset_argument
 from panoptic_zoo.engine import Trainer, build_inference_model, setup_cfg
 
@@ -34,6 +34,9 @@ def main(args):
 
 
 if __name__ == "__main__":
+    # Starts again with glibc's thread cache off, for the heap setting below (see the allocator's
+    # module); before launch, whose processes inherit it.
+    restart_with_heap_tunables()
     parser = default_argument_parser()
     add_dataset_argument(parser)
     args = parser.parse_args()

@@ -40,7 +40,7 @@ from panoptic_zoo.data.datasets.custom import (
 from panoptic_zoo.data.mappers import read_image_checked
 from panoptic_zoo.deploy import BACKENDS, load
 from panoptic_zoo.engine import build_inference_model
-from panoptic_zoo.acceleration import reuse_freed_heap_memory
+from panoptic_zoo.acceleration import restart_with_heap_tunables, reuse_freed_heap_memory
 from panoptic_zoo.utils.visualization import draw_panoptic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -222,4 +222,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_heap_tunables()  # glibc's thread cache off, for reuse_freed_heap_memory
     sys.exit(main())

@@ -5,10 +5,13 @@ Cityscapes frame at full resolution), with the shapes configs and random weights
 
     python tools/measure_inference_memory.py [--height 2048] [--width 4096] [--output FILE.json]
                                              [--methods panoptic_fpn upsnet ...]
+                                             [--reuse-freed-heap]
 
 Each method runs in a fresh process, so that its peak resident set size (``ru_maxrss``) is its
 own; the image goes into the model at full size (the test-time resize is set to keep it). Reported
 per method: resident memory before inference (Python, torch, the model), the peak, and the time.
+glibc's default heap unless --reuse-freed-heap: then the heap is set as the entry points set it
+(panoptic_zoo.acceleration.allocator).
 An untrained model detects many weak instances, so the panoptic merge handles up to
 TEST.DETECTIONS_PER_IMAGE full-size masks: this is close to the worst case for the config.
 Not a test: it takes minutes and several GB. Run it with OMP_NUM_THREADS=1 to measure one core.
@@ -73,16 +76,27 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=2048)
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--reuse-freed-heap", action="store_true",
+                        help="keep freed memory for reuse, as the entry points do")  # fmt: skip
     parser.add_argument("--child", choices=sorted(METHOD_CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
+        if args.reuse_freed_heap:
+            from panoptic_zoo.acceleration.allocator import (
+                restart_with_heap_tunables,
+                reuse_freed_heap_memory,
+            )
+
+            restart_with_heap_tunables()
+            reuse_freed_heap_memory()
         print(json.dumps(measure(METHOD_CONFIGS[args.child], args.height, args.width)))
         return 0
     results = {}
     for method in args.methods:
         command = [sys.executable, __file__, "--child", method,
                    "--height", str(args.height), "--width", str(args.width)]  # fmt: skip
+        command += ["--reuse-freed-heap"] if args.reuse_freed_heap else []
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if run.returncode != 0:
             print(
