@@ -90,15 +90,18 @@ def _flat_keys(node: CfgNode, prefix: str = "") -> set[str]:
 RENAMED_KEYS = {
     **{
         f"TEST.{option}": f"ACCELERATION.CPU.{option}"
-        for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE", "DEPTHWISE_KERNEL")
+        for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE")
     },
-    # The deformable C kernel's option, now the ONNX Runtime path that replaced it.
+    # The C kernels' options, now the ONNX Runtime paths that replaced them.
+    "TEST.DEPTHWISE_KERNEL": "ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME",
+    "ACCELERATION.CPU.DEPTHWISE_KERNEL": "ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME",
     "ACCELERATION.CPU.DEFORMABLE_KERNEL": "ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME",
 }
 
 
 def _with_current_keys(cfg_other: CfgNode) -> CfgNode:
-    """``cfg_other`` with the keys of :data:`RENAMED_KEYS` moved to their current place."""
+    """``cfg_other`` with the keys of :data:`RENAMED_KEYS` moved to their current place; where
+    it also holds the current key (a version that wrote both), that one's value stays."""
     old_keys = _flat_keys(cfg_other) & set(RENAMED_KEYS)
     if not old_keys:
         return cfg_other
@@ -109,7 +112,7 @@ def _with_current_keys(cfg_other: CfgNode) -> CfgNode:
         node = cfg_other
         for part in RENAMED_KEYS[old].split(".")[:-1]:
             node = node.setdefault(part, CfgNode())
-        node[RENAMED_KEYS[old].split(".")[-1]] = value
+        node.setdefault(RENAMED_KEYS[old].split(".")[-1], value)
     return cfg_other
 
 

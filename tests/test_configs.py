@@ -64,7 +64,7 @@ def test_config_builds(path, tmp_path, monkeypatch):
 def test_add_config_is_idempotent_and_keeps_user_values():
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "COCOPanopticDatasetMapper"
-    cfg.ACCELERATION.CPU.DEPTHWISE_KERNEL = False
+    cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME = False
     before = cfg.dump()
     add_panoptic_zoo_config(cfg)
     add_panoptic_zoo_config(cfg)
@@ -88,7 +88,20 @@ def test_keys_an_older_version_wrote_are_read_at_their_new_place():
     old_run = CfgNode({"TEST": {"CHANNELS_LAST_BACKBONE": False, "FOLD_BATCH_NORMS": False}})
     cfg = get_cfg()
     cfg.merge_from_other_cfg(old_run)
+    # The depthwise C kernel's option (under TEST, then ACCELERATION.CPU): now ONNX Runtime's.
     cfg.merge_from_list(["TEST.DEPTHWISE_KERNEL", False])
     cpu = cfg.ACCELERATION.CPU
-    assert (cpu.CHANNELS_LAST_BACKBONE, cpu.FOLD_BATCH_NORMS, cpu.DEPTHWISE_KERNEL) == (False,) * 3
+    assert (cpu.CHANNELS_LAST_BACKBONE, cpu.FOLD_BATCH_NORMS, cpu.DEPTHWISE_ONNXRUNTIME) == (
+        (False,) * 3
+    )
     assert "CHANNELS_LAST_BACKBONE" not in cfg.TEST and old_run.TEST.CHANNELS_LAST_BACKBONE is False
+    assert "DEPTHWISE_KERNEL" not in cfg.TEST and "DEPTHWISE_KERNEL" not in cpu
+    cfg.merge_from_other_cfg(CfgNode({"ACCELERATION": {"CPU": {"DEPTHWISE_KERNEL": True}}}))
+    assert cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME is True
+    cfg.merge_from_list(["ACCELERATION.CPU.DEPTHWISE_KERNEL", False])
+    assert cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME is False
+    # A version that wrote both options: the current one's value is kept.
+    both = {"DEPTHWISE_KERNEL": False, "DEPTHWISE_ONNXRUNTIME": True}
+    cfg.merge_from_other_cfg(CfgNode({"ACCELERATION": {"CPU": both}}))
+    assert cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME is True
+    assert "DEPTHWISE_KERNEL" not in cfg.ACCELERATION.CPU

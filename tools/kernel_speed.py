@@ -4,9 +4,9 @@ Each C kernel against every library path available for the same work, in its pla
 (issue 25's rule, docs/ACCELERATION.md: a C kernel stays only where it is >= 1.3x faster than
 the best library path):
 
-* the depthwise convolutions of the configs' models (``panoptic_zoo::depthwise_conv2d``; one
-  place per config and kind: dilated or not, acceleration/depthwise_conv.py's criterion);
-* the deformable convolutions (no C kernel any more: which library path is fastest);
+* the depthwise and the deformable convolutions of the configs' models (no C kernel for either
+  any more: which library path is fastest; depthwise ones in one place per config and kind,
+  dilated or not);
 * the post-processing's class-map argmax and log-sum-exps (``_class_maps.c``) on ``--classes``
   x ``--size`` logits (133 COCO classes; the first 80 the thing group).
 
@@ -17,7 +17,7 @@ its layers, each on its own input, in turns (one call of each per round, after a
 round that also compiles), ``--threads`` threads, medians of ``--repeats`` rounds. Paths:
 PyTorch eager (oneDNN, NCHW and channels-last input; torchvision), ``torch.compile`` of the eager
 expression (where it compiles), ONNX Runtime one-node sessions (as the CPU optimization runs
-them), and the C kernel. Prints a Markdown table and writes the JSON report:
+them), and the C kernel where there is one. Prints a Markdown table and writes the JSON report:
 
     OMP_NUM_THREADS=2 python tools/kernel_speed.py --output kernel_speed.json
 """
@@ -39,12 +39,8 @@ from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
 from panoptic_zoo.acceleration.class_maps import CClassMapKernels
-from panoptic_zoo.acceleration.depthwise_conv import (
-    is_same_padded_depthwise,
-    c_kernel_wins,
-    depthwise_conv2d,
-)
-from panoptic_zoo.acceleration.kernels import CLASS_MAPS, DEPTHWISE_CONV
+from panoptic_zoo.acceleration.depthwise_conv import is_same_padded_depthwise
+from panoptic_zoo.acceleration.kernels import CLASS_MAPS
 from panoptic_zoo.acceleration.onnxruntime_layers import OnnxRuntimeNode
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.deploy import DeployNetwork
@@ -142,7 +138,7 @@ def depthwise_paths(layers: list[tuple[Conv2d, torch.Tensor]]) -> Paths:
         )
         for x, w, b, p, d, g in arguments
     ]  # fmt: skip
-    paths = {
+    return {
         "oneDNN NCHW": lambda: [F.conv2d(x, w, b, 1, p, d, g) for x, w, b, p, d, g in arguments],
         "oneDNN channels-last input": lambda: [
             F.conv2d(x, w, b, 1, p, d, g) for x, w, b, p, d, g in channels_last
@@ -151,11 +147,6 @@ def depthwise_paths(layers: list[tuple[Conv2d, torch.Tensor]]) -> Paths:
             node(X=x, W=w, B=b) for node, (x, w, b, *_) in zip(nodes, arguments)
         ],
     }
-    if DEPTHWISE_CONV is not None:
-        paths[C_KERNEL] = lambda: [
-            depthwise_conv2d(x, w, b, d[0]) for x, w, b, p, d, g in arguments
-        ]
-    return paths
 
 
 def deformable_paths(layers: list[tuple[DeformableConv3x3, torch.Tensor]]) -> Paths:
@@ -288,7 +279,7 @@ def main(argv=None) -> int:
             depthwise, deformable = layers_and_inputs(config, size)
             stem = Path(config).stem
             for dilated in (True, False):
-                chosen = [(m, x) for m, x in depthwise if c_kernel_wins(m) == dilated]
+                chosen = [(m, x) for m, x in depthwise if (m.dilation[0] > 1) == dilated]
                 if chosen:
                     kind = "dilated" if dilated else "undilated"
                     sizes = sorted({f"{m.kernel_size[0]}x{m.kernel_size[1]}" for m, _ in chosen})

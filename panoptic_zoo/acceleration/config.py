@@ -28,10 +28,8 @@ def add_acceleration_config(cfg: CfgNode) -> None:
     # The backbone's weights and activations channels-last (oneDNN's native layout); its outputs
     # handed on NCHW-contiguous, except those only 1x1 projections read.
     cpu.CHANNELS_LAST_BACKBONE = True
-    # Stride-1 "same"-padded depthwise convolutions (Panoptic-DeepLab) where the C kernel wins
-    # (dilated ones, acceleration/depthwise_conv.py's c_kernel_wins) by the C kernel ...
-    cpu.DEPTHWISE_KERNEL = True
-    # ... and the others by ONNX Runtime's grouped Conv.
+    # Stride-1 "same"-padded depthwise convolutions (Panoptic-DeepLab's, dilated or not) by ONNX
+    # Runtime's grouped Conv.
     cpu.DEPTHWISE_ONNXRUNTIME = True
     # 3x3 deformable convolutions (UPSNet, Panoptic FCN) by ONNX Runtime's DeformConv.
     cpu.DEFORMABLE_ONNXRUNTIME = True

@@ -1,10 +1,9 @@
 """
 Depthwise convolutions (stride 1, odd square kernel, "same" zero padding) for CPU inference:
-Panoptic-DeepLab's depthwise-separable ASPP (dilated 3x3), decoder and heads (5x5). Each layer
-goes to the faster of two paths (:func:`c_kernel_wins`, docs/ACCELERATION.md): the C kernel
-(``_depthwise_conv.c``; oneDNN runs dilated depthwise layers slowly) or, where the C kernel is
-not 1.3x faster than the best library path, ONNX Runtime's grouped ``Conv``
-(:mod:`.onnxruntime_layers`).
+Panoptic-DeepLab's depthwise-separable ASPP (dilated 3x3), decoder and heads (5x5), run by ONNX
+Runtime's grouped ``Conv`` (:mod:`.onnxruntime_layers`), the fastest path measured for both
+kinds (oneDNN runs them several times slower; tools/kernel_speed.py's table in
+docs/ACCELERATION.md).
 """
 
 from __future__ import annotations
@@ -12,100 +11,20 @@ from __future__ import annotations
 import torch
 from detectron2.layers import Conv2d
 from torch import nn
-from torch.nn import functional as F
 
-from .kernels import DEPTHWISE_CONV, check_float32_cpu, float32_cpu_or_absent
+from .kernels import float32_cpu_or_absent
 from .modules import adopt_state, replace_modules
 from .onnxruntime_layers import OnnxRuntimeNode, onnxruntime_conv2d
 
 __all__ = [
-    "C_KERNEL_MIN_DILATION",
-    "KernelDepthwiseConv2d",
     "OnnxRuntimeConv2d",
-    "c_kernel_wins",
-    "depthwise_conv2d",
     "is_same_padded_depthwise",
-    "use_depthwise_kernel",
     "use_onnxruntime_depthwise_convolutions",
 ]
 
-# The depthwise C kernel is kept for the layers of at least this dilation: on the benchmark
-# configs it beats the best library path by >= 1.3x on ASPP's dilated 3x3 layers, not on the
-# undilated 5x5 ones (tools/kernel_speed.py's table in docs/ACCELERATION.md). 1: every layer.
-C_KERNEL_MIN_DILATION = 2
-
-
-@torch.library.custom_op("panoptic_zoo::depthwise_conv2d", mutates_args=())
-def depthwise_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    dilation: int,
-    relu: bool = False,
-) -> torch.Tensor:
-    """
-    ``F.conv2d(x, weight, bias, padding=dilation * (k // 2), dilation=dilation, groups=C)``, then
-    ``F.relu`` when ``relu``, up to float rounding, for float32 CPU tensors: NCHW ``x`` with C
-    channels and a ``[C, 1, k, k]`` ``weight``, k odd. Runs on PyTorch's OpenMP threads.
-
-    A custom op (``panoptic_zoo::depthwise_conv2d``), so that traces (fvcore's counts in
-    :mod:`panoptic_zoo.benchmark.flops`) see one convolution.
-    """
-    check_float32_cpu(
-        "depthwise_conv2d", "torch.nn.functional.conv2d", x=x, weight=weight, bias=bias
-    )
-    batch, channels, height, width = x.shape
-    size = weight.shape[-1]
-    if weight.shape != (channels, 1, size, size) or size % 2 != 1:
-        raise ValueError(
-            f"weight must be [{channels}, 1, k, k] with k odd; got {list(weight.shape)}"
-        )
-    reach = dilation * (size // 2)
-    threads = torch.get_num_threads()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    scratch = x.new_empty(threads, (height + 2 * reach) * (width + 2 * reach))
-    DEPTHWISE_CONV.convolve(
-        x.contiguous().numpy(),
-        weight.contiguous().numpy(),
-        None if bias is None else bias.contiguous().numpy(),
-        out.numpy(),
-        scratch.numpy(),
-        dilation,
-        relu,
-        threads,
-    )
-    return out
-
-
-def _is_relu(activation) -> bool:
-    return activation is F.relu or type(activation) is nn.ReLU
-
-
-class KernelDepthwiseConv2d(Conv2d):
-    """A detectron2 ``Conv2d`` that is a stride-1 depthwise convolution with "same" padding: CPU
-    inference (no gradient, float32, NCHW-contiguous input) through :func:`depthwise_conv2d`,
-    with its ReLU in the same pass when it has no norm (norms folded); anything else as
-    ``Conv2d``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arguments = (x, self.weight, self.bias)
-        if (
-            torch.is_grad_enabled()
-            or not x.is_contiguous()
-            or not all(map(float32_cpu_or_absent, arguments))
-        ):
-            return super().forward(x)
-        fuse_relu = self.norm is None and _is_relu(self.activation)
-        x = depthwise_conv2d(x, self.weight, self.bias, self.dilation[0], relu=fuse_relu)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.activation is not None and not fuse_relu:
-            x = self.activation(x)
-        return x
-
 
 def is_same_padded_depthwise(conv: nn.Module) -> bool:
-    """Whether ``conv`` is a detectron2 ``Conv2d`` that the depthwise paths take: depthwise,
+    """Whether ``conv`` is a detectron2 ``Conv2d`` that the depthwise path takes: depthwise,
     stride 1, an odd square kernel, "same" zero padding."""
     size = conv.kernel_size[0] if isinstance(conv, Conv2d) else None
     return (
@@ -118,35 +37,6 @@ def is_same_padded_depthwise(conv: nn.Module) -> bool:
         and conv.padding == (conv.dilation[0] * (size // 2),) * 2
         and conv.padding_mode == "zeros"
     )
-
-
-def c_kernel_wins(conv: nn.Module) -> bool:
-    """Whether a stride-1, "same"-padded depthwise ``conv`` runs on the C kernel (dilation at
-    least :data:`C_KERNEL_MIN_DILATION`) rather than on a library path."""
-    return is_same_padded_depthwise(conv) and conv.dilation[0] >= C_KERNEL_MIN_DILATION
-
-
-def _like(layer_type: type[Conv2d], conv: Conv2d) -> Conv2d:
-    """A ``layer_type`` of ``conv``'s settings, its parameters on the meta device (to adopt)."""
-    return layer_type(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-        padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
-        activation=conv.activation,
-    )  # fmt: skip
-
-
-def _kernel_convolution(conv: Conv2d) -> KernelDepthwiseConv2d:
-    return adopt_state(_like(KernelDepthwiseConv2d, conv), conv)
-
-
-def use_depthwise_kernel(model: nn.Module) -> int:
-    """Replace every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model`` that
-    :func:`c_kernel_wins` for by a :class:`KernelDepthwiseConv2d` with the same parameters (and
-    state dict), in place; returns how many (0 where the C kernel is not built)."""
-    if DEPTHWISE_CONV is None:
-        return 0
-    return replace_modules(model, c_kernel_wins, _kernel_convolution)
 
 
 class OnnxRuntimeConv2d(Conv2d):
@@ -182,16 +72,20 @@ class OnnxRuntimeConv2d(Conv2d):
 
 
 def _onnxruntime_convolution(conv: Conv2d) -> OnnxRuntimeConv2d:
-    return adopt_state(_like(OnnxRuntimeConv2d, conv), conv)
+    """An :class:`OnnxRuntimeConv2d` of ``conv``'s settings holding its parameters (made on the
+    meta device, then adopting them)."""
+    like = OnnxRuntimeConv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        activation=conv.activation,
+    )  # fmt: skip
+    return adopt_state(like, conv)
 
 
 def use_onnxruntime_depthwise_convolutions(model: nn.Module) -> int:
-    """Replace every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model`` that
-    :func:`c_kernel_wins` not for by an :class:`OnnxRuntimeConv2d` with the same parameters, in
-    place; returns how many. Needs onnxruntime
+    """Replace every stride-1, "same"-padded depthwise detectron2 ``Conv2d`` of ``model``
+    (:func:`is_same_padded_depthwise`) by an :class:`OnnxRuntimeConv2d` with the same parameters
+    (and state dict), in place; returns how many. Needs onnxruntime
     (:func:`.onnxruntime_layers.onnxruntime_installed`)."""
-    return replace_modules(
-        model,
-        lambda m: is_same_padded_depthwise(m) and not c_kernel_wins(m),
-        _onnxruntime_convolution,
-    )
+    return replace_modules(model, is_same_padded_depthwise, _onnxruntime_convolution)

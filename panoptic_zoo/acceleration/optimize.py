@@ -10,7 +10,7 @@ from torch import nn
 from .class_maps import use_class_map_kernels
 from .decoder_concat import use_upsampling_into_concat
 from .deform_conv import use_onnxruntime_deformable_convolutions
-from .depthwise_conv import use_depthwise_kernel, use_onnxruntime_depthwise_convolutions
+from .depthwise_conv import use_onnxruntime_depthwise_convolutions
 from .level_sum import use_level_sum_predictor
 from .memory_format import channels_last_backbone, projection_only_features
 from .norm_folding import fold_batch_norms
@@ -39,7 +39,6 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
     changes = {
         "batch_norms_folded": 0,
         "channels_last_backbone": False,
-        "depthwise_kernel_convolutions": 0,
         "depthwise_onnxruntime_convolutions": 0,
         "deformable_onnxruntime_convolutions": 0,
         "class_map_kernels": False,
@@ -52,8 +51,6 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
         if options.CHANNELS_LAST_BACKBONE:
             channels_last_backbone(model, keep=projection_only_features(model))
             changes["channels_last_backbone"] = True
-        if options.DEPTHWISE_KERNEL:
-            changes["depthwise_kernel_convolutions"] = use_depthwise_kernel(model)
         onnxruntime_options = {
             "DEPTHWISE_ONNXRUNTIME": (
                 "depthwise_onnxruntime_convolutions", use_onnxruntime_depthwise_convolutions

@@ -9,10 +9,10 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
   instance norms, bilinear and nearest upsampling, adaptive average pooling, ``grid_sample``;
 * added here for the ops fvcore skips: torchvision's ``deform_conv2d`` and the project's CPU
   ``panoptic_zoo::onnxruntime_deform_conv2d`` (the convolution plus 4 multiply-adds per bilinear
-  sample of its input), the project's CPU ``panoptic_zoo::depthwise_conv2d`` and
-  ``panoptic_zoo::onnxruntime_conv2d`` (as convolutions), ``roi_align`` (4 multiply-adds per
-  bilinear sample; 2x2 samples per bin when the sampling ratio is adaptive, i.e. <= 0, since the
-  real count depends on the box sizes) and ``nms`` (one per pair of boxes);
+  sample of its input), the project's CPU ``panoptic_zoo::onnxruntime_conv2d`` (as a
+  convolution), ``roi_align`` (4 multiply-adds per bilinear sample; 2x2 samples per bin when the
+  sampling ratio is adaptive, i.e. <= 0, since the real count depends on the box sizes) and
+  ``nms`` (one per pair of boxes);
 * not counted: batch norm (detectron2's analysis skips it: it folds into the convolution at
   inference), element-wise operations, reductions, sorting, indexing and comparisons. Their
   names are listed in the report (``uncounted_ops``).
@@ -54,8 +54,8 @@ def _deform_conv2d_macs(inputs, outputs) -> int:
 
 
 def _convolution_macs(inputs, outputs) -> int:
-    # panoptic_zoo::depthwise_conv2d(x, weight, ...) and ::onnxruntime_conv2d(x, weight, ...):
-    # in channels per group x k x k per output element
+    # panoptic_zoo::onnxruntime_conv2d(x, weight, ...): in channels per group x k x k per
+    # output element
     return math.prod(get_shape(outputs[0])) * math.prod(get_shape(inputs[1])[1:])
 
 
@@ -75,7 +75,6 @@ _ADDED_HANDLES = {
     "torchvision::deform_conv2d": _deform_conv2d_macs,
     # (x, weight, offset, mask, bias, node): torchvision's order
     "panoptic_zoo::onnxruntime_deform_conv2d": _deform_conv2d_macs,
-    "panoptic_zoo::depthwise_conv2d": _convolution_macs,
     "panoptic_zoo::onnxruntime_conv2d": _convolution_macs,
     "torchvision::roi_align": _roi_align_macs,
     "torchvision::nms": _nms_macs,

@@ -2,7 +2,7 @@
  * The C kernels run on PyTorch's own OpenMP threads. Built with -fopenmp, a module needs
  * libgomp.so.1, the soname of the libgomp torch loads first, so the loader reuses torch's
  * runtime and thread pool: a kernel between two PyTorch ops runs on the threads that ran them
- * (tests/acceleration/test_depthwise_conv.py checks that one OpenMP runtime is loaded; where torch
+ * (tests/acceleration/test_class_maps.py checks that one OpenMP runtime is loaded; where torch
  * ships its runtime under another name, a second one loads: still correct, with its own
  * threads). Why: with Python threads, torch's OpenMP threads kept spinning after each op
  * (GOMP's wait policy), in the kernel's way: a kernel between matrix products ran about twice

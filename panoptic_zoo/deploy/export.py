@@ -2,13 +2,13 @@
 Export a model's network (:class:`~panoptic_zoo.deploy.network.DeployNetwork`) to TorchScript or
 ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.pth``).
 
-TorchScript: ``torch.jit.trace``; the project's depthwise C kernel is a custom operator and
-stays in the traced graph (``import panoptic_zoo`` loads it). Layers that run ONNX Runtime
-sessions are not exported (:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter (``dynamo=False``), opset 19: deformable
-convolutions become ONNX ``DeformConv`` (ONNX Runtime's CPU provider has a kernel for it),
-depthwise convolutions grouped ``Conv``, ``linspace`` one that also holds for one step. The
-dynamo exporter (torch 2.13's default) needs the ``onnxscript`` package and custom-op
-translations of its own; the traced exporter needs neither.
+TorchScript: ``torch.jit.trace``. Layers that run ONNX Runtime sessions are not exported
+(:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter
+(``dynamo=False``), opset 19: deformable convolutions become ONNX ``DeformConv`` (ONNX Runtime's
+CPU provider has a kernel for it), depthwise convolutions grouped ``Conv``, ``linspace`` one
+that also holds for one step. The dynamo exporter (torch 2.13's default) needs the
+``onnxscript`` package and custom-op translations of its own; the traced exporter needs
+neither.
 """
 
 from __future__ import annotations
@@ -72,19 +72,6 @@ def _onnx_torchvision_deform_conv2d(
     )  # fmt: skip
 
 
-def _onnx_depthwise_conv2d(g, x, weight, bias, dilation, relu):
-    """``panoptic_zoo::depthwise_conv2d`` ("same" padding, stride 1) as a grouped ONNX Conv."""
-    dilation = symbolic_helper._get_const(dilation, "i", "dilation")
-    size = symbolic_helper._get_tensor_sizes(weight)
-    reach = dilation * (size[-1] // 2)
-    inputs = [x, weight] if symbolic_helper._is_none(bias) else [x, weight, bias]
-    out = g.op(
-        "Conv", *inputs, group_i=size[0], kernel_shape_i=size[-2:],
-        dilations_i=[dilation] * 2, pads_i=[reach] * 4,
-    )  # fmt: skip
-    return g.op("Relu", out) if symbolic_helper._get_const(relu, "b", "relu") else out
-
-
 def _onnx_linspace(g, start, end, steps, dtype, layout, device, pin_memory):
     """``torch.linspace`` in float32. torch's own translation divides by ``steps - 1``: NaN for
     one step (Panoptic FCN's coordinates of a 1-pixel map), where torch gives ``[start]``."""
@@ -98,9 +85,6 @@ def _onnx_linspace(g, start, end, steps, dtype, layout, device, pin_memory):
 
 
 torch.onnx.register_custom_op_symbolic("aten::linspace", _onnx_linspace, ONNX_OPSET)
-torch.onnx.register_custom_op_symbolic(
-    "panoptic_zoo::depthwise_conv2d", _onnx_depthwise_conv2d, ONNX_OPSET
-)
 torch.onnx.register_custom_op_symbolic(
     "torchvision::deform_conv2d", _onnx_torchvision_deform_conv2d, ONNX_OPSET
 )

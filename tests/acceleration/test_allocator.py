@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(allocator._glibc() is None, reason="the settings
 
 # Writes a 64 MiB tensor and frees it, then four more, and prints the page faults of those four.
 # It sets the heap as the entry points do: restarts with the tunables first, loads
-# panoptic_zoo.config and the C extensions, then applies the mallopt settings.
+# panoptic_zoo.config and the C extensions (the class-map and PQ kernels), then applies the
+# mallopt settings.
 _LATER_TENSORS_FAULTS = """
 import resource, sys
 from panoptic_zoo.acceleration.allocator import restart_with_heap_tunables
@@ -22,7 +23,8 @@ if sys.argv[1] == "reuse":
     restart_with_heap_tunables()
 import torch
 import panoptic_zoo.config
-from panoptic_zoo.acceleration import _class_maps, _deform_sampling, _depthwise_conv
+from panoptic_zoo.acceleration import _class_maps
+from panoptic_zoo.evaluation import _pq_kernels
 from panoptic_zoo.acceleration.allocator import reuse_freed_heap_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_heap_memory()

@@ -16,9 +16,7 @@ from torch import nn
 
 from panoptic_zoo.acceleration import optimize_for_cpu
 from panoptic_zoo.acceleration.depthwise_conv import (
-    KernelDepthwiseConv2d,
     OnnxRuntimeConv2d,
-    use_depthwise_kernel,
     use_onnxruntime_depthwise_convolutions,
 )
 from panoptic_zoo.acceleration.deform_conv import use_onnxruntime_deformable_convolutions
@@ -177,9 +175,8 @@ def test_optimizations_follow_the_config():
     )
     assert changed.cpu_optimizations == {
         "batch_norms_folded": 53, "channels_last_backbone": True,
-        "depthwise_kernel_convolutions": 0, "depthwise_onnxruntime_convolutions": 0,
-        "deformable_onnxruntime_convolutions": 0, "class_map_kernels": True,
-        "level_sum_predictors": 0, "upsampling_into_concat": 0,
+        "depthwise_onnxruntime_convolutions": 0, "deformable_onnxruntime_convolutions": 0,
+        "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
     }  # fmt: skip
     # A second call leaves it as it is.
     assert optimize_for_cpu(changed, cfg) is changed.cpu_optimizations
@@ -195,15 +192,14 @@ def test_optimizations_follow_the_config():
 
 # What optimize_for_cpu replaces in each method, and how many (test-size configs).
 REPLACEMENTS = (
-    "depthwise_kernel_convolutions", "depthwise_onnxruntime_convolutions",
-    "deformable_onnxruntime_convolutions", "level_sum_predictors", "upsampling_into_concat",
+    "depthwise_onnxruntime_convolutions", "deformable_onnxruntime_convolutions",
+    "level_sum_predictors", "upsampling_into_concat",
 )  # fmt: skip
 REPLACED = {
     "panoptic_fpn_R_50_1x.yaml": {},
     "upsnet_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
     "panoptic_deeplab_R_52_DC5_dsconv_200k.yaml": {
-        "depthwise_kernel_convolutions": 6, "depthwise_onnxruntime_convolutions": 6,
-        "upsampling_into_concat": 2,
+        "depthwise_onnxruntime_convolutions": 12, "upsampling_into_concat": 2,
     },
     "panoptic_fcn_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3},
 }  # fmt: skip
@@ -237,17 +233,17 @@ def test_optimized_model_gives_the_plain_models_outputs(config_name):
         assert same_ids == 1.0 or (config_name in ALMOST_SAME_IDS and same_ids > 0.97)
 
 
-def test_panoptic_deeplab_depthwise_convolutions_run_by_the_kernel_and_onnxruntime():
+def test_panoptic_deeplab_depthwise_convolutions_run_by_onnxruntime():
     pytest.importorskip("onnxruntime")
     model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
     changed = copy.deepcopy(model)
-    # Per branch (semantic, instance): three dilated 3x3 in ASPP (the C kernel), two 5x5 in the
-    # decoder's fusions and one 5x5 in a head (semantic head; instance offset head; ONNX Runtime).
-    assert use_depthwise_kernel(changed) == 6
-    assert use_onnxruntime_depthwise_convolutions(changed) == 6
-    assert sum(isinstance(m, KernelDepthwiseConv2d) for m in changed.modules()) == 6
-    assert all(m.dilation[0] > 1 for m in changed.modules() if isinstance(m, KernelDepthwiseConv2d))
-    assert sum(isinstance(m, OnnxRuntimeConv2d) for m in changed.modules()) == 6
+    # Per branch (semantic, instance): three dilated 3x3 in ASPP, two 5x5 in the decoder's
+    # fusions and one 5x5 in a head (semantic head; instance offset head).
+    assert use_onnxruntime_depthwise_convolutions(changed) == 12
+    replaced = [m for m in changed.modules() if isinstance(m, OnnxRuntimeConv2d)]
+    assert sorted((m.kernel_size[0], m.dilation[0] > 1) for m in replaced) == (
+        [(3, True)] * 6 + [(5, False)] * 6
+    )
     assert changed.state_dict().keys() == model.state_dict().keys()
     torch.manual_seed(3)
     inputs = [{"image": torch.rand(3, 97, 131) * 255}]
@@ -275,7 +271,6 @@ def test_without_onnxruntime_its_options_are_skipped_with_a_notice(monkeypatch, 
     model = _unfolded_model("panoptic_deeplab_R_52_DC5_dsconv_200k.yaml")
     changes = optimize_for_cpu(model, cfg)
     assert changes["depthwise_onnxruntime_convolutions"] == 0
-    assert changes["depthwise_kernel_convolutions"] in (0, 6)  # 0 where the C kernel is not built
     assert not any(hasattr(m, "onnxruntime_node") for m in model.modules())
 
 

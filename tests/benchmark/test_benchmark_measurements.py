@@ -159,17 +159,12 @@ def test_multiply_adds_of_the_cpu_deformable_convolution():
 
 
 def test_multiply_adds_of_the_cpu_depthwise_convolutions():
-    """Its CPU inference ops (panoptic_zoo::depthwise_conv2d, the C kernel, and
-    panoptic_zoo::onnxruntime_conv2d) count as convolutions."""
+    """Their CPU inference op (panoptic_zoo::onnxruntime_conv2d), dilated or not, counts as a
+    convolution."""
     pytest.importorskip("onnxruntime")
     from detectron2.layers import Conv2d
 
-    from panoptic_zoo.acceleration.kernels import DEPTHWISE_CONV
-
-    from panoptic_zoo.acceleration.depthwise_conv import (
-        use_depthwise_kernel,
-        use_onnxruntime_depthwise_convolutions,
-    )
+    from panoptic_zoo.acceleration.depthwise_conv import use_onnxruntime_depthwise_convolutions
 
     class DepthwiseModel(nn.Module):
         def __init__(self):
@@ -184,6 +179,5 @@ def test_multiply_adds_of_the_cpu_depthwise_convolutions():
     model = DepthwiseModel().eval()
     plain = count_multiply_adds(model, _inputs())
     assert plain.network == 2 * 3 * 25 * SIZE * SIZE
-    replaced = use_depthwise_kernel(model) + use_onnxruntime_depthwise_convolutions(model)
-    assert replaced == 2 or DEPTHWISE_CONV is None
+    assert use_onnxruntime_depthwise_convolutions(model) == 2
     assert count_multiply_adds(model, _inputs()) == plain and not plain.uncounted_ops

@@ -91,16 +91,15 @@ def test_json_report_is_complete(tiny_run):
     assert report["environment"]["cpu_heap_reuse"] is ("glibc.malloc.tcache_count=0" in tunables)
     # The shapes configs train from scratch with group norms (nothing to fold); their backbones
     # run channels-last on the CPU; Panoptic-DeepLab's two branches have six depthwise
-    # convolutions each (three 3x3 in ASPP, of dilations 1, 2, 3 there: two by the C kernel, one
-    # by ONNX Runtime; three 5x5 in the decoder and heads, by ONNX Runtime) and a decoder
-    # each; UPSNet's semantic head has three deformable layers (the shapes Panoptic FCN has none:
-    # its position head's DEFORM is off there).
+    # convolutions each (three 3x3 in ASPP, of dilations 1, 2, 3 there; three 5x5 in the decoder
+    # and heads), all by ONNX Runtime, and a decoder each; UPSNet's semantic head has three
+    # deformable layers (the shapes Panoptic FCN has none: its position head's DEFORM is off
+    # there).
     replaced = {
         "Panoptic FPN": {},
         "UPSNet": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
         "Panoptic-DeepLab": {
-            "depthwise_kernel_convolutions": 4, "depthwise_onnxruntime_convolutions": 8,
-            "upsampling_into_concat": 2,
+            "depthwise_onnxruntime_convolutions": 12, "upsampling_into_concat": 2,
         },
         "Panoptic FCN": {},
         "Mask2Former": {},
@@ -108,8 +107,8 @@ def test_json_report_is_complete(tiny_run):
     for method in report["methods"]:
         assert method["cpu_optimizations"] == {
             "batch_norms_folded": 0, "channels_last_backbone": True,
-            "depthwise_kernel_convolutions": 0, "depthwise_onnxruntime_convolutions": 0,
-            "deformable_onnxruntime_convolutions": 0, "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
+            "depthwise_onnxruntime_convolutions": 0, "deformable_onnxruntime_convolutions": 0,
+            "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
             **replaced[method["method"]],
         }  # fmt: skip
 

@@ -240,7 +240,7 @@ def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bi
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
 def test_exports_hold_no_onnxruntime_sessions(format, tiny_shapes, tmp_path):
     """export_config leaves out the layers that run ONNX Runtime sessions (the CPU inference
-    path of deformable and undilated depthwise convolutions); export_network refuses a model
+    path of deformable and depthwise convolutions); export_network refuses a model
     that holds them."""
     pytest.importorskip("onnxruntime")
     cfg, model, inputs = _model_and_inputs("upsnet_R_18.yaml", format, tiny_shapes, tmp_path)

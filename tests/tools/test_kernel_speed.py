@@ -54,3 +54,9 @@ def test_verdict_by_the_rule():
     assert kernel_speed.markdown([row]).splitlines()[-1] == (
         "| p | 2 | 1.0 | oneDNN 2.7 | 2.70x | keep the C kernel |"
     )
+    # A place without a C kernel (deformable, depthwise): no C column, the fastest library path.
+    library = {"oneDNN": 2.7, "ONNX Runtime": 1.3}
+    row = {"place": "q", "layer_calls": 6, "ms": library, **kernel_speed.verdict(library)}
+    assert kernel_speed.markdown([row]).splitlines()[-1] == (
+        "| q | 6 | - | oneDNN 2.7, ONNX Runtime 1.3 | - | ONNX Runtime |"
+    )
