@@ -92,10 +92,9 @@ RENAMED_KEYS = {
         f"TEST.{option}": f"ACCELERATION.CPU.{option}"
         for option in ("FOLD_BATCH_NORMS", "CHANNELS_LAST_BACKBONE")
     },
-    # The C kernels' options, now the ONNX Runtime paths that replaced them.
+    # The depthwise C kernel's options, now the ONNX Runtime path that replaced it.
     "TEST.DEPTHWISE_KERNEL": "ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME",
     "ACCELERATION.CPU.DEPTHWISE_KERNEL": "ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME",
-    "ACCELERATION.CPU.DEFORMABLE_KERNEL": "ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME",
 }
 
 

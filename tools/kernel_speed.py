@@ -4,9 +4,9 @@ Each C kernel against every library path available for the same work, in its pla
 (issue 25's rule, docs/ACCELERATION.md: a C kernel stays only where it is >= 1.3x faster than
 the best library path):
 
-* the depthwise and the deformable convolutions of the configs' models (no C kernel for either
-  any more: which library path is fastest; depthwise ones in one place per config and kind,
-  dilated or not);
+* the deformable convolutions of the configs' models (``_deform_sampling.c``:
+  ``panoptic_zoo::sampled_deform_conv3x3``) and their depthwise ones (no C kernel any more:
+  which library path is fastest; one place per config and kind, dilated or not);
 * the post-processing's class-map argmax and log-sum-exps (``_class_maps.c``) on ``--classes``
   x ``--size`` logits (133 COCO classes; the first 80 the thing group).
 
@@ -40,7 +40,8 @@ from torchvision.ops import deform_conv2d
 
 from panoptic_zoo.acceleration.class_maps import CClassMapKernels
 from panoptic_zoo.acceleration.depthwise_conv import is_same_padded_depthwise
-from panoptic_zoo.acceleration.kernels import CLASS_MAPS
+from panoptic_zoo.acceleration.deform_conv import sampled_deform_conv3x3
+from panoptic_zoo.acceleration.kernels import CLASS_MAPS, DEFORM_SAMPLING
 from panoptic_zoo.acceleration.onnxruntime_layers import OnnxRuntimeNode
 from panoptic_zoo.config import get_cfg
 from panoptic_zoo.deploy import DeployNetwork
@@ -164,7 +165,7 @@ def deformable_paths(layers: list[tuple[DeformableConv3x3, torch.Tensor]]) -> Pa
         )
         for x, w, o, m, b in arguments
     ]  # fmt: skip
-    return {
+    paths = {
         "torchvision": lambda: [
             deform_conv2d(x, o, w, b, padding=(1, 1), mask=m) for x, w, o, m, b in arguments
         ],
@@ -172,6 +173,11 @@ def deformable_paths(layers: list[tuple[DeformableConv3x3, torch.Tensor]]) -> Pa
             node(X=x, W=w, offset=o, B=b, mask=m) for node, (x, w, o, m, b) in zip(nodes, arguments)
         ],
     }
+    if DEFORM_SAMPLING is not None:
+        paths[C_KERNEL] = lambda: [
+            sampled_deform_conv3x3(x, o, w, b, m) for x, w, o, m, b in arguments
+        ]
+    return paths
 
 
 def class_map_places(classes: int, things: int, size: tuple[int, int]) -> dict[str, Paths]:

@@ -31,7 +31,11 @@ def add_acceleration_config(cfg: CfgNode) -> None:
     # Stride-1 "same"-padded depthwise convolutions (Panoptic-DeepLab's, dilated or not) by ONNX
     # Runtime's grouped Conv.
     cpu.DEPTHWISE_ONNXRUNTIME = True
-    # 3x3 deformable convolutions (UPSNet, Panoptic FCN) by ONNX Runtime's DeformConv.
+    # 3x3 deformable convolutions (UPSNet, Panoptic FCN) by a C sampling kernel and one matrix
+    # product; their outputs are then channels-last in memory.
+    cpu.DEFORMABLE_KERNEL = True
+    # The deformable convolutions the C kernel does not run (not built, or DEFORMABLE_KERNEL off)
+    # by ONNX Runtime's DeformConv.
     cpu.DEFORMABLE_ONNXRUNTIME = True
     # The post-processing argmax and log-sum-exps over class maps by C kernels.
     cpu.CLASS_MAP_KERNELS = True

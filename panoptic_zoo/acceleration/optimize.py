@@ -9,7 +9,7 @@ from torch import nn
 
 from .class_maps import use_class_map_kernels
 from .decoder_concat import use_upsampling_into_concat
-from .deform_conv import use_onnxruntime_deformable_convolutions
+from .deform_conv import use_deform_sampling_kernel, use_onnxruntime_deformable_convolutions
 from .depthwise_conv import use_onnxruntime_depthwise_convolutions
 from .level_sum import use_level_sum_predictor
 from .memory_format import channels_last_backbone, projection_only_features
@@ -40,6 +40,7 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
         "batch_norms_folded": 0,
         "channels_last_backbone": False,
         "depthwise_onnxruntime_convolutions": 0,
+        "deformable_kernel_convolutions": 0,
         "deformable_onnxruntime_convolutions": 0,
         "class_map_kernels": False,
         "level_sum_predictors": 0,
@@ -51,6 +52,9 @@ def optimize_for_cpu(model: nn.Module, cfg: CfgNode) -> dict:
         if options.CHANNELS_LAST_BACKBONE:
             channels_last_backbone(model, keep=projection_only_features(model))
             changes["channels_last_backbone"] = True
+        # Before the ONNX Runtime options: those take the deformable layers left plain.
+        if options.DEFORMABLE_KERNEL:
+            changes["deformable_kernel_convolutions"] = use_deform_sampling_kernel(model)
         onnxruntime_options = {
             "DEPTHWISE_ONNXRUNTIME": (
                 "depthwise_onnxruntime_convolutions", use_onnxruntime_depthwise_convolutions

@@ -8,7 +8,7 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
 * fvcore's own handles: convolutions, matrix products, ``einsum``, linear layers, group/layer/
   instance norms, bilinear and nearest upsampling, adaptive average pooling, ``grid_sample``;
 * added here for the ops fvcore skips: torchvision's ``deform_conv2d`` and the project's CPU
-  ``panoptic_zoo::onnxruntime_deform_conv2d`` (the convolution plus 4 multiply-adds per bilinear
+  ``panoptic_zoo::sampled_deform_conv3x3`` and ``panoptic_zoo::onnxruntime_deform_conv2d`` (the convolution plus 4 multiply-adds per bilinear
   sample of its input), the project's CPU ``panoptic_zoo::onnxruntime_conv2d`` (as a
   convolution), ``roi_align`` (4 multiply-adds per bilinear sample; 2x2 samples per bin when the
   sampling ratio is adaptive, i.e. <= 0, since the real count depends on the box sizes) and
@@ -53,6 +53,11 @@ def _deform_conv2d_macs(inputs, outputs) -> int:
     return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]))
 
 
+def _sampled_deform_conv3x3_macs(inputs, outputs) -> int:
+    # panoptic_zoo::sampled_deform_conv3x3(x, offset, weight, bias, mask)
+    return _deformable_macs(get_shape(inputs[0]), get_shape(inputs[2]), get_shape(outputs[0]))
+
+
 def _convolution_macs(inputs, outputs) -> int:
     # panoptic_zoo::onnxruntime_conv2d(x, weight, ...): in channels per group x k x k per
     # output element
@@ -76,6 +81,7 @@ _ADDED_HANDLES = {
     # (x, weight, offset, mask, bias, node): torchvision's order
     "panoptic_zoo::onnxruntime_deform_conv2d": _deform_conv2d_macs,
     "panoptic_zoo::onnxruntime_conv2d": _convolution_macs,
+    "panoptic_zoo::sampled_deform_conv3x3": _sampled_deform_conv3x3_macs,
     "torchvision::roi_align": _roi_align_macs,
     "torchvision::nms": _nms_macs,
 }

@@ -2,8 +2,8 @@
 Export a model's network (:class:`~panoptic_zoo.deploy.network.DeployNetwork`) to TorchScript or
 ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.pth``).
 
-TorchScript: ``torch.jit.trace``. Layers that run ONNX Runtime sessions are not exported
-(:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter
+TorchScript: ``torch.jit.trace``. Layers that run ONNX Runtime sessions or the deformable C
+kernel are not exported (:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter
 (``dynamo=False``), opset 19: deformable convolutions become ONNX ``DeformConv`` (ONNX Runtime's
 CPU provider has a kernel for it), depthwise convolutions grouped ``Conv``, ``linspace`` one
 that also holds for one step. The dynamo exporter (torch 2.13's default) needs the
@@ -22,6 +22,7 @@ from torch import nn
 from torch.onnx import symbolic_helper
 from torch.utils import _pytree as pytree
 
+from ..acceleration.deform_conv import SampledDeformableConv3x3
 from ..modeling.panoptic_deeplab.heads import AnySizeImagePooling
 from .network import DeployNetwork, exported_module_paths
 
@@ -162,8 +163,9 @@ def traced_size_range(model: nn.Module, example: torch.Tensor) -> list[list[int 
 def export_config(cfg: CfgNode, format: str) -> CfgNode:
     """
     ``cfg`` on the CPU, with the CPU optimizations (``ACCELERATION.CPU``) that ``format`` can hold:
-    none of the layers run by ONNX Runtime sessions (an export holds the plain layers: ONNX
-    DeformConv and grouped Conv, TorchScript's torchvision and oneDNN ops); ONNX without the
+    none of the layers run by the deformable C kernel or ONNX Runtime sessions (an export holds
+    the plain layers: ONNX DeformConv and grouped Conv, TorchScript's torchvision and oneDNN
+    ops); ONNX without the
     channels-last backbone, whose NCHW copy of the features (written into a view) the ONNX
     tracer drops; ONNX Runtime chooses its own layouts.
     """
@@ -172,6 +174,7 @@ def export_config(cfg: CfgNode, format: str) -> CfgNode:
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
+    cfg.ACCELERATION.CPU.DEFORMABLE_KERNEL = False
     cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME = False
     cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME = False
     if format == "onnx":
@@ -198,11 +201,18 @@ def export_network(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
-    held = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "onnxruntime_node")})
+    held = sorted(
+        {
+            type(m).__name__
+            for m in model.modules()
+            if hasattr(m, "onnxruntime_node") or isinstance(m, SampledDeformableConv3x3)
+        }
+    )
     if held:
         raise ValueError(
-            f"the model holds layers that run ONNX Runtime sessions ({', '.join(held)}), which "
-            "an export cannot hold: optimize it with export_config(cfg)"
+            f"the model holds layers that run ONNX Runtime sessions or the deformable C kernel "
+            f"({', '.join(held)}), which an export cannot hold: optimize it with "
+            "export_config(cfg)"
         )
     network = DeployNetwork(model).eval()
     outputs = network(example)

@@ -20,6 +20,7 @@ from panoptic_zoo.acceleration.depthwise_conv import (
     use_onnxruntime_depthwise_convolutions,
 )
 from panoptic_zoo.acceleration.deform_conv import use_onnxruntime_deformable_convolutions
+from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING
 from panoptic_zoo.layers import DeformableConv3x3
 from panoptic_zoo.acceleration.memory_format import (
     channels_last_backbone,
@@ -175,8 +176,9 @@ def test_optimizations_follow_the_config():
     )
     assert changed.cpu_optimizations == {
         "batch_norms_folded": 53, "channels_last_backbone": True,
-        "depthwise_onnxruntime_convolutions": 0, "deformable_onnxruntime_convolutions": 0,
-        "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
+        "depthwise_onnxruntime_convolutions": 0, "deformable_kernel_convolutions": 0,
+        "deformable_onnxruntime_convolutions": 0, "class_map_kernels": True,
+        "level_sum_predictors": 0, "upsampling_into_concat": 0,
     }  # fmt: skip
     # A second call leaves it as it is.
     assert optimize_for_cpu(changed, cfg) is changed.cpu_optimizations
@@ -192,16 +194,21 @@ def test_optimizations_follow_the_config():
 
 # What optimize_for_cpu replaces in each method, and how many (test-size configs).
 REPLACEMENTS = (
-    "depthwise_onnxruntime_convolutions", "deformable_onnxruntime_convolutions",
-    "level_sum_predictors", "upsampling_into_concat",
+    "depthwise_onnxruntime_convolutions", "deformable_kernel_convolutions",
+    "deformable_onnxruntime_convolutions", "level_sum_predictors", "upsampling_into_concat",
+)  # fmt: skip
+# The deformable layers: the C kernel's where it is built, else ONNX Runtime's.
+DEFORMABLE = (
+    "deformable_onnxruntime_convolutions" if DEFORM_SAMPLING is None
+    else "deformable_kernel_convolutions"
 )  # fmt: skip
 REPLACED = {
     "panoptic_fpn_R_50_1x.yaml": {},
-    "upsnet_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
+    "upsnet_R_50_1x.yaml": {DEFORMABLE: 3, "level_sum_predictors": 1},
     "panoptic_deeplab_R_52_DC5_dsconv_200k.yaml": {
         "depthwise_onnxruntime_convolutions": 12, "upsampling_into_concat": 2,
     },
-    "panoptic_fcn_R_50_1x.yaml": {"deformable_onnxruntime_convolutions": 3},
+    "panoptic_fcn_R_50_1x.yaml": {DEFORMABLE: 3},
 }  # fmt: skip
 
 
@@ -274,17 +281,18 @@ def test_without_onnxruntime_its_options_are_skipped_with_a_notice(monkeypatch, 
     assert not any(hasattr(m, "onnxruntime_node") for m in model.modules())
 
 
-def test_the_deformable_c_kernels_option_is_read_as_onnxruntimes():
-    """Run configs written before the C kernel was replaced name ``DEFORMABLE_KERNEL``."""
-    cfg = get_cfg()
-    cfg.merge_from_list(["ACCELERATION.CPU.DEFORMABLE_KERNEL", False])
-    assert cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME is False
-    old = get_cfg()
-    old.ACCELERATION.CPU.DEFORMABLE_KERNEL = True
-    old.ACCELERATION.CPU.pop("DEFORMABLE_ONNXRUNTIME")
-    cfg.merge_from_other_cfg(old)
-    assert cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME is True
-    assert "DEFORMABLE_KERNEL" not in cfg.ACCELERATION.CPU
+@pytest.mark.skipif(DEFORM_SAMPLING is None, reason="the C kernel is not built")
+def test_deformable_layers_run_by_the_c_kernel_else_by_onnxruntime():
+    """The C kernel takes every deformable layer; with DEFORMABLE_KERNEL off, ONNX Runtime does."""
+    pytest.importorskip("onnxruntime")
+    cfg = _test_config("upsnet_R_50_1x.yaml")
+    changes = optimize_for_cpu(_unfolded_model("upsnet_R_50_1x.yaml"), cfg)
+    counts = ("deformable_kernel_convolutions", "deformable_onnxruntime_convolutions")
+    assert [changes[k] for k in counts] == [3, 0]
+    cfg.defrost()
+    cfg.ACCELERATION.CPU.DEFORMABLE_KERNEL = False
+    changes = optimize_for_cpu(_unfolded_model("upsnet_R_50_1x.yaml"), cfg)
+    assert [changes[k] for k in counts] == [0, 3]
 
 
 def test_onnxruntime_layers_never_train():

@@ -132,10 +132,14 @@ def test_multiply_adds_of_network_and_postprocessing():
 
 
 def test_multiply_adds_of_the_cpu_deformable_convolution():
-    """Its CPU inference op (panoptic_zoo::onnxruntime_deform_conv2d) counts as torchvision's:
-    the model with it counts what the plain model counts."""
+    """Its CPU inference ops (panoptic_zoo::onnxruntime_deform_conv2d, and the C kernel's) count
+    as torchvision's: the model with them counts what the plain model counts."""
     pytest.importorskip("onnxruntime")
-    from panoptic_zoo.acceleration.deform_conv import use_onnxruntime_deformable_convolutions
+    from panoptic_zoo.acceleration.deform_conv import (
+        use_deform_sampling_kernel,
+        use_onnxruntime_deformable_convolutions,
+    )
+    from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING
     from panoptic_zoo.layers import DeformableConv3x3
 
     class DeformableModel(nn.Module):
@@ -156,6 +160,11 @@ def test_multiply_adds_of_the_cpu_deformable_convolution():
     offsets, convolution = 3 * 18 * 9 * pixels, 3 * 4 * 9 * pixels
     assert macs.network == offsets + convolution + 4 * 3 * 9 * pixels  # 4 per sample of 3 channels
     assert macs == plain and not macs.uncounted_ops
+    if DEFORM_SAMPLING is not None:  # the C kernel's op (panoptic_zoo::sampled_deform_conv3x3)
+        model = DeformableModel().eval()
+        assert use_deform_sampling_kernel(model) == 1
+        with torch.no_grad():
+            assert count_multiply_adds(model, _inputs()) == plain
 
 
 def test_multiply_adds_of_the_cpu_depthwise_convolutions():

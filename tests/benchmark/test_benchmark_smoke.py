@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING
 from panoptic_zoo.benchmark import main
 from panoptic_zoo.benchmark.report import (
     ACCURACY_COLUMNS,
@@ -95,9 +96,14 @@ def test_json_report_is_complete(tiny_run):
     # and heads), all by ONNX Runtime, and a decoder each; UPSNet's semantic head has three
     # deformable layers (the shapes Panoptic FCN has none: its position head's DEFORM is off
     # there).
+    # The deformable layers run the C kernel where it is built, else ONNX Runtime's.
+    deformable = (
+        "deformable_onnxruntime_convolutions" if DEFORM_SAMPLING is None
+        else "deformable_kernel_convolutions"
+    )  # fmt: skip
     replaced = {
         "Panoptic FPN": {},
-        "UPSNet": {"deformable_onnxruntime_convolutions": 3, "level_sum_predictors": 1},
+        "UPSNet": {deformable: 3, "level_sum_predictors": 1},
         "Panoptic-DeepLab": {
             "depthwise_onnxruntime_convolutions": 12, "upsampling_into_concat": 2,
         },
@@ -107,8 +113,9 @@ def test_json_report_is_complete(tiny_run):
     for method in report["methods"]:
         assert method["cpu_optimizations"] == {
             "batch_norms_folded": 0, "channels_last_backbone": True,
-            "depthwise_onnxruntime_convolutions": 0, "deformable_onnxruntime_convolutions": 0,
-            "class_map_kernels": True, "level_sum_predictors": 0, "upsampling_into_concat": 0,
+            "depthwise_onnxruntime_convolutions": 0, "deformable_kernel_convolutions": 0,
+            "deformable_onnxruntime_convolutions": 0, "class_map_kernels": True,
+            "level_sum_predictors": 0, "upsampling_into_concat": 0,
             **replaced[method["method"]],
         }  # fmt: skip
 

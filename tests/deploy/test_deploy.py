@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from detectron2.data import DatasetCatalog
 from panoptic_testing import CONFIGS, REPO, distinct_untrained_queries, shrunk_shapes_cfg
 
+from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING
 from panoptic_zoo.data import build_dataset_mapper
 from panoptic_zoo.deploy import DeployNetwork, eager_part_path, export_network, load
 from panoptic_zoo.deploy.check import check_deployed
@@ -239,11 +240,12 @@ def test_deformable_convolution_runs_as_onnx_deform_conv(tmp_path, modulated, bi
 
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
 def test_exports_hold_no_onnxruntime_sessions(format, tiny_shapes, tmp_path):
-    """export_config leaves out the layers that run ONNX Runtime sessions (the CPU inference
-    path of deformable and depthwise convolutions); export_network refuses a model
-    that holds them."""
+    """export_config leaves out the layers that run ONNX Runtime sessions or the deformable C
+    kernel (the CPU inference paths of deformable and depthwise convolutions); export_network
+    refuses a model that holds them."""
     pytest.importorskip("onnxruntime")
     cfg, model, inputs = _model_and_inputs("upsnet_R_18.yaml", format, tiny_shapes, tmp_path)
+    assert not cfg.ACCELERATION.CPU.DEFORMABLE_KERNEL
     assert not cfg.ACCELERATION.CPU.DEFORMABLE_ONNXRUNTIME
     assert not cfg.ACCELERATION.CPU.DEPTHWISE_ONNXRUNTIME
     assert any(type(m) is DeformableConv3x3 for m in model.modules())
@@ -251,9 +253,14 @@ def test_exports_hold_no_onnxruntime_sessions(format, tiny_shapes, tmp_path):
     held = shrunk_shapes_cfg("upsnet_R_18.yaml", tiny_shapes, tmp_path)
     held.merge_from_list(["MODEL.WEIGHTS", ""])
     held.MODEL.DEVICE = "cpu"
-    held_model = build_inference_model(held, "")
-    assert held_model.cpu_optimizations["deformable_onnxruntime_convolutions"] > 0
-    with pytest.raises(ValueError, match="OnnxRuntimeDeformableConv3x3.*export_config"):
-        export_network(
-            held_model, held, network_input(held_model, inputs), tmp_path / "network", format
-        )
+    # The deformable layers by ONNX Runtime, then (where it is built) by the C kernel.
+    for use_c_kernel, layer in [(False, "OnnxRuntimeDeformableConv3x3")] + (
+        [] if DEFORM_SAMPLING is None else [(True, "SampledDeformableConv3x3")]
+    ):
+        held.ACCELERATION.CPU.DEFORMABLE_KERNEL = use_c_kernel
+        held_model = build_inference_model(held, "")
+        assert any(type(m).__name__ == layer for m in held_model.modules())
+        with pytest.raises(ValueError, match=f"{layer}.*export_config"):
+            export_network(
+                held_model, held, network_input(held_model, inputs), tmp_path / "network", format
+            )
