@@ -2,15 +2,16 @@
 """
 Two checkouts of panoptic_zoo (e.g. before and after a change) timed against each other: each
 config's benchmark (``python -m panoptic_zoo.benchmark``, the checkout's own code, C extensions
-built in it) runs in a fresh process per checkout, the checkouts in turns (round 1 first then
-second, round 2 second then first, ...), so that a machine's drift in speed falls on both alike.
+built in it) runs in a fresh process per checkout, the checkouts in turns (the first pass runs
+the first checkout first, the next pass the second first, and so on), so that a machine's drift
+in speed falls on both alike.
 Reports, per config, the median network time of each checkout over the rounds, the ratio, and
 network time / CPU floor (the benchmark's floor probe of the same process: the ratio least
 moved by the machine's load):
 
     OMP_NUM_THREADS=2 python tools/compare_checkout_speed.py --checkouts BEFORE AFTER \\
         --configs configs/coco/panoptic_fpn_R_50_1x.yaml configs/coco/upsnet_R_50_1x.yaml \\
-        --rounds 2 --output-dir output/benchmark/checkouts
+        --rounds=2 --output-dir output/benchmark/checkouts
 
 Every extra argument after ``--`` goes to both benchmarks (default: ``--size 800 1333 --threads 2
 --warmup 1 --repeats 3 --skip-reference``). Writes ``comparison.json`` and ``comparison.md``.

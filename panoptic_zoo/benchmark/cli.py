@@ -83,11 +83,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def registered_method_configs(tiny: bool) -> list[str]:
-    """Every registered method's config: the shapes one for a tiny run, else the COCO one."""
-    return [
-        get_config_file(method.shapes_config if tiny else method.coco_config)
-        for method in registered_methods()
-    ]
+    """Every registered method's config: the shapes one for a tiny run, else the COCO one;
+    relative to the working directory where it lies under it (as a report names given ones)."""
+    configs = []
+    for method in registered_methods():
+        path = Path(get_config_file(method.shapes_config if tiny else method.coco_config))
+        if path.is_relative_to(Path.cwd()):
+            path = path.relative_to(Path.cwd())
+        configs.append(str(path))
+    return configs
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -151,3 +151,15 @@ def test_markdown_tables_are_well_formed(tiny_run):
     for row in accuracy[1:]:
         assert all(v == "n/a" or 0 <= float(v) <= 100 for v in row[3:])
     assert (output_dir / PLOT_NAME).read_bytes().startswith(b"\x89PNG")
+
+
+def test_default_configs_are_named_relative_to_the_working_directory(monkeypatch, tmp_path):
+    """A report names the registered configs as a user would give them: no machine paths."""
+    from panoptic_zoo.benchmark.cli import registered_method_configs
+    from panoptic_zoo.model_zoo.model_zoo import CONFIG_ROOT
+
+    monkeypatch.chdir(CONFIG_ROOT.parent)
+    configs = registered_method_configs(tiny=False)
+    assert configs and all(c.startswith("configs/coco/") for c in configs)
+    monkeypatch.chdir(tmp_path)  # outside the checkout: absolute
+    assert all(Path(c).is_absolute() for c in registered_method_configs(tiny=True))

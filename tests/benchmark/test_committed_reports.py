@@ -11,7 +11,6 @@ from panoptic_zoo.benchmark.report import markdown_report
 REPORTS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
 
 
-# panoptic_deeplab_pad640_800x1333_cpu2.json predates the per-call floor rate and is not rendered.
 @pytest.mark.parametrize("name", ["coco_configs_800x1333_cpu2.json", "shapes_128x160_cpu2.json"])
 def test_committed_report_renders_with_each_methods_cpu_optimizations(name):
     report = json.loads((REPORTS / name).read_text())
