@@ -1,5 +1,5 @@
-"""The deformable convolution's CPU inference path, ONNX Runtime's DeformConv, against
-torchvision's kernel; the layers optimize_for_cpu switches."""
+"""The deformable convolution's CPU inference path by ONNX Runtime's DeformConv against
+torchvision's kernel; the layers optimize_for_cpu switches (ONNX Runtime's and the C kernel's)."""
 
 import copy
 
@@ -10,8 +10,11 @@ from torchvision.ops import deform_conv2d
 from panoptic_zoo.acceleration import deform_conv
 from panoptic_zoo.acceleration.deform_conv import (
     OnnxRuntimeDeformableConv3x3,
+    SampledDeformableConv3x3,
+    use_deform_sampling_kernel,
     use_onnxruntime_deformable_convolutions,
 )
+from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING
 from panoptic_zoo.layers import DeformableConv3x3
 
 pytest.importorskip("onnxruntime")
@@ -73,22 +76,38 @@ def test_session_follows_weights_threads_and_copies():
         torch.testing.assert_close(copied(x), layer.bias.view(1, -1, 1, 1).expand_as(before))
 
 
-def test_replaced_module_uses_onnxruntime_only_for_float32_inference(monkeypatch):
+# The two CPU inference paths of DeformableConv3x3 that optimize_for_cpu puts in: (the op the
+# layer calls, the replacing function, the layer type).
+INFERENCE_PATHS = [
+    pytest.param(
+        "onnxruntime_deform_conv2d", use_onnxruntime_deformable_convolutions,
+        OnnxRuntimeDeformableConv3x3, id="onnxruntime",
+    ),
+    pytest.param(
+        "sampled_deform_conv3x3", use_deform_sampling_kernel, SampledDeformableConv3x3,
+        id="c_kernel", marks=pytest.mark.skipif(
+            DEFORM_SAMPLING is None, reason="the C kernel is not built"
+        ),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op, use, layer_type", INFERENCE_PATHS)
+def test_replaced_module_uses_its_path_only_for_float32_inference(monkeypatch, op, use, layer_type):
     calls = []
-    original = deform_conv.onnxruntime_deform_conv2d
-    monkeypatch.setattr(
-        deform_conv, "onnxruntime_deform_conv2d", lambda *args: calls.append(1) or original(*args)
-    )
+    original = getattr(deform_conv, op)
+    monkeypatch.setattr(deform_conv, op, lambda *args: calls.append(1) or original(*args))
     torch.manual_seed(0)
     plain = torch.nn.Sequential(DeformableConv3x3(4, 6, modulated=True))
     torch.nn.init.normal_(plain[0].offset.weight, std=0.5)  # nonzero offsets and modulation
     x = torch.randn(2, 4, 11, 9, requires_grad=True)
     with torch.no_grad():
         plain_output = plain(x)
+    assert not calls  # the method's module: torchvision's kernel always
     state = {k: v.clone() for k, v in plain.state_dict().items()}
-    assert use_onnxruntime_deformable_convolutions(plain) == 1
+    assert use(plain) == 1
     layer = plain[0]
-    assert type(layer) is OnnxRuntimeDeformableConv3x3
+    assert type(layer) is layer_type
     assert state.keys() == plain.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
     trained = layer(x)  # torchvision, with its backward

@@ -6,13 +6,8 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from panoptic_zoo.acceleration import deform_conv
-from panoptic_zoo.acceleration.deform_conv import (
-    SampledDeformableConv3x3,
-    sampled_deform_conv3x3,
-    use_deform_sampling_kernel,
-)
+from panoptic_zoo.acceleration.deform_conv import sampled_deform_conv3x3
 from panoptic_zoo.acceleration.kernels import DEFORM_SAMPLING as _deform_sampling
-from panoptic_zoo.layers import DeformableConv3x3
 
 pytestmark = pytest.mark.skipif(_deform_sampling is None, reason="the C kernel is not built")
 
@@ -89,36 +84,3 @@ def test_sampled_columns_reject_bad_buffers():
             torch.zeros(1, 4, 2, 3, dtype=torch.float64), torch.zeros(1, 18, 2, 3),
             torch.zeros(5, 4, 3, 3), None, None,
         )  # fmt: skip
-
-
-def test_replaced_module_uses_the_sampled_path_only_without_gradients(monkeypatch):
-    calls = []
-    monkeypatch.setattr(
-        deform_conv, "sampled_deform_conv3x3",
-        lambda *args: calls.append(1) or sampled_deform_conv3x3(*args),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    plain = torch.nn.Sequential(DeformableConv3x3(4, 6, modulated=True))
-    torch.nn.init.normal_(plain[0].offset.weight, std=0.5)  # nonzero offsets and modulation
-    x = torch.randn(2, 4, 11, 9, requires_grad=True)
-    with torch.no_grad():
-        plain_output = plain(x)
-    assert not calls  # the method's module: torchvision's kernel always
-    state = {k: v.clone() for k, v in plain.state_dict().items()}
-    assert use_deform_sampling_kernel(plain) == 1
-    layer = plain[0]
-    assert type(layer) is SampledDeformableConv3x3
-    assert state.keys() == plain.state_dict().keys()
-    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
-    trained = layer(x)  # torchvision, with its backward
-    trained.sum().backward()
-    assert x.grad is not None and not calls
-    with torch.no_grad():
-        inferred = layer(x)
-        assert calls
-        torch.testing.assert_close(inferred, trained.detach(), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(inferred, plain_output, rtol=1e-5, atol=1e-5)
-        calls.clear()
-        in_float64 = layer.double()(x.double())  # torchvision's kernel takes other dtypes
-    assert not calls
-    torch.testing.assert_close(in_float64.float(), trained.detach(), rtol=1e-5, atol=1e-5)
