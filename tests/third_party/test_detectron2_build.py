@@ -653,7 +653,12 @@ def _launch_worker(out_dir):
 
 # Seconds after which a launched process reports a hang and exits. ~10 s on 2 idle cores; the
 # limits leave room for a loaded machine, where starting the processes can take a minute.
-_LAUNCH_HANG_S = 200
+_LAUNCH_HANG_S = 150
+# Launches tried before the test fails: now and then (twice in the full-suite runs of fresh
+# clones, with other jobs on the 2 cores) one launched process waits in its first collective
+# until the hang limit while the other stays silent; the cause, inside detectron2's launch and
+# gloo, is not found. A second, fresh launch tells that apart from a launch that never works.
+_LAUNCH_ATTEMPTS = 2
 # launch() runs in a fresh interpreter: the spawned processes must not depend on what earlier
 # tests left in pytest's process (threads, signal handlers, environment), where this test once
 # in a while hung with one child stuck in the first barrier and none of its stacks printed.
@@ -671,15 +676,20 @@ launch(_launch_worker, num_gpus_per_machine=2, dist_url="file://" + sys.argv[2] 
 # The project's own trainer passes device_ids itself (panoptic_zoo.engine.trainer.ddp_device_ids),
 # so train_net.py --num-gpus 2 on CPU works on a source build too (tests/engine).
 @pytest.mark.patched_detectron2
-@pytest.mark.timeout(280)
+@pytest.mark.timeout(_LAUNCH_ATTEMPTS * (_LAUNCH_HANG_S + 60) + 30)
 def test_launch_two_cpu_processes(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # keep the processes off any GPU
-    run = subprocess.run(
-        [sys.executable, "-c", _LAUNCH_SCRIPT, str(Path(__file__).resolve().parent), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=_LAUNCH_HANG_S + 60,
-    )  # fmt: skip
+    for attempt in range(_LAUNCH_ATTEMPTS):
+        out_dir = tmp_path / f"attempt{attempt}"
+        out_dir.mkdir()
+        run = subprocess.run(
+            [sys.executable, "-c", _LAUNCH_SCRIPT, str(Path(__file__).resolve().parent), str(out_dir)],
+            capture_output=True, text=True, env=env, timeout=_LAUNCH_HANG_S + 60,
+        )  # fmt: skip
+        if run.returncode == 0 or "Timeout" not in run.stderr:
+            break
     assert run.returncode == 0, run.stderr[-4000:]
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    results = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, result in enumerate(results):
         assert result["rank"] == result["local_rank"] == rank
         assert result["world_size"] == 2
