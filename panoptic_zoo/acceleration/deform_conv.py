@@ -150,5 +150,6 @@ class OnnxRuntimeDeformableConv3x3(DeformableConv3x3):
 def use_onnxruntime_deformable_convolutions(model: nn.Module) -> int:
     """Replace every plain :class:`~panoptic_zoo.layers.DeformableConv3x3` of ``model`` (those the
     C kernel has not taken) by an :class:`OnnxRuntimeDeformableConv3x3` with the same
-    parameters, in place; returns how many. Needs onnxruntime (:func:`.onnxruntime_layers.onnxruntime_installed`)."""
+    parameters, in place; returns how many. Needs onnxruntime
+    (:func:`.onnxruntime_layers.onnxruntime_installed`)."""
     return replace_modules(model, _is_plain, _as(OnnxRuntimeDeformableConv3x3))

@@ -8,8 +8,8 @@ its numbers are multiply-adds (MACs); floating-point operations are twice that. 
 * fvcore's own handles: convolutions, matrix products, ``einsum``, linear layers, group/layer/
   instance norms, bilinear and nearest upsampling, adaptive average pooling, ``grid_sample``;
 * added here for the ops fvcore skips: torchvision's ``deform_conv2d`` and the project's CPU
-  ``panoptic_zoo::sampled_deform_conv3x3`` and ``panoptic_zoo::onnxruntime_deform_conv2d`` (the convolution plus 4 multiply-adds per bilinear
-  sample of its input), the project's CPU ``panoptic_zoo::onnxruntime_conv2d`` (as a
+  ``panoptic_zoo::sampled_deform_conv3x3`` and ``panoptic_zoo::onnxruntime_deform_conv2d`` (the
+  convolution plus 4 multiply-adds per bilinear sample of its input), the project's CPU ``panoptic_zoo::onnxruntime_conv2d`` (as a
   convolution), ``roi_align`` (4 multiply-adds per bilinear sample; 2x2 samples per bin when the
   sampling ratio is adaptive, i.e. <= 0, since the real count depends on the box sizes) and
   ``nms`` (one per pair of boxes);

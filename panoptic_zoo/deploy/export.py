@@ -3,11 +3,11 @@ Export a model's network (:class:`~panoptic_zoo.deploy.network.DeployNetwork`) t
 ONNX, next to the eager rest that post-processes its outputs (``<export>.eager.pth``).
 
 TorchScript: ``torch.jit.trace``. Layers that run ONNX Runtime sessions or the deformable C
-kernel are not exported (:func:`export_config` leaves them out). ONNX: the TorchScript-based exporter
-(``dynamo=False``), opset 19: deformable convolutions become ONNX ``DeformConv`` (ONNX Runtime's
-CPU provider has a kernel for it), depthwise convolutions grouped ``Conv``, ``linspace`` one
-that also holds for one step. The dynamo exporter (torch 2.13's default) needs the
-``onnxscript`` package and custom-op translations of its own; the traced exporter needs
+kernel are not exported (:func:`export_config` leaves them out). ONNX: the TorchScript-based
+exporter (``dynamo=False``), opset 19: deformable convolutions become ONNX ``DeformConv`` (ONNX
+Runtime's CPU provider has a kernel for it), depthwise convolutions grouped ``Conv``,
+``linspace`` one that also holds for one step. The dynamo exporter (torch 2.13's default) needs
+the ``onnxscript`` package and custom-op translations of its own; the traced exporter needs
 neither.
 """
 
