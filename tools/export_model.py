@@ -12,7 +12,9 @@ Writes the export and its eager rest (``<output>.eager.pth``); ``panoptic_zoo.de
 reads both. Without ``--dynamic`` the export takes the first check image's padded size only,
 and every check image is resized to it; with ``--dynamic`` the check images are checked one
 by one and then all in one batch. Without ``--check-images``, two images of random pixels
-(odd sizes) are checked.
+(odd sizes) are checked. An ONNX export with deformable convolutions is checked twice: as
+``load`` runs it here (the C kernel between ONNX Runtime sessions) and as any runtime runs it
+(ONNX Runtime's DeformConv).
 """
 
 from __future__ import annotations
@@ -84,19 +86,25 @@ def main(argv=None) -> int:
     inputs = check_inputs(cfg, args.check_images, same_size=not args.dynamic)
     example = network_input(model, inputs[:1])
     output = export_network(model, cfg, example, args.output, args.format, args.dynamic)
-    deployed = load(output)
+    deployed = [load(output)]
+    if deployed[0].deformable == "C kernel":  # also as other runtimes run it: DeformConv
+        deployed.append(load(output, deformable_kernel=False))
+    reports = []
     try:
-        reports = check_deployed(model, deployed, inputs)
-        if args.dynamic and len(inputs) > 1:  # and all check images as one batch
-            reports += check_deployed(model, deployed, inputs, batch_size=len(inputs))
+        for runtime in deployed:
+            checked = check_deployed(model, runtime, inputs)
+            if args.dynamic and len(inputs) > 1:  # and all check images as one batch
+                checked += check_deployed(model, runtime, inputs, batch_size=len(inputs))
+            reports += [(runtime, report) for report in checked]
     except (AssertionError, ValueError) as e:
         print(f"error: the check of {output} against the eager model failed: {e}", file=sys.stderr)
         return 1
-    for report in reports:
+    for runtime, report in reports:
+        deformable = runtime.deformable and f", deformable convolutions on {runtime.deformable}"
         print(
-            f"image {report['size'][0]}x{report['size'][1]} (batch of {report['batch']}): "
-            f"{report['pixel_agreement']:.2%} of pixels and all {report['segments']} segments "
-            "as the eager model"
+            f"image {report['size'][0]}x{report['size'][1]} (batch of {report['batch']}, "
+            f"{runtime.backend}{deformable or ''}): {report['pixel_agreement']:.2%} of pixels and all "
+            f"{report['segments']} segments as the eager model"
         )
     print(
         f"exported {type(model).__name__}'s network to {output} "

@@ -7,11 +7,10 @@ import shlex
 from pathlib import Path
 
 from ..data.panoptic_format import add_dataset_argument
-from ..deploy.runtime import BACKENDS
 from ..model_zoo import get_config_file
 from ..modeling.methods import registered_methods
 from .run import run_benchmark
-from .settings import PRECISIONS, BenchmarkSettings, load_config
+from .settings import BENCHMARK_BACKENDS, PRECISIONS, BenchmarkSettings, load_config
 
 __all__ = ["main", "parse_args", "registered_method_configs"]
 
@@ -61,10 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CI smoke mode: configs shrunk to test size, 64x96 input, 1 warm-up + 2 repeats",
     )  # fmt: skip
     parser.add_argument(
-        "--backend", nargs="+", default=["eager"], choices=["eager", *BACKENDS],
+        "--backend", nargs="+", default=["eager"], choices=["eager", *BENCHMARK_BACKENDS],
         help="eager and/or deployment backends (panoptic_zoo.deploy: the network exported at "
         "the benchmark size, post-processing eager), each timed on the same weights and input "
-        "(default eager; eager is always timed)",
+        "(default eager; eager is always timed); onnxruntime runs deformable convolutions on "
+        "the C kernel where it is built, onnxruntime-deformconv on ONNX Runtime's DeformConv",
     )  # fmt: skip
     parser.add_argument(
         "--skip-reference", action="store_true",

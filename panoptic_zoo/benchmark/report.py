@@ -99,7 +99,8 @@ def _accuracy_rows(report: dict):
 
 
 BACKEND_COLUMNS = [
-    "method", "backend", "network ms", "post-processing ms", "total ms", "eager network ms",
+    "method", "backend", "deformable conv", "network ms", "post-processing ms", "total ms",
+    "eager network ms",
     "eager post-processing ms", "network speed-up", "total speed-up", "pixels as eager",
     "same segments",
 ]  # fmt: skip
@@ -111,7 +112,7 @@ def _backend_rows(report: dict):
         eager = method["timings"]["fp32"]
         for backend, timing in method.get("backends", {}).items():
             yield [
-                method["method"], backend,
+                method["method"], backend, timing.get("deformable") or "-",
                 _number(1000 * timing["network_s"]), _number(1000 * timing["postprocess_s"]),
                 _number(1000 * timing["total_s"]),
                 _number(1000 * eager["network_s"]), _number(1000 * eager["postprocess_s"]),

@@ -29,6 +29,7 @@ from .reference import reference_for
 from .reference_process import time_reference_in_fresh_process
 from .report import PQ_KEYS, write_report
 from .settings import (
+    ONNXRUNTIME_DEFORMCONV,
     PRECISIONS,
     BenchmarkSettings,
     benchmark_inputs,
@@ -88,9 +89,12 @@ def benchmark_method(
     logger.info("%s (%s): counting multiply-adds", name, config_path)
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
-    deployed = {
-        backend: _deploy(backend, cfg, weights, settings, inputs) for backend in settings.backends
-    }
+    deployed = {}
+    for backend in settings.backends:
+        deployed[backend] = _deploy(backend, cfg, weights, settings, inputs)
+        if backend == ONNXRUNTIME_DEFORMCONV and deployed[backend].deformable is None:
+            logger.info("%s: no deformable convolution, %s not timed", name, backend)
+            del deployed[backend]
     # The floor's convolution, timed before each timed call: the rate while this method ran.
     probe = ConvRateProbe(torch.device(settings.device), settings.floor_problem, floor["layout"])
     rates = []
@@ -112,6 +116,7 @@ def benchmark_method(
         expected = model(inputs)[0]
         for backend, deployed_model in deployed.items():
             backends[backend].update(compare_panoptic(expected, deployed_model(inputs)[0]))
+            backends[backend]["deformable"] = deployed_model.deformable
     del deployed
     memory = peak_memory(model, inputs)
     logger.info("%s: reference", name)
@@ -148,8 +153,9 @@ def benchmark_method(
 
 def _deploy(backend, cfg, weights, settings, inputs) -> nn.Module:
     """The network of ``cfg``'s model with ``weights`` exported for ``backend`` at the size of
-    ``inputs``, loaded with :func:`panoptic_zoo.deploy.load` (``settings.threads`` threads)."""
-    format = "onnx" if backend == "onnxruntime" else "torchscript"
+    ``inputs``, loaded with :func:`panoptic_zoo.deploy.load` (``settings.threads`` threads);
+    ``onnxruntime-deformconv``: ONNX Runtime with its own DeformConv, not the C kernel."""
+    format = "torchscript" if backend == "torchscript" else "onnx"
     export_cfg = export_config(cfg, format)
     model = build_model(without_acceleration(export_cfg), weights)
     optimize_for_cpu(model, export_cfg)
@@ -159,6 +165,8 @@ def _deploy(backend, cfg, weights, settings, inputs) -> nn.Module:
             model, export_cfg, network_input(model, inputs), Path(folder) / f"network.{format}",
             format,
         )  # fmt: skip
+        if backend == ONNXRUNTIME_DEFORMCONV:
+            return load(path, "onnxruntime", settings.threads, deformable_kernel=False)
         return load(path, backend, threads=settings.threads)
 
 

@@ -25,6 +25,8 @@ from ..utils.config import shrink_to_test_size
 from .floor import FULL_FLOOR, TINY_FLOOR, FloorProblem
 
 __all__ = [
+    "BENCHMARK_BACKENDS",
+    "ONNXRUNTIME_DEFORMCONV",
     "PRECISIONS",
     "BenchmarkSettings",
     "benchmark_inputs",
@@ -33,6 +35,10 @@ __all__ = [
     "load_config",
 ]
 
+# ONNX Runtime running the export's deformable convolutions with its own DeformConv, not the C
+# kernel (panoptic_zoo.deploy.load's deformable_kernel=False): both timed in one run.
+ONNXRUNTIME_DEFORMCONV = "onnxruntime-deformconv"
+BENCHMARK_BACKENDS = (*BACKENDS, ONNXRUNTIME_DEFORMCONV)
 # Autocast dtype of each precision; float32 runs without autocast.
 PRECISIONS = {"fp32": None, "amp": torch.float16}
 
@@ -70,9 +76,11 @@ class BenchmarkSettings:
             )
         if "amp" in self.precisions and not self.device.startswith("cuda"):
             raise ValueError("amp (float16 autocast) is measured on CUDA only: use --device cuda")
-        unknown = set(self.backends) - set(BACKENDS)
+        unknown = set(self.backends) - set(BENCHMARK_BACKENDS)
         if unknown:
-            raise ValueError(f"unknown backends {sorted(unknown)}; choose from {list(BACKENDS)}")
+            raise ValueError(
+                f"unknown backends {sorted(unknown)}; choose from {list(BENCHMARK_BACKENDS)}"
+            )
         if self.backends and self.device != "cpu":
             raise ValueError("deployment backends are timed on the CPU only: use --device cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

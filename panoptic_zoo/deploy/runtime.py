@@ -6,6 +6,7 @@ eager model (``model(batched_inputs)`` -> per image ``panoptic_seg``, ``sem_seg`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from .network import exported_module_paths, serve_network_outputs
 
 __all__ = ["BACKENDS", "DeployedModel", "load"]
 
+logger = logging.getLogger(__name__)
 BACKENDS = ("torchscript", "onnxruntime")
 EAGER_PART_KEYS = frozenset(
     {"format", "config", "input_shape", "padded_size_range", "output_spec", "eager_state_dict"}
@@ -34,7 +36,13 @@ class DeployedModel(nn.Module):
     fire as in the eager model (the benchmark's network / post-processing split).
     """
 
-    def __init__(self, path: str | Path, backend: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        backend: str | None = None,
+        threads: int | None = None,
+        deformable_kernel: bool | None = None,
+    ):
         super().__init__()
         path = Path(path)
         eager_path = eager_part_path(path)
@@ -81,12 +89,16 @@ class DeployedModel(nn.Module):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
-            self.session = onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session, self.deformable = _onnxruntime_session(path, options, deformable_kernel)
         else:
+            if deformable_kernel is not None:
+                raise ValueError(
+                    f"deformable_kernel is for ONNX exports; {path} is TorchScript (its "
+                    "deformable convolutions run torchvision's kernel)"
+                )
             # Not a submodule: hooks (the benchmark's) go on the eager model's modules only.
             object.__setattr__(self, "script", torch.jit.load(str(path), map_location="cpu").eval())
+            self.deformable = None
         self.exported_network = _ExportedNetworkRun(self._run_backend)
         self.eval()
 
@@ -121,6 +133,47 @@ class DeployedModel(nn.Module):
             return self.model(batched_inputs)
 
 
+def _onnxruntime_session(path: Path, options, deformable_kernel: bool | None):
+    """
+    ONNX Runtime's session of the export, and what runs its deformable convolutions: "C kernel"
+    (:class:`~panoptic_zoo.acceleration.onnxruntime_deformable.DeformKernelOnnxSession`, for
+    ``deformable_kernel`` True, or None where the kernel is built, when it computes some of the
+    graph's ``DeformConv`` nodes), "DeformConv" (ONNX Runtime's), or None (the graph has none).
+    """
+    import onnx
+    import onnxruntime
+
+    from ..acceleration.kernels import DEFORM_SAMPLING
+    from ..acceleration.onnxruntime_deformable import (
+        DeformKernelOnnxSession,
+        kernel_deform_conv_nodes,
+    )
+
+    if deformable_kernel and DEFORM_SAMPLING is None:
+        raise ValueError(
+            "deformable_kernel=True needs the deformable C kernel, which is not built here "
+            "(a C compiler at install: docs/ACCELERATION.md); load with deformable_kernel=None"
+        )
+    model = onnx.load(str(path))
+    deform_convs = sum(node.op_type == "DeformConv" for node in model.graph.node)
+    kernel_nodes = len(kernel_deform_conv_nodes(model.graph))
+    if deformable_kernel is None:
+        deformable_kernel = DEFORM_SAMPLING is not None
+    if deformable_kernel and kernel_nodes:
+        if kernel_nodes < deform_convs:
+            logger.info(
+                "%s: %d of %d DeformConv nodes on the C kernel, the rest on ONNX Runtime's",
+                path, kernel_nodes, deform_convs,
+            )  # fmt: skip
+        # Its threads otherwise spin-wait after each stage, on the cores the kernel runs on next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return DeformKernelOnnxSession(model, options), "C kernel"
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session, "DeformConv" if deform_convs else None
+
+
 class _ExportedNetworkRun(nn.Module):
     """A module call around the backend's run, so that forward hooks see it end (the
     benchmark's network / post-processing split)."""
@@ -135,7 +188,18 @@ class _ExportedNetworkRun(nn.Module):
         return self.run(images)
 
 
-def load(path: str | Path, backend: str | None = None, threads: int | None = None):
-    """The export at ``path`` (``.onnx`` runs on ONNX Runtime's CPU provider, TorchScript on
-    torch), ready to call on ``batched_inputs`` like the eager model."""
-    return DeployedModel(path, backend, threads)
+def load(
+    path: str | Path,
+    backend: str | None = None,
+    threads: int | None = None,
+    deformable_kernel: bool | None = None,
+):
+    """
+    The export at ``path`` (``.onnx`` runs on ONNX Runtime's CPU provider, TorchScript on
+    torch), ready to call on ``batched_inputs`` like the eager model. ``deformable_kernel``
+    (ONNX only): the export's deformable convolutions on the project's C kernel between ONNX
+    Runtime sessions (True) or on ONNX Runtime's ``DeformConv`` (False); None: the kernel where
+    it is built. Which is faster depends on the method (docs/DEPLOYMENT.md, Speed).
+    ``.deformable`` says which runs them.
+    """
+    return DeployedModel(path, backend, threads, deformable_kernel)

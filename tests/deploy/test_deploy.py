@@ -124,6 +124,23 @@ def test_exported_panoptic_output_is_the_eager_one(config_name, format, tiny_sha
     assert all(r["pixel_agreement"] >= 0.999 and r["same_segments"] for r in reports)
     if "instances" in reports[0]:
         assert sum(r["instances"] for r in reports) > 0
+    deformable = any(isinstance(m, DeformableConv3x3) for m in model.modules())
+    if format == "torchscript" or not deformable:
+        assert deployed.deformable is None
+        if format == "torchscript" and deformable:
+            with pytest.raises(ValueError, match="deformable_kernel is for ONNX exports"):
+                load(path, deformable_kernel=False)
+    elif DEFORM_SAMPLING is not None:
+        # The C kernel between ONNX Runtime sessions; ONNX Runtime's DeformConv on request.
+        assert deployed.deformable == "C kernel" and len(deployed.session._stages) > 1
+        deform_conv = load(path, deformable_kernel=False)
+        assert deform_conv.deformable == "DeformConv"
+        reports = check_deployed(model, deform_conv, inputs, batch_size=2)
+        assert all(r["pixel_agreement"] >= 0.999 and r["same_segments"] for r in reports)
+    else:
+        assert deployed.deformable == "DeformConv"
+        with pytest.raises(ValueError, match="deformable_kernel=True needs the deformable C"):
+            load(path, deformable_kernel=True)
 
 
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
@@ -155,11 +172,14 @@ def test_dynamic_export_above_the_image_pooling_window(format, tiny_shapes, tmp_
     assert traced_size_range(model, torch.randn(1, 3, 96, 64)) == [[33, None], [33, 64]]
 
 
-def test_fixed_size_export_names_its_shape(tiny_shapes, tmp_path):
-    cfg, model, inputs = _model_and_inputs("panoptic_fpn_R_18.yaml", "onnx", tiny_shapes, tmp_path)
+@pytest.mark.parametrize("config_name", ["panoptic_fpn_R_18.yaml", "upsnet_R_18.yaml"])
+def test_fixed_size_export_names_its_shape(config_name, tiny_shapes, tmp_path):
+    """Also UPSNet's with its shapes fixed (Resize sizes as constants) on the C kernel."""
+    cfg, model, inputs = _model_and_inputs(config_name, "onnx", tiny_shapes, tmp_path)
     example = network_input(model, inputs[:1])
     deployed = load(export_network(model, cfg, example, tmp_path / "net.onnx", "onnx"))
-    assert len(deployed([inputs[0]])[0]["panoptic_seg"][1]) > 0
+    (report,) = check_deployed(model, deployed, inputs[:1])
+    assert report["segments"] > 0 and report["pixel_agreement"] >= 0.999 and report["same_segments"]
     with pytest.raises(ValueError, match=r"takes padded batches of shape .* --dynamic"):
         deployed([inputs[1]])
 
@@ -202,6 +222,21 @@ def test_export_tool_checks_its_export(tiny_shapes, tmp_path, capsys):
     assert printed.count("% of pixels and all") == 2 and "exported PanopticFPN's network" in printed
     assert output.is_file() and eager_part_path(output).is_file()
     assert load(output).input_shape == [1, 3, 96, 96]
+
+
+@pytest.mark.skipif(DEFORM_SAMPLING is None, reason="the C kernel is not built")
+def test_export_tool_checks_both_deformable_paths(tiny_shapes, tmp_path, capsys):
+    """A dynamic ONNX export of UPSNet, checked as load runs it (the C kernel between ONNX
+    Runtime sessions) and as other runtimes do (ONNX Runtime's DeformConv)."""
+    files = [r["file_name"] for r in DatasetCatalog.get(tiny_shapes["val"])[:2]]
+    argv = ["--config-file", str(CONFIGS / "shapes" / "upsnet_R_18.yaml"), "--format", "onnx",
+            "--dynamic", "--output", str(tmp_path / "upsnet.onnx"), "--check-images", *files,
+            "--opts", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "72"]  # fmt: skip
+    assert export_model.main(argv) == 0
+    printed = capsys.readouterr().out
+    # Two images one by one and as one batch (a report per image), each way.
+    assert printed.count("onnxruntime, deformable convolutions on C kernel)") == 4
+    assert printed.count("onnxruntime, deformable convolutions on DeformConv)") == 4
 
 
 @pytest.mark.parametrize("modulated", [False, True])
