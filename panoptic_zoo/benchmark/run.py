@@ -89,12 +89,10 @@ def benchmark_method(
     logger.info("%s (%s): counting multiply-adds", name, config_path)
     macs = count_multiply_adds(model, inputs)
     gflop = {"network": 2 * macs.network / 1e9, "postprocess": 2 * macs.postprocess / 1e9}
-    deployed = {}
-    for backend in settings.backends:
-        deployed[backend] = _deploy(backend, cfg, weights, settings, inputs)
-        if backend == ONNXRUNTIME_DEFORMCONV and deployed[backend].deformable is None:
-            logger.info("%s: no deformable convolution, %s not timed", name, backend)
-            del deployed[backend]
+    deployed = _deploy(settings.backends, cfg, weights, settings, inputs)
+    if ONNXRUNTIME_DEFORMCONV in deployed and deployed[ONNXRUNTIME_DEFORMCONV].deformable is None:
+        logger.info("%s: no deformable convolution, %s not timed", name, ONNXRUNTIME_DEFORMCONV)
+        del deployed[ONNXRUNTIME_DEFORMCONV]
     # The floor's convolution, timed before each timed call: the rate while this method ran.
     probe = ConvRateProbe(torch.device(settings.device), settings.floor_problem, floor["layout"])
     rates = []
@@ -151,23 +149,29 @@ def benchmark_method(
     }
 
 
-def _deploy(backend, cfg, weights, settings, inputs) -> nn.Module:
-    """The network of ``cfg``'s model with ``weights`` exported for ``backend`` at the size of
-    ``inputs``, loaded with :func:`panoptic_zoo.deploy.load` (``settings.threads`` threads);
-    ``onnxruntime-deformconv``: ONNX Runtime with its own DeformConv, not the C kernel."""
-    format = "torchscript" if backend == "torchscript" else "onnx"
-    export_cfg = export_config(cfg, format)
-    model = build_model(without_acceleration(export_cfg), weights)
-    optimize_for_cpu(model, export_cfg)
+def _deploy(backends, cfg, weights, settings, inputs) -> dict[str, nn.Module]:
+    """Per backend, the network of ``cfg``'s model with ``weights`` exported at the size of
+    ``inputs`` (once per format), loaded with :func:`panoptic_zoo.deploy.load`
+    (``settings.threads`` threads); ``onnxruntime-deformconv``: the ONNX export on ONNX Runtime
+    with its own DeformConv, not the C kernel."""
+    formats = {b: "torchscript" if b == "torchscript" else "onnx" for b in backends}
+    deployed = {}
     with tempfile.TemporaryDirectory() as folder:
-        logger.info("%s: exporting to %s", type(model).__name__, format)
-        path = export_network(
-            model, export_cfg, network_input(model, inputs), Path(folder) / f"network.{format}",
-            format,
-        )  # fmt: skip
-        if backend == ONNXRUNTIME_DEFORMCONV:
-            return load(path, "onnxruntime", settings.threads, deformable_kernel=False)
-        return load(path, backend, threads=settings.threads)
+        for format in dict.fromkeys(formats.values()):
+            export_cfg = export_config(cfg, format)
+            model = build_model(without_acceleration(export_cfg), weights)
+            optimize_for_cpu(model, export_cfg)
+            logger.info("%s: exporting to %s", type(model).__name__, format)
+            path = export_network(
+                model, export_cfg, network_input(model, inputs),
+                Path(folder) / f"network.{format}", format,
+            )  # fmt: skip
+            for backend in [b for b, f in formats.items() if f == format]:
+                if backend == ONNXRUNTIME_DEFORMCONV:
+                    deployed[backend] = load(path, "onnxruntime", settings.threads, False)
+                else:
+                    deployed[backend] = load(path, backend, threads=settings.threads)
+    return deployed
 
 
 def device_name(device: str) -> str:

@@ -29,6 +29,9 @@ from panoptic_zoo.modeling.methods import registered_methods
 
 # Method name -> the config name the tables show, for every registered method.
 CONFIG_NAMES = {m.name: Path(m.shapes_config).stem for m in registered_methods()}
+# Shapes configs with deformable convolutions (Panoptic FCN's turns them off): also timed on
+# ONNX Runtime's DeformConv.
+DEFORMABLE = {"UPSNet"}
 # Speed-table columns that hold text, or numbers only where a reference was timed.
 TEXT_COLUMNS = {"method", "config", "precision", "reference", "reference ms", "speed-up"}
 
@@ -37,7 +40,7 @@ TEXT_COLUMNS = {"method", "config", "precision", "reference", "reference ms", "s
 def tiny_run(tiny_shapes, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("benchmark")
     report = main(
-        ["--tiny", "--threads", "1", "--backend", "eager", "onnxruntime",
+        ["--tiny", "--threads", "1", "--backend", "eager", "onnxruntime", "onnxruntime-deformconv",
          "--eval-dataset", tiny_shapes["val"], "--output-dir", str(output_dir)]
     )  # fmt: skip
     return report, output_dir
@@ -73,7 +76,13 @@ def test_json_report_is_complete(tiny_run):
         assert method["accuracy"]["PQ"] is not None
         # The ONNX export of the same weights, timed on the same input.
         deployed = method["backends"]["onnxruntime"]
-        assert set(method["backends"]) == {"onnxruntime"}
+        if method["method"] in DEFORMABLE:
+            assert set(method["backends"]) == {"onnxruntime", "onnxruntime-deformconv"}
+            kernel = "DeformConv" if DEFORM_SAMPLING is None else "C kernel"
+            assert deployed["deformable"] == kernel
+            assert method["backends"]["onnxruntime-deformconv"]["deformable"] == "DeformConv"
+        else:  # the same export on ONNX Runtime: not timed twice
+            assert set(method["backends"]) == {"onnxruntime"} and deployed["deformable"] is None
         assert all(_positive(deployed[key]) for key in ("network_s", "postprocess_s", "total_s"))
         assert 0 <= deployed["pixel_agreement"] <= 1
         # Untrained Panoptic FCN's stuff heatmaps are flat: its networks agree to ~2e-6, but the
@@ -138,7 +147,11 @@ def test_markdown_tables_are_well_formed(tiny_run):
     speed, backends, accuracy = _tables((output_dir / MARKDOWN_NAME).read_text())
     assert tuple(speed[0]) == SPEED_COLUMNS and tuple(accuracy[0]) == ACCURACY_COLUMNS
     assert backends[0] == BACKEND_COLUMNS and all(len(row) == len(backends[0]) for row in backends)
-    assert [row[:2] for row in backends[1:]] == [[name, "onnxruntime"] for name in CONFIG_NAMES]
+    assert [row[:2] for row in backends[1:]] == [
+        [name, backend]
+        for name in CONFIG_NAMES
+        for backend in ["onnxruntime"] + ["onnxruntime-deformconv"] * (name in DEFORMABLE)
+    ]
     for table in (speed, accuracy):
         assert {row[0]: row[1] for row in table[1:]} == CONFIG_NAMES
         assert all(len(row) == len(table[0]) for row in table)
