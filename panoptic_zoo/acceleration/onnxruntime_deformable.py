@@ -9,7 +9,12 @@ The ``.onnx`` file stays standard (any runtime runs its ``DeformConv`` nodes); o
 A stage is every node that can run once the tensors before it are known, except those
 ``DeformConv`` nodes; then the ``DeformConv`` nodes whose inputs are known run on the kernel.
 Tensors cross a stage boundary as numpy arrays (one copy out of ONNX Runtime); ONNX Runtime
-reads fed arrays in place.
+reads fed arrays in place. The tensors the kernel reads and writes in channels-last order (its
+inputs ``x`` and its outputs) cross in that order: each stage graph transposes them where it
+writes or reads them, and ONNX Runtime folds a transpose into the reorder to or from its
+blocked convolution layout where a convolution writes or reads that tensor (UPSNet: all but
+four; docs/DEPLOYMENT.md). Shared weights (``Identity`` nodes of initializers) become each
+stage's initializers, so that ONNX Runtime prepacks the convolutions that read them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,25 @@ import torch
 from .deform_conv import sampled_deform_conv3x3
 
 __all__ = ["DeformKernelOnnxSession", "kernel_deform_conv_nodes"]
+
+# NCHW <-> NHWC
+_TO_CHANNELS_LAST = [0, 2, 3, 1]
+_TO_CHANNELS_FIRST = [0, 3, 1, 2]
+_CHANNELS_LAST = "/channels_last"  # suffix of a tensor's name in channels-last order
+
+
+def _channels_last_info(info):
+    """The value info of tensor ``info`` (NCHW) in channels-last order."""
+    from onnx import helper
+
+    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+            for d in info.type.tensor_type.shape.dim]  # fmt: skip
+    return helper.make_tensor_value_info(
+        info.name + _CHANNELS_LAST,
+        info.type.tensor_type.elem_type,
+        [dims[i] for i in _TO_CHANNELS_LAST] if len(dims) == 4 else None,
+    )
+
 
 # ONNX's defaults of DeformConv's attributes (kernel_shape: the weight's).
 _ONNX_DEFAULTS = {
@@ -92,22 +116,30 @@ _NUMBERS = {"value": None, "value_float": np.float32, "value_floats": np.float32
 
 
 def _constants_as_initializers(model):
-    """A copy of ``model`` whose ``Constant`` nodes are initializers: each stage that reads one
-    holds it (ONNX Runtime infers shapes from constants it holds, not from fed tensors)."""
+    """A copy of ``model`` whose ``Constant`` nodes, and ``Identity`` nodes of initializers (the
+    exporter's form of a weight that several layers share), are initializers: each stage that
+    reads one holds it (ONNX Runtime infers shapes from, and prepacks convolution weights of,
+    constants it holds, not fed tensors)."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    initializers = {t.name: t for t in model.graph.initializer}
     nodes = []
     for node in model.graph.node:
         attribute = node.attribute[0] if len(node.attribute) == 1 else None
-        if node.op_type != "Constant" or attribute is None or attribute.name not in _NUMBERS:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            value = onnx.TensorProto()
+            value.CopyFrom(initializers[node.input[0]])
+        elif node.op_type == "Constant" and attribute is not None and attribute.name in _NUMBERS:
+            value = helper.get_attribute_value(attribute)
+            if attribute.name != "value":
+                value = numpy_helper.from_array(np.array(value, dtype=_NUMBERS[attribute.name]))
+        else:
             nodes.append(node)
             continue
-        value = helper.get_attribute_value(attribute)
-        if attribute.name != "value":
-            value = numpy_helper.from_array(np.array(value, dtype=_NUMBERS[attribute.name]))
         value.name = node.output[0]
+        initializers[value.name] = value
         model.graph.initializer.append(value)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -118,8 +150,10 @@ class DeformKernelOnnxSession:
     """
     ``model`` (an ``onnx.ModelProto`` or its path) as ONNX Runtime sessions (``options``, the
     CPU provider) with its :func:`kernel_deform_conv_nodes` on the C kernel between them.
-    ``run(output_names, feed)`` as ``onnxruntime.InferenceSession.run``; ``kernel_nodes``: how
-    many nodes the kernel runs. The kernel runs on ``torch.get_num_threads()`` threads.
+    ``run(output_names, feed)`` as ``onnxruntime.InferenceSession.run``, except that an output
+    the kernel reads or writes is an NCHW view of channels-last memory (as eager PyTorch's
+    channels-last features); ``kernel_nodes``: how many nodes the kernel runs. The kernel runs
+    on ``torch.get_num_threads()`` threads.
     """
 
     def __init__(self, model, options):
@@ -142,6 +176,9 @@ class DeformKernelOnnxSession:
         }
         value_infos = {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
         known = {i.name for i in graph.input} | initializers
+        # Tensors handed over in channels-last order: what the kernel reads as x and writes.
+        self._channels_last = {name for n in kernel_nodes for name in (n.input[0], n.output[0])}
+        self._channels_last -= known
         remaining = list(graph.node)
         # Each stage: (session or None, its input names, its output names, kernel nodes after it)
         self._stages = []
@@ -165,29 +202,54 @@ class DeformKernelOnnxSession:
             needed |= set(self.output_names)
             outputs = [name for n in stage for name in n.output if name in needed]
             inputs = sorted({name for n in stage for name in _reads(n)} & known - initializers)
+            inputs, outputs = self._stage_names(inputs), self._stage_names(outputs)
             session = None
             if stage:
                 session = self._session(model, graph, stage, inputs, outputs, value_infos, options)
             self._stages.append((session, inputs, outputs, kernel))
             known |= produced | {name for n in kernel for name in n.output}
 
+    def _stage_names(self, names: list[str]) -> list[str]:
+        """A stage's input or output names: those handed over channels-last with the suffix."""
+        return [name + _CHANNELS_LAST if name in self._channels_last else name for name in names]
+
     @staticmethod
     def _session(model, graph, nodes, inputs, outputs, value_infos, options):
+        """An ONNX Runtime session of ``nodes``; ``inputs`` and ``outputs`` with the channels-last
+        suffix are transposed from and to the stage's NCHW tensors in its graph."""
         import onnxruntime
         from onnx import helper
 
         reads = {name for n in nodes for name in _reads(n)}
-        untyped = sorted(set(inputs + outputs) - set(value_infos))
+        tensors = {name.removesuffix(_CHANNELS_LAST): name for name in inputs + outputs}
+        untyped = sorted(set(tensors) - set(value_infos))
         if untyped:
             raise ValueError(
                 f"ONNX shape inference gives no type for {untyped[:3]}, which cross a cut at "
                 "a DeformConv node: load with deformable_kernel=False (ONNX Runtime's DeformConv)"
             )
+        infos, transposes = {}, {"in": [], "out": []}
+        for name, stage_name in tensors.items():
+            infos[stage_name] = value_infos[name]
+            if stage_name != name:
+                infos[stage_name] = _channels_last_info(value_infos[name])
+        for stage_name in inputs:
+            name = stage_name.removesuffix(_CHANNELS_LAST)
+            if stage_name != name:
+                transposes["in"].append(
+                    helper.make_node("Transpose", [stage_name], [name], perm=_TO_CHANNELS_FIRST)
+                )
+        for stage_name in outputs:
+            name = stage_name.removesuffix(_CHANNELS_LAST)
+            if stage_name != name:
+                transposes["out"].append(
+                    helper.make_node("Transpose", [name], [stage_name], perm=_TO_CHANNELS_LAST)
+                )
         stage_graph = helper.make_graph(
-            nodes,
+            [*transposes["in"], *nodes, *transposes["out"]],
             f"{graph.name}_stage",
-            [value_infos[name] for name in inputs],
-            [value_infos[name] for name in outputs],
+            [infos[name] for name in inputs],
+            [infos[name] for name in outputs],
             [t for t in graph.initializer if t.name in reads],
         )
         stage_model = helper.make_model(
@@ -199,10 +261,13 @@ class DeformKernelOnnxSession:
         )
 
     def _tensor(self, values: dict, name: str) -> torch.Tensor | None:
+        """Tensor ``name`` in NCHW shape (channels-last memory where it was handed over so)."""
         if not name:
             return None
         if name in self._constants:
             return self._constants[name]
+        if name in self._channels_last:
+            return torch.from_numpy(values[name + _CHANNELS_LAST]).permute(*_TO_CHANNELS_FIRST)
         return torch.from_numpy(values[name])
 
     def run(self, output_names: Sequence[str] | None, feed: dict) -> list[np.ndarray]:
@@ -217,6 +282,8 @@ class DeformKernelOnnxSession:
                 )
                 with torch.no_grad():
                     out = sampled_deform_conv3x3(x, offset, weight, bias, mask)
-                # ONNX Runtime reads NCHW; the kernel writes channels-last.
-                values[node.output[0]] = out.contiguous().numpy()
-        return [values[name] for name in (output_names or self.output_names)]
+                # The kernel writes channels-last: handed over as it is.
+                values[node.output[0] + _CHANNELS_LAST] = out.permute(*_TO_CHANNELS_LAST).numpy()
+        # Outputs handed over channels-last are NCHW views of channels-last memory, as eager
+        # PyTorch's channels-last features: no copy.
+        return [self._tensor(values, name).numpy() for name in (output_names or self.output_names)]

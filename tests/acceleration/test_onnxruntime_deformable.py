@@ -118,11 +118,17 @@ def test_stages_give_onnxruntimes_outputs(flag):
     # Relu; a; b; then c, the If and the Add in one session.
     stages = [(run is not None, [n.name for n in kernel]) for run, *_, kernel in staged._stages]
     assert stages == [(True, ["a"]), (False, ["b"]), (True, [])]
+    # What the kernel reads as x and writes crosses stage boundaries channels-last.
+    (_, first_in, first_out, _), _, (_, last_in, _, _) = staged._stages
+    assert sorted(first_out) == ["relu/channels_last"]
+    assert "b_out/channels_last" in last_in and "a_out/channels_last" not in last_in
     got = staged.run(None, feed)
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
     assert np.abs(expected[0]).max() > 1
+    # relu, an output the kernel also reads: NCHW shape over channels-last memory, no copy.
+    assert got[2].strides == (4 * height * width * CHANNELS, 4, 4 * width * CHANNELS, 4 * CHANNELS)
     (chosen,) = staged.run(["chosen"], feed)
     np.testing.assert_array_equal(chosen, got[0])
 
@@ -139,3 +145,44 @@ def test_other_deform_convs_stay_on_onnxruntime():
     weight = numpy_helper.from_array(np.zeros((CHANNELS, CHANNELS, 5, 5), np.float32), "d_w")
     assert kernel_deform_conv_nodes(helper.make_graph([node], "g", [], [], [weight])) == []
     assert len(kernel_deform_conv_nodes(helper.make_graph([node], "g", [], []))) == 1
+
+
+def test_shared_weights_are_constants_of_each_stage():
+    """The exporter writes a weight that several layers share as an Identity node of one
+    initializer: each stage holds its copy (ONNX Runtime prepacks convolution weights it holds),
+    none is fed from an earlier stage."""
+    rng = np.random.default_rng(2)
+    offset_weight = numpy_helper.from_array(
+        0.3 * rng.standard_normal((18, CHANNELS, 3, 3), np.float32), "ow"
+    )
+    pads = [1, 1, 1, 1]
+    first, initializers = _deform_conv("first", "image", "offset1", "first_out", rng, pads=pads)
+    second, _ = _deform_conv("second", "first_out", "offset2", "second_out", rng, pads=pads)
+    second.input[1:3] = ["shared_w", "offset2"]
+    second.input[3] = "shared_b"
+    nodes = [
+        helper.make_node("Conv", ["image", "ow"], ["offset1"], pads=[1, 1, 1, 1]),
+        first,
+        helper.make_node("Identity", ["ow"], ["ow_copy"]),
+        helper.make_node("Identity", ["first_w"], ["shared_w"]),
+        helper.make_node("Identity", ["first_b"], ["shared_b"]),
+        helper.make_node("Conv", ["first_out", "ow_copy"], ["offset2"], pads=[1, 1, 1, 1]),
+        second,
+    ]
+    graph = helper.make_graph(
+        nodes, "shared",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, DIMS)],
+        [helper.make_tensor_value_info("second_out", TensorProto.FLOAT, DIMS)],
+        [offset_weight, *initializers],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    onnx.checker.check_model(model)
+    feed = {"image": rng.standard_normal((2, CHANNELS, 11, 7), np.float32)}
+    expected = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, feed)
+    staged = DeformKernelOnnxSession(model, onnxruntime.SessionOptions())
+    assert staged.kernel_nodes == 2
+    fed = [name for _, inputs, _, _ in staged._stages for name in inputs]
+    assert fed == ["image", "first_out/channels_last"]
+    np.testing.assert_allclose(staged.run(None, feed)[0], expected[0], rtol=1e-4, atol=1e-4)
