@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .deform_conv import sampled_deform_conv3x3
+from .onnxruntime_graph import node_reads
 
 __all__ = ["DeformKernelOnnxSession", "kernel_deform_conv_nodes"]
 
@@ -85,29 +86,6 @@ def kernel_deform_conv_nodes(graph) -> list:
         if attributes == _KERNEL_ATTRIBUTES:
             nodes.append(node)
     return nodes
-
-
-def _subgraph_reads(node) -> set[str]:
-    """Names a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
-    from onnx import AttributeProto
-
-    reads = set()
-    for attribute in node.attribute:
-        graphs = []
-        if attribute.type == AttributeProto.GRAPH:
-            graphs = [attribute.g]
-        elif attribute.type == AttributeProto.GRAPHS:
-            graphs = list(attribute.graphs)
-        for graph in graphs:
-            defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-            for inner in graph.node:
-                reads |= (set(inner.input) | _subgraph_reads(inner)) - defined
-                defined |= set(inner.output)
-    return reads
-
-
-def _reads(node) -> set[str]:
-    return (set(node.input) | _subgraph_reads(node)) - {""}
 
 
 # Constant nodes' attributes that hold numbers, and their dtypes (value: a tensor).
@@ -185,23 +163,23 @@ class DeformKernelOnnxSession:
         while remaining:
             stage, kernel, produced, later = [], [], set(), []
             for node in remaining:  # graph nodes are in topological order
-                if id(node) not in kernel_ids and _reads(node) <= known | produced:
+                if id(node) not in kernel_ids and node_reads(node) <= known | produced:
                     stage.append(node)
                     produced |= set(node.output)
                 else:
                     later.append(node)
             remaining = []
             for node in later:
-                if id(node) in kernel_ids and _reads(node) <= known | produced:
+                if id(node) in kernel_ids and node_reads(node) <= known | produced:
                     kernel.append(node)
                 else:
                     remaining.append(node)
             if not stage and not kernel:
                 raise ValueError("the ONNX graph's nodes are not in topological order")
-            needed = {name for n in remaining + kernel for name in _reads(n)}
+            needed = {name for n in remaining + kernel for name in node_reads(n)}
             needed |= set(self.output_names)
             outputs = [name for n in stage for name in n.output if name in needed]
-            inputs = sorted({name for n in stage for name in _reads(n)} & known - initializers)
+            inputs = sorted({name for n in stage for name in node_reads(n)} & known - initializers)
             inputs, outputs = self._stage_names(inputs), self._stage_names(outputs)
             session = None
             if stage:
@@ -220,7 +198,7 @@ class DeformKernelOnnxSession:
         import onnxruntime
         from onnx import helper
 
-        reads = {name for n in nodes for name in _reads(n)}
+        reads = {name for n in nodes for name in node_reads(n)}
         tensors = {name.removesuffix(_CHANNELS_LAST): name for name in inputs + outputs}
         untyped = sorted(set(tensors) - set(value_infos))
         if untyped:

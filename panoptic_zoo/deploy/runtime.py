@@ -135,7 +135,9 @@ class DeployedModel(nn.Module):
 
 def _onnxruntime_session(path: Path, options, deformable_kernel: bool | None):
     """
-    ONNX Runtime's session of the export, and what runs its deformable convolutions: "C kernel"
+    ONNX Runtime's session of the export (its convolutions of concatenations split:
+    :func:`~panoptic_zoo.acceleration.onnxruntime_graph.split_concatenated_convolutions`), and
+    what runs its deformable convolutions: "C kernel"
     (:class:`~panoptic_zoo.acceleration.onnxruntime_deformable.DeformKernelOnnxSession`, for
     ``deformable_kernel`` True, or None where the kernel is built, when it computes some of the
     graph's ``DeformConv`` nodes), "DeformConv" (ONNX Runtime's), or None (the graph has none).
@@ -148,13 +150,14 @@ def _onnxruntime_session(path: Path, options, deformable_kernel: bool | None):
         DeformKernelOnnxSession,
         kernel_deform_conv_nodes,
     )
+    from ..acceleration.onnxruntime_graph import split_concatenated_convolutions
 
     if deformable_kernel and DEFORM_SAMPLING is None:
         raise ValueError(
             "deformable_kernel=True needs the deformable C kernel, which is not built here "
             "(a C compiler at install: docs/ACCELERATION.md); load with deformable_kernel=None"
         )
-    model = onnx.load(str(path))
+    model = split_concatenated_convolutions(onnx.load(str(path)))
     deform_convs = sum(node.op_type == "DeformConv" for node in model.graph.node)
     kernel_nodes = len(kernel_deform_conv_nodes(model.graph))
     if deformable_kernel is None:
