@@ -14,6 +14,7 @@ neither.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from torch.utils import _pytree as pytree
 
 from ..acceleration.deform_conv import SampledDeformableConv3x3
 from ..modeling.panoptic_deeplab.heads import AnySizeImagePooling
-from .network import DeployNetwork, exported_module_paths
+from .network import DeployNetwork
 
 __all__ = [
     "FORMATS",
@@ -183,6 +184,22 @@ def export_config(cfg: CfgNode, format: str) -> CfgNode:
     return cfg
 
 
+def _leaf_modules_called(model: nn.Module, run: Callable) -> tuple[object, list[str]]:
+    """``run()``'s result and the paths of the modules without children of ``model`` it called."""
+    called = set()
+    handles = [
+        module.register_forward_hook(lambda *_, path=path: called.add(path))
+        for path, module in model.named_modules()
+        if next(module.children(), None) is None
+    ]
+    try:
+        result = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return result, sorted(called)
+
+
 @torch.no_grad()
 def export_network(
     model: nn.Module,
@@ -196,8 +213,8 @@ def export_network(
     Export the network of the eval-mode ``model`` (built from ``cfg`` = :func:`export_config`,
     weights loaded, inference changes applied), traced on ``example`` (a normalized, padded
     batch), to ``output``: for that input shape only or, with ``dynamic``, for any batch size
-    and padded image size. Writes the eager rest (config, weights of the modules not
-    exported, output structure) beside it. Returns ``output``.
+    and padded image size. Writes the eager rest beside it (config, every weight of modules the
+    exported network does not call, output structure). Returns ``output``.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r}")
@@ -215,7 +232,7 @@ def export_network(
             "export_config(cfg)"
         )
     network = DeployNetwork(model).eval()
-    outputs = network(example)
+    outputs, network_modules = _leaf_modules_called(model, lambda: network(example))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output_names = [f"output{i}" for i in range(len(outputs))]
@@ -235,8 +252,12 @@ def export_network(
                 network, (example,), str(output), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
             )  # fmt: skip
-    prefixes = tuple(f"{path}." for path in exported_module_paths(model))
-    eager_state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    # The export holds the weights of the modules its network calls; the eager rest every other
+    # weight, those of exported heads that only post-processing reads included (Panoptic FCN's
+    # stuff embedding).
+    eager_state = {
+        k: v for k, v in model.state_dict().items() if k.rpartition(".")[0] not in network_modules
+    }
     torch.save(
         {
             "format": format,
@@ -245,6 +266,7 @@ def export_network(
             "padded_size_range": traced_size_range(model, example),
             "output_spec": pytree.treespec_dumps(network.spec),
             "eager_state_dict": eager_state,
+            "network_modules": network_modules,
         },
         eager_part_path(output),
     )

@@ -22,7 +22,6 @@ from torch.utils import _pytree as pytree
 __all__ = [
     "NETWORK_HEADS",
     "DeployNetwork",
-    "exported_module_paths",
     "network_parts",
     "serve_network_outputs",
 ]
@@ -68,11 +67,6 @@ def network_parts(model: nn.Module) -> tuple[bool, tuple[tuple[str, str, Callabl
             "(panoptic_zoo/deploy/network.py, NETWORK_HEADS)"
         )
     return NETWORK_HEADS[name]
-
-
-def exported_module_paths(model: nn.Module) -> list[str]:
-    """The exported modules' paths in ``model``: their weights live in the export."""
-    return ["backbone", *(path for path, _, _ in network_parts(model)[1])]
 
 
 class DeployNetwork(nn.Module):

@@ -17,14 +17,15 @@ from torch.utils import _pytree as pytree
 
 from ..acceleration import optimize_for_cpu
 from .export import INPUT_NAME, eager_part_path
-from .network import exported_module_paths, serve_network_outputs
+from .network import serve_network_outputs
 
 __all__ = ["BACKENDS", "DeployedModel", "load"]
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("torchscript", "onnxruntime")
 EAGER_PART_KEYS = frozenset(
-    {"format", "config", "input_shape", "padded_size_range", "output_spec", "eager_state_dict"}
+    {"format", "config", "input_shape", "padded_size_range", "output_spec", "eager_state_dict",
+     "network_modules"}  # fmt: skip
 )
 
 
@@ -70,8 +71,8 @@ class DeployedModel(nn.Module):
         self.model = build_model(cfg).eval()
         optimize_for_cpu(self.model, cfg)
         missing, unexpected = self.model.load_state_dict(eager["eager_state_dict"], strict=False)
-        exported = tuple(f"{path}." for path in exported_module_paths(self.model))
-        missing = [k for k in missing if not k.startswith(exported)]
+        network_modules = set(eager["network_modules"])
+        missing = [k for k in missing if k.rpartition(".")[0] not in network_modules]
         if missing or unexpected:
             raise ValueError(
                 f"{eager_path} does not fit the model of its config: missing {missing[:5]}, "

@@ -115,6 +115,17 @@ def test_exported_panoptic_output_is_the_eager_one(config_name, format, tiny_sha
     path = export_network(model, cfg, example, tmp_path / f"net.{format}", format, dynamic=True)
     deployed = load(path)
     assert deployed.backend == {"onnx": "onnxruntime", "torchscript": "torchscript"}[format]
+    # Every weight of a module the exported network does not call is the model's own in the
+    # deployed model: Panoptic FCN's post-processing reads its stuff embedding, a layer of an
+    # exported head that the network never calls (left at its initialization until mended).
+    network_modules = set(torch.load(eager_part_path(path), weights_only=True)["network_modules"])
+    assert any(m.startswith("backbone.") for m in network_modules)
+    if config_name == "panoptic_fcn_R_18.yaml":
+        assert "kernel_generator.stuff_embed" not in network_modules
+    deployed_state = deployed.model.state_dict()
+    for name, value in model.state_dict().items():
+        if name.rpartition(".")[0] not in network_modules:
+            assert torch.equal(deployed_state[name], value), name
     reports = check_deployed(model, deployed, inputs)
     batch_reports = check_deployed(model, deployed, inputs, batch_size=2)
     assert [r["batch"] for r in reports + batch_reports] == [1, 1, 2, 2]
