@@ -206,25 +206,21 @@ class DeformKernelOnnxSession:
                 f"ONNX shape inference gives no type for {untyped[:3]}, which cross a cut at "
                 "a DeformConv node: load with deformable_kernel=False (ONNX Runtime's DeformConv)"
             )
-        infos, transposes = {}, {"in": [], "out": []}
-        for name, stage_name in tensors.items():
-            infos[stage_name] = value_infos[name]
-            if stage_name != name:
-                infos[stage_name] = _channels_last_info(value_infos[name])
-        for stage_name in inputs:
-            name = stage_name.removesuffix(_CHANNELS_LAST)
-            if stage_name != name:
-                transposes["in"].append(
-                    helper.make_node("Transpose", [stage_name], [name], perm=_TO_CHANNELS_FIRST)
-                )
-        for stage_name in outputs:
-            name = stage_name.removesuffix(_CHANNELS_LAST)
-            if stage_name != name:
-                transposes["out"].append(
-                    helper.make_node("Transpose", [name], [stage_name], perm=_TO_CHANNELS_LAST)
-                )
+        infos = {
+            stage_name: value_infos[name] if stage_name == name
+            else _channels_last_info(value_infos[name])
+            for name, stage_name in tensors.items()
+        }  # fmt: skip
+        into_stage = [
+            helper.make_node("Transpose", [stage_name], [name], perm=_TO_CHANNELS_FIRST)
+            for name, stage_name in tensors.items() if stage_name != name and stage_name in inputs
+        ]  # fmt: skip
+        out_of_stage = [
+            helper.make_node("Transpose", [name], [stage_name], perm=_TO_CHANNELS_LAST)
+            for name, stage_name in tensors.items() if stage_name != name and stage_name in outputs
+        ]  # fmt: skip
         stage_graph = helper.make_graph(
-            [*transposes["in"], *nodes, *transposes["out"]],
+            [*into_stage, *nodes, *out_of_stage],
             f"{graph.name}_stage",
             [infos[name] for name in inputs],
             [infos[name] for name in outputs],
