@@ -108,12 +108,87 @@ def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys
     assert "| Panoptic FPN |" in table and "PQm" in table and " ± " in table
     for plot in ("speed_vs_pq.png", "learning_curve.png"):
         assert (tmp_path / "out" / plot).read_bytes().startswith(b"\x89PNG")
+    # Configs inside the repository are recorded relative to it (the report is committed).
+    assert report["runs"][0]["config"] == f"configs/shapes/{METHODS[0]}.yaml"
+    # Two evaluations per run: too short a curve for the climb over the last two.
+    assert report["methods"][0]["final_climb"]["mean"] is None
+    assert "| PQ_th at 2 | PQ_th at 4 | climb |" in table and "| n/a |" in table
+
+    check_update_docs(report, tmp_path / "out", tmp_path / "repo")
+
+
+def check_update_docs(report, output_dir, repo):
+    """--update-docs on a copy of the documents: the blocks between the markers regenerated from
+    the report, everything else kept; a document without markers stops it before any write."""
+    paths = {
+        "json": output_dir / "comparison.json",
+        "markdown": output_dir / "comparison.md",
+        "speed_vs_pq": output_dir / "speed_vs_pq.png",
+        "learning_curve": output_dir / "learning_curve.png",
+    }
+    (repo / "docs").mkdir(parents=True)
+    (repo / "README.md").write_text("# readme\n")
+    benchmarks = (
+        f"# Benchmarks\nbefore\n{compare_methods.GENERATED_BEGIN}\nold table\n"
+        f"{compare_methods.GENERATED_END}\nafter\n"
+    )
+    (repo / "docs" / "BENCHMARKS.md").write_text(benchmarks)
+    with pytest.raises(ValueError, match="README.md: needs one line"):
+        compare_methods.update_docs(report, paths, repo)
+    assert not (repo / "docs" / "benchmarks").exists()
+    assert (repo / "docs" / "BENCHMARKS.md").read_text() == benchmarks
+
+    (repo / "README.md").write_text(
+        f"intro\n{compare_methods.GENERATED_BEGIN}\n{compare_methods.GENERATED_END}\noutro\n"
+    )
+    compare_methods.update_docs(report, paths, repo)
+    readme = (repo / "README.md").read_text().splitlines()
+    assert readme[0] == "intro" and readme[-1] == "outro"
+    fpn = report["methods"][0]
+    row = next(line for line in readme if line.startswith("| Panoptic FPN |"))
+    assert row.split(" | ")[1] == compare_methods._cell(fpn["accuracy"]["PQ"])
+    assert "old table" not in (repo / "docs" / "BENCHMARKS.md").read_text()
+    text = (repo / "docs" / "BENCHMARKS.md").read_text()
+    assert text.startswith("# Benchmarks\nbefore\n") and text.endswith("\nafter\n")
+    assert "![PQ against CPU inference time](benchmarks/comparison_speed_vs_pq.png)" in text
+    committed = repo / "docs" / "benchmarks"
+    assert json.loads((committed / "comparison_shapes.json").read_text()) == report
+    assert (committed / "comparison_learning_curve.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_mean_and_std_of_defined_values():
     stat = compare_methods.mean_and_std([1.0, 2.0, None, math.nan])
     assert stat == {"mean": 1.5, "std": pytest.approx(math.sqrt(0.5)), "n": 2}
     assert compare_methods.mean_and_std([3.0]) == {"mean": 3.0, "std": None, "n": 1}
+
+
+def test_final_climb_over_the_last_two_evaluations():
+    curve = [(250, 10.0), (500, 20.0), (750, 24.0), (1000, 25.5)]
+    assert compare_methods.final_climb(curve) == pytest.approx(5.5)
+    assert compare_methods.final_climb(curve[:2]) is None
+    runs = [
+        {"config": "c.yaml", "method": "M", "seed": seed, "iterations": 1000,
+         "results": {"PQ": 1.0}, "clock": {"wall_s": 3600.0, "cpu_s": 7200.0},
+         "measurements": {"parameters": 1, "network_gflop": 1.0, "postprocess_gflop": 0.1,
+                          "network_ms": 1.0, "postprocess_ms": 1.0, "total_ms": 2.0},
+         "learning_curve": [(i, pq + seed) for i, pq in curve[: 3 + seed]]}
+        for seed in (0, 1)
+    ]  # fmt: skip
+    (method,) = compare_methods.summarize(runs)
+    # Seed 0 stops at 750 (climb 24 - 10), seed 1 at 1000 (climb 5.5); the table's start is the
+    # first run's.
+    assert method["final_climb"]["mean"] == pytest.approx((14.0 + 5.5) / 2)
+    assert method["final_climb"]["from_iterations"] == 250
+
+
+def test_update_docs_needs_the_markers_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare_methods, "GENERATED_DOCS", {"missing.md": lambda report: []})
+    monkeypatch.setattr(compare_methods, "REPO", tmp_path)
+    (tmp_path / "missing.md").write_text("no markers\n")
+    argv = ["--update-docs", "--output-dir", str(tmp_path / "out")]
+    assert compare_methods.main(argv) == 2
+    assert "missing.md: needs one line" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_comparison_set_is_a_clear_error(tmp_path, capsys):
