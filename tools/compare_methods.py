@@ -338,39 +338,65 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
 
 
+def training_left(runs: list[Run], configs: dict[Run, CfgNode]) -> tuple[int, int, str]:
+    """
+    Iterations done and in all, from the runs' training clocks (every process's), and the
+    training time left on one free core: each unfinished run's iterations at its config's
+    measured CPU seconds per iteration (configs differ several-fold; wall time also holds
+    whatever else loaded the machine while it was measured), or a note of the runs whose config
+    has no timed iteration yet.
+    """
+    clocks = {}
+    for run in runs:
+        path = run.directory / CLOCK_FILE
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        clocks[run] = max(((int(k), v["cpu_s"]) for k, v in saved.items()), default=(0, 0.0))
+    timed = {}  # config -> (iterations, CPU seconds) over its runs
+    for run, (iterations, cpu) in clocks.items():
+        before = timed.get(run.config, (0, 0.0))
+        timed[run.config] = (before[0] + iterations, before[1] + cpu)
+    seconds, untimed = 0.0, 0
+    for run, (iterations, _) in clocks.items():
+        left = configs[run].SOLVER.MAX_ITER - iterations
+        if left > 0 and timed[run.config][0]:
+            seconds += left * timed[run.config][1] / timed[run.config][0]
+        elif left > 0:
+            untimed += 1
+    done = sum(min(i, configs[run].SOLVER.MAX_ITER) for run, (i, _) in clocks.items())
+    total = sum(cfg.SOLVER.MAX_ITER for cfg in configs.values())
+    estimate = f"about {format_duration(seconds)} of training left on one free core"
+    if untimed:
+        estimate += f", not counting {untimed} run(s) of configs not timed yet"
+    return done, total, estimate
+
+
 def run_protocol(
     comparison: ComparisonSet, runs: list[Run], opts: list[str], tiny: bool
 ) -> list[Run]:  # fmt: skip
     """
     Train every run that is not finished and not locked by another process, with progress and
-    an estimate of the time left (from this process's speed so far); returns the runs that are
-    not finished at the end (being trained elsewhere).
+    an estimate of the time left (:func:`training_left`); returns the runs that are not finished
+    at the end (being trained elsewhere).
     """
     configs = {run: run_config(run, comparison, opts, tiny) for run in runs}
-    done = {run: finished_iterations(run) for run in runs}
-    total = sum(cfg.SOLVER.MAX_ITER for cfg in configs.values())
-    trained, started = 0, time.perf_counter()
     for k, run in enumerate(runs, 1):
         cfg = configs[run]
         progress = f"[{k}/{len(runs)}] {run.name}"
-        if done[run] >= cfg.SOLVER.MAX_ITER:
+        if finished_iterations(run) >= cfg.SOLVER.MAX_ITER:
             print(f"{progress}: finished before, skipped", flush=True)
             continue
         with locked(run.directory / "training.lock") as mine:
             if not mine:
                 print(f"{progress}: being trained by another process, skipped", flush=True)
                 continue
-            done[run] = finished_iterations(run)  # another process may have finished it
-            if done[run] >= cfg.SOLVER.MAX_ITER:
+            start = finished_iterations(run)  # another process may have finished it
+            if start >= cfg.SOLVER.MAX_ITER:
                 continue
-            finished = sum(done.values())
-            rate = (time.perf_counter() - started) / trained if trained else None
-            eta = f", about {format_duration(rate * (total - finished))} left" if rate else ""
-            state = f"resuming at iteration {done[run]}" if done[run] else "training"
-            print(f"{progress}: {state} ({finished} of {total} iterations done{eta})", flush=True)
+            done, total, estimate = training_left(runs, configs)
+            state = f"resuming at iteration {start}" if start else "training"
+            counts = f"{done} of {total} iterations done"
+            print(f"{progress}: {state} ({counts}; {estimate})", flush=True)
             train(cfg)
-            trained += cfg.SOLVER.MAX_ITER - done[run]
-            done[run] = cfg.SOLVER.MAX_ITER
     return [run for run in runs if finished_iterations(run) < configs[run].SOLVER.MAX_ITER]
 
 

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import sys
+from types import SimpleNamespace
 
 import pytest
 from panoptic_testing import CONFIGS, REPO
@@ -75,7 +76,10 @@ def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys
         assert compare_methods.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"[3/4] {METHODS[1]} seed 1: being trained by another process, skipped" in printed
-    assert f"[4/4] {METHODS[1]} seed 2: training (10 of 16 iterations done" in printed
+    (line,) = [line for line in printed.splitlines() if line.startswith("[4/4]")]
+    assert line.startswith(f"[4/4] {METHODS[1]} seed 2: training (10 of 16 iterations done; ")
+    # Both configs have timed iterations (the interrupted run's first two): a full estimate.
+    assert "of training left on one free core)" in line
     assert f"not finished yet: {METHODS[1]} seed 1" in printed
 
     assert compare_methods.main(argv) == 0
@@ -160,6 +164,32 @@ def test_mean_and_std_of_defined_values():
     stat = compare_methods.mean_and_std([1.0, 2.0, None, math.nan])
     assert stat == {"mean": 1.5, "std": pytest.approx(math.sqrt(0.5)), "n": 2}
     assert compare_methods.mean_and_std([3.0]) == {"mean": 3.0, "std": None, "n": 1}
+
+
+def test_training_left_uses_each_configs_own_speed(tmp_path):
+    cfg = SimpleNamespace(SOLVER=SimpleNamespace(MAX_ITER=100))
+    clocks = {  # (config, seed) -> the clock file's last entry: iterations, CPU seconds
+        ("a", 1): (100, 100.0), ("a", 2): (50, 50.0),  # 1 s per iteration
+        ("b", 1): None,  # not started
+        ("c", 1): (20, 80.0),  # 4 s per iteration
+    }  # fmt: skip
+    runs = []
+    for (config, seed), clock in clocks.items():
+        run = compare_methods.Run(tmp_path / f"{config}.yaml", seed, tmp_path / config / str(seed))
+        run.directory.mkdir(parents=True)
+        if clock:
+            # Wall time (a loaded machine's) is not what the estimate uses.
+            saved = {"10": {"wall_s": 1.0, "cpu_s": 1.0},
+                     str(clock[0]): {"wall_s": 9 * clock[1], "cpu_s": clock[1]}}  # fmt: skip
+            (run.directory / compare_methods.CLOCK_FILE).write_text(json.dumps(saved))
+        runs.append(run)
+    done, total, estimate = compare_methods.training_left(runs, dict.fromkeys(runs, cfg))
+    assert (done, total) == (170, 400)
+    # a's second run: 50 x 1 s; c's: 80 x 4 s; b's run has no speed yet.
+    assert estimate == (
+        "about 6 min 10 s of training left on one free core, "
+        "not counting 1 run(s) of configs not timed yet"
+    )
 
 
 def test_final_climb_over_the_last_two_evaluations():
