@@ -19,8 +19,7 @@ from panoptic_testing import CONFIGS, REPO
 
 from panoptic_zoo.config import _get
 
-# The default set: the four classic methods (Mask2Former has no MobileNetV2 config and no
-# shapes results yet, docs/COMPARISON.md).
+# The default set: the four classic methods (why not Mask2Former: docs/COMPARISON.md).
 CLASSIC_FOUR = {"PanopticFPN", "UPSNet", "PanopticDeepLabModel", "PanopticFCN"}
 spec = importlib.util.spec_from_file_location(
     "compare_methods", REPO / "tools" / "compare_methods.py"
