@@ -763,15 +763,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         comparison = ComparisonSet.load(args.set)
+        if args.update_docs:
+            generated_docs(None, REPO)  # the documents' markers, before any work
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.update_docs:
-        try:
-            generated_docs(None, REPO)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     if args.threads:
