@@ -190,6 +190,13 @@ def finished_iterations(run: Run) -> int:
     return checkpoint.get("iteration", -1) + 1
 
 
+def saved_clock(path: Path) -> dict[int, dict]:
+    """A :class:`TrainingClock` file as ``{iterations: {wall_s, cpu_s}}`` (empty before the
+    run's first checkpoint)."""
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    return {int(k): v for k, v in saved.items()}
+
+
 class TrainingClock(HookBase):
     """
     Wall and CPU seconds (this process, all its threads) of the training steps, written with
@@ -203,8 +210,8 @@ class TrainingClock(HookBase):
         self.step_samples: list[tuple[float, float]] = []  # (wall, CPU) of each step
 
     def before_train(self):
-        saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.saved = {int(k): v for k, v in saved.items() if int(k) <= self.trainer.start_iter}
+        saved = saved_clock(self.path)
+        self.saved = {k: v for k, v in saved.items() if k <= self.trainer.start_iter}
         base = self.saved.get(self.trainer.start_iter, {"wall_s": 0.0, "cpu_s": 0.0})
         self.wall, self.cpu = base["wall_s"], base["cpu_s"]
 
@@ -292,14 +299,13 @@ def evaluated_run(
     measurements_file = run.directory / MEASUREMENTS_FILE
     if remeasure or not measurements_file.is_file():
         atomic_write_json(measurements_file, measure(cfg, comparison, final))
-    clock = json.loads((run.directory / CLOCK_FILE).read_text())
     return {
         "config": repo_relative(run.config),
         "seed": run.seed,
         "method": method_of(cfg.MODEL.META_ARCHITECTURE).name,
         "iterations": cfg.SOLVER.MAX_ITER,
         "results": json.loads(results_file.read_text()).get("panoptic_seg", {}),
-        "clock": clock[str(cfg.SOLVER.MAX_ITER)],
+        "clock": saved_clock(run.directory / CLOCK_FILE)[cfg.SOLVER.MAX_ITER],
         "measurements": json.loads(measurements_file.read_text()),
         "learning_curve": learning_curve(run.directory / "metrics.json", cfg.SOLVER.MAX_ITER),
     }
@@ -348,9 +354,8 @@ def training_left(runs: list[Run], configs: dict[Run, CfgNode]) -> tuple[int, in
     """
     clocks = {}
     for run in runs:
-        path = run.directory / CLOCK_FILE
-        saved = json.loads(path.read_text()) if path.is_file() else {}
-        clocks[run] = max(((int(k), v["cpu_s"]) for k, v in saved.items()), default=(0, 0.0))
+        saved = saved_clock(run.directory / CLOCK_FILE)
+        clocks[run] = max(((k, v["cpu_s"]) for k, v in saved.items()), default=(0, 0.0))
     timed = {}  # config -> (iterations, CPU seconds) over its runs
     for run, (iterations, cpu) in clocks.items():
         before = timed.get(run.config, (0, 0.0))
@@ -425,7 +430,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             i: mean_and_std([dict(r["learning_curve"]).get(i) for r in mine]) for i in iterations
         }
         first = mine[0]["measurements"]
-        last = mine[0]["learning_curve"][-1 - CLIMB_EVALUATIONS :]
+        first_curve = mine[0]["learning_curve"]
         summary.append({
             "method": mine[0]["method"],
             "config": config,
@@ -439,7 +444,8 @@ def summarize(runs: list[dict]) -> list[dict]:
             "learning_curve": [{"iterations": i, **curve[i]} for i in iterations],
             "final_climb": {
                 **mean_and_std([final_climb(r["learning_curve"]) for r in mine]),
-                "from_iterations": last[0][0] if len(last) > CLIMB_EVALUATIONS else None,
+                "from_iterations": first_curve[-1 - CLIMB_EVALUATIONS][0]
+                if len(first_curve) > CLIMB_EVALUATIONS else None,
             },
         })  # fmt: skip
     return summary
