@@ -308,6 +308,7 @@ def evaluated_run(
         "clock": saved_clock(run.directory / CLOCK_FILE)[cfg.SOLVER.MAX_ITER],
         "measurements": json.loads(measurements_file.read_text()),
         "learning_curve": learning_curve(run.directory / "metrics.json", cfg.SOLVER.MAX_ITER),
+        "lr_steps": sorted(step for step in cfg.SOLVER.STEPS if step < cfg.SOLVER.MAX_ITER),
     }
 
 
@@ -330,12 +331,28 @@ def repo_relative(path: Path) -> str:
     return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
-def final_climb(curve: list[tuple[int, float]]) -> float | None:
-    """Things PQ gained over the run's last :data:`CLIMB_EVALUATIONS` evaluations (None for a
-    shorter curve): near zero, within the seed spread, where the schedule was long enough."""
+def final_climb(curve: list[tuple[int, float]], until: int | None = None) -> float | None:
+    """Things PQ gained over the last :data:`CLIMB_EVALUATIONS` evaluations of the run's curve,
+    or of its evaluations at or before iteration ``until`` (None for a shorter curve): near zero,
+    within the seed spread, where more iterations would not help."""
+    if until is not None:
+        curve = [point for point in curve if point[0] <= until]
     if len(curve) <= CLIMB_EVALUATIONS:
         return None
     return curve[-1][1] - curve[-1 - CLIMB_EVALUATIONS][1]
+
+
+def climb_summary(runs: list[dict], until_first_step: bool) -> dict:
+    """:func:`final_climb` of every run (up to its first learning-rate step where
+    ``until_first_step``) as mean +- std, with the first run's evaluations it spans."""
+    ends = [r["lr_steps"][0] if until_first_step and r.get("lr_steps") else None for r in runs]
+    first = [p for p in runs[0]["learning_curve"] if ends[0] is None or p[0] <= ends[0]]
+    spans = len(first) > CLIMB_EVALUATIONS
+    return {
+        **mean_and_std([final_climb(r["learning_curve"], end) for r, end in zip(runs, ends)]),
+        "from_iterations": first[-1 - CLIMB_EVALUATIONS][0] if spans else None,
+        "to_iterations": first[-1][0] if spans else None,
+    }
 
 
 def format_duration(seconds: float) -> str:
@@ -430,7 +447,6 @@ def summarize(runs: list[dict]) -> list[dict]:
             i: mean_and_std([dict(r["learning_curve"]).get(i) for r in mine]) for i in iterations
         }
         first = mine[0]["measurements"]
-        first_curve = mine[0]["learning_curve"]
         summary.append({
             "method": mine[0]["method"],
             "config": config,
@@ -442,11 +458,8 @@ def summarize(runs: list[dict]) -> list[dict]:
             "network_gflop": first["network_gflop"],
             "postprocess_gflop": first["postprocess_gflop"],
             "learning_curve": [{"iterations": i, **curve[i]} for i in iterations],
-            "final_climb": {
-                **mean_and_std([final_climb(r["learning_curve"]) for r in mine]),
-                "from_iterations": first_curve[-1 - CLIMB_EVALUATIONS][0]
-                if len(first_curve) > CLIMB_EVALUATIONS else None,
-            },
+            "final_climb": climb_summary(mine, until_first_step=False),
+            "full_rate_climb": climb_summary(mine, until_first_step=True),
         })  # fmt: skip
     return summary
 
@@ -458,11 +471,10 @@ def _cell(stat: dict, digits: int = 1) -> str:
     return f"{stat['mean']:.{digits}f}{spread}"
 
 
-def _climb_cell(method: dict) -> str:
-    climb = method["final_climb"]
+def _climb_cell(climb: dict) -> str:
     if climb["mean"] is None:
         return "n/a"
-    return f"{_cell(climb)} (from {climb['from_iterations']})"
+    return f"{_cell(climb)} ({climb['from_iterations']} to {climb['to_iterations']})"
 
 
 def tables(report: dict) -> list[str]:
@@ -503,18 +515,21 @@ def tables(report: dict) -> list[str]:
     last = [p["iterations"] for p in methods[0]["learning_curve"][-1 - CLIMB_EVALUATIONS :]]
     lines += [
         "",
-        f"Learning curve's end: things PQ at the last {CLIMB_EVALUATIONS + 1} evaluations and "
-        "the climb over them, per run (near zero and within the seed spread: the schedule was "
-        "long enough).",
+        f"Learning curve: things PQ at the last {CLIMB_EVALUATIONS + 1} evaluations and the "
+        "climb over them, per run; and the climb over the evaluations up to the first "
+        "learning-rate step. The steps flatten every curve, so a flat end may only be the "
+        "decay; a climb at the full rate near zero and within the seed spread says that more "
+        "iterations would not help (the schedule was long enough).",
         "",
-        "| method | " + " | ".join(f"PQ_th at {i}" for i in last) + " | climb |",
-        "|---" * (len(last) + 2) + "|",
+        "| method | " + " | ".join(f"PQ_th at {i}" for i in last)
+        + " | climb at the end | climb at the full rate |",
+        "|---" * (len(last) + 3) + "|",
     ]
     for m in methods:
         points = m["learning_curve"][-len(last) :]
         lines.append(
             f"| {m['method']} | " + " | ".join(_cell(p) for p in points)
-            + f" | {_climb_cell(m)} |"
+            + f" | {_climb_cell(m['final_climb'])} | {_climb_cell(m['full_rate_climb'])} |"
         )  # fmt: skip
     return lines
 
@@ -643,6 +658,10 @@ def plot(report: dict, output_dir: Path) -> list[Path]:
         axes.plot(x, mean, marker=".", label=m["method"])
         axes.fill_between(x, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
                           alpha=0.2)  # fmt: skip
+    steps = sorted({step for r in report["runs"] for step in r.get("lr_steps", [])})
+    for k, step in enumerate(steps):
+        label = "learning-rate step" if k == 0 else None
+        axes.axvline(step, color="grey", linestyle=":", label=label)
     axes.set_xlabel("iteration")
     axes.set_ylabel("things PQ")
     axes.set_title("Learning curve (mean ± std over seeds)")

@@ -115,7 +115,9 @@ def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys
     assert report["runs"][0]["config"] == f"configs/shapes/{METHODS[0]}.yaml"
     # Two evaluations per run: too short a curve for the climb over the last two.
     assert report["methods"][0]["final_climb"]["mean"] is None
-    assert "| PQ_th at 2 | PQ_th at 4 | climb |" in table and "| n/a |" in table
+    assert report["methods"][0]["full_rate_climb"]["mean"] is None
+    header = "| PQ_th at 2 | PQ_th at 4 | climb at the end | climb at the full rate |"
+    assert header in table and "| n/a | n/a |" in table
 
     check_update_docs(report, tmp_path / "out", tmp_path / "repo")
 
@@ -191,23 +193,35 @@ def test_training_left_uses_each_configs_own_speed(tmp_path):
     )
 
 
-def test_final_climb_over_the_last_two_evaluations():
+def test_climb_over_the_last_two_evaluations_and_up_to_the_first_step():
     curve = [(250, 10.0), (500, 20.0), (750, 24.0), (1000, 25.5)]
     assert compare_methods.final_climb(curve) == pytest.approx(5.5)
     assert compare_methods.final_climb(curve[:2]) is None
+    assert compare_methods.final_climb(curve, until=750) == pytest.approx(14.0)
+    assert compare_methods.final_climb(curve, until=500) is None
     runs = [
         {"config": "c.yaml", "method": "M", "seed": seed, "iterations": 1000,
          "results": {"PQ": 1.0}, "clock": {"wall_s": 3600.0, "cpu_s": 7200.0},
          "measurements": {"parameters": 1, "network_gflop": 1.0, "postprocess_gflop": 0.1,
                           "network_ms": 1.0, "postprocess_ms": 1.0, "total_ms": 2.0},
-         "learning_curve": [(i, pq + seed) for i, pq in curve[: 3 + seed]]}
+         "learning_curve": [(i, pq + seed) for i, pq in curve[: 3 + seed]],
+         "lr_steps": [750, 900]}
         for seed in (0, 1)
     ]  # fmt: skip
     (method,) = compare_methods.summarize(runs)
-    # Seed 0 stops at 750 (climb 24 - 10), seed 1 at 1000 (climb 5.5); the table's start is the
+    # Seed 0 stops at 750 (climb 24 - 10), seed 1 at 1000 (climb 5.5); the table's span is the
     # first run's.
     assert method["final_climb"]["mean"] == pytest.approx((14.0 + 5.5) / 2)
-    assert method["final_climb"]["from_iterations"] == 250
+    assert (method["final_climb"]["from_iterations"], method["final_climb"]["to_iterations"]) == (
+        250, 750
+    )  # fmt: skip
+    # Up to the first step (750) both climb 24 - 10.
+    assert method["full_rate_climb"]["mean"] == pytest.approx(14.0)
+    assert method["full_rate_climb"]["std"] == pytest.approx(0.0)
+    method["input_size"] = [10, 10]
+    lines = compare_methods.tables({"methods": [method], "seeds": [0, 1],
+                                    "test_dataset": "d", "benchmark": {"repeats": 1, "threads": 1}})
+    assert lines[-1].endswith("| 9.8 ± 6.0 (250 to 750) | 14.0 ± 0.0 (250 to 750) |")
 
 
 def test_update_docs_needs_the_markers_before_any_work(tmp_path, capsys, monkeypatch):
@@ -253,3 +267,17 @@ def test_default_set_shares_one_schedule_and_backbone_initialization():
         assert len({str(_get(c, key)) for c in configs}) == 1, key
     assert configs[0].MODEL.WEIGHTS.startswith("panoptic_zoo://ImageNetPretrained/")
     assert sorted(c.SEED for c in configs) == sorted(comparison.seeds * 4)
+
+
+def test_committed_comparison_tables_are_the_committed_reports():
+    """The README's and BENCHMARKS.md's comparison blocks are what the committed report renders
+    to, and the plots they show are committed."""
+    report = json.loads((REPO / compare_methods.DOCS_FILES["json"]).read_text())
+    for path, text in compare_methods.generated_docs(report, REPO).items():
+        assert path.read_text() == text, (
+            f"{path}: regenerate with python tools/compare_methods.py --report-only "
+            "--update-docs"
+        )
+    for kind in ("speed_vs_pq", "learning_curve"):
+        assert (REPO / compare_methods.DOCS_FILES[kind]).read_bytes().startswith(b"\x89PNG")
+    assert report["set"] == "configs/shapes/comparison.yaml" and len(report["runs"]) == 12
