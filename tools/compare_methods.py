@@ -331,12 +331,16 @@ def repo_relative(path: Path) -> str:
     return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
+def curve_until(curve: list[tuple[int, float]], until: int | None) -> list[tuple[int, float]]:
+    """The curve's evaluations at or before iteration ``until`` (all of them for None)."""
+    return curve if until is None else [point for point in curve if point[0] <= until]
+
+
 def final_climb(curve: list[tuple[int, float]], until: int | None = None) -> float | None:
     """Things PQ gained over the last :data:`CLIMB_EVALUATIONS` evaluations of the run's curve,
     or of its evaluations at or before iteration ``until`` (None for a shorter curve): near zero,
     within the seed spread, where more iterations would not help."""
-    if until is not None:
-        curve = [point for point in curve if point[0] <= until]
+    curve = curve_until(curve, until)
     if len(curve) <= CLIMB_EVALUATIONS:
         return None
     return curve[-1][1] - curve[-1 - CLIMB_EVALUATIONS][1]
@@ -346,7 +350,7 @@ def climb_summary(runs: list[dict], until_first_step: bool) -> dict:
     """:func:`final_climb` of every run (up to its first learning-rate step where
     ``until_first_step``) as mean +- std, with the first run's evaluations it spans."""
     ends = [r["lr_steps"][0] if until_first_step and r.get("lr_steps") else None for r in runs]
-    first = [p for p in runs[0]["learning_curve"] if ends[0] is None or p[0] <= ends[0]]
+    first = curve_until(runs[0]["learning_curve"], ends[0])
     spans = len(first) > CLIMB_EVALUATIONS
     return {
         **mean_and_std([final_climb(r["learning_curve"], end) for r, end in zip(runs, ends)]),
