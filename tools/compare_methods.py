@@ -71,8 +71,12 @@ ACCURACY_KEYS = (
 # CPU inference times of measurements.json.
 INFERENCE_KEYS = ("network_ms", "postprocess_ms", "total_ms")
 LEARNING_CURVE_KEY = "panoptic_seg/PQ_th"
-# Whether the schedule was long enough: the things-PQ climb over this many last evaluations.
+# Whether the schedule was long enough: the things-PQ climb, fitted by least squares, over this
+# many last evaluations of a run (the end's decayed rate) and over this many up to its first
+# learning-rate step (the full rate: more points there, so one noisy evaluation of the 50 images
+# does not make or hide a climb).
 CLIMB_EVALUATIONS = 2
+FULL_RATE_CLIMB_EVALUATIONS = 6
 # --update-docs: the report and plots committed under docs/benchmarks/, and the blocks of the
 # README and docs/BENCHMARKS.md between these markers, regenerated from that report.
 DOCS_FILES = {
@@ -336,25 +340,33 @@ def curve_until(curve: list[tuple[int, float]], until: int | None) -> list[tuple
     return curve if until is None else [point for point in curve if point[0] <= until]
 
 
-def final_climb(curve: list[tuple[int, float]], until: int | None = None) -> float | None:
-    """Things PQ gained over the last :data:`CLIMB_EVALUATIONS` evaluations of the run's curve,
-    or of its evaluations at or before iteration ``until`` (None for a shorter curve): near zero,
-    within the seed spread, where more iterations would not help."""
-    curve = curve_until(curve, until)
-    if len(curve) <= CLIMB_EVALUATIONS:
+def fitted_climb(
+    curve: list[tuple[int, float]], until: int | None = None, evaluations: int = CLIMB_EVALUATIONS
+) -> float | None:
+    """Things PQ gained over the last ``evaluations`` evaluations of the run's curve (of its
+    evaluations at or before iteration ``until``): the least-squares line's rise over their span,
+    so over two intervals the difference of the ends; None for a shorter curve. Near zero, within
+    the seed spread, where more iterations would not help."""
+    points = curve_until(curve, until)[-1 - evaluations :]
+    if len(points) <= evaluations:
         return None
-    return curve[-1][1] - curve[-1 - CLIMB_EVALUATIONS][1]
+    iterations, values = zip(*points)
+    slope = statistics.linear_regression(iterations, values).slope
+    return slope * (iterations[-1] - iterations[0])
 
 
 def climb_summary(runs: list[dict], until_first_step: bool) -> dict:
-    """:func:`final_climb` of every run (up to its first learning-rate step where
-    ``until_first_step``) as mean +- std, with the first run's evaluations it spans."""
+    """:func:`fitted_climb` of every run (over :data:`FULL_RATE_CLIMB_EVALUATIONS` up to its first
+    learning-rate step where ``until_first_step``) as mean +- std, with the first run's
+    evaluations it spans."""
     ends = [r["lr_steps"][0] if until_first_step and r.get("lr_steps") else None for r in runs]
+    evaluations = FULL_RATE_CLIMB_EVALUATIONS if until_first_step else CLIMB_EVALUATIONS
     first = curve_until(runs[0]["learning_curve"], ends[0])
-    spans = len(first) > CLIMB_EVALUATIONS
+    spans = len(first) > evaluations
+    climbs = [fitted_climb(r["learning_curve"], end, evaluations) for r, end in zip(runs, ends)]
     return {
-        **mean_and_std([final_climb(r["learning_curve"], end) for r, end in zip(runs, ends)]),
-        "from_iterations": first[-1 - CLIMB_EVALUATIONS][0] if spans else None,
+        **mean_and_std(climbs),
+        "from_iterations": first[-1 - evaluations][0] if spans else None,
         "to_iterations": first[-1][0] if spans else None,
     }
 
@@ -520,10 +532,11 @@ def tables(report: dict) -> list[str]:
     lines += [
         "",
         f"Learning curve: things PQ at the last {CLIMB_EVALUATIONS + 1} evaluations and the "
-        "climb over them, per run; and the climb over the evaluations up to the first "
-        "learning-rate step. The steps flatten every curve, so a flat end may only be the "
-        "decay; a climb at the full rate near zero and within the seed spread says that more "
-        "iterations would not help (the schedule was long enough).",
+        "climb over them, per run; and the climb over the last "
+        f"{FULL_RATE_CLIMB_EVALUATIONS + 1} evaluations up to the first learning-rate step "
+        "(the rise of their least-squares line). The steps flatten every curve, so a flat end "
+        "may only be the decay; a climb at the full rate near zero and within the seed spread "
+        "says that more iterations would not help (the schedule was long enough).",
         "",
         "| method | " + " | ".join(f"PQ_th at {i}" for i in last)
         + " | climb at the end | climb at the full rate |",

@@ -193,35 +193,41 @@ def test_training_left_uses_each_configs_own_speed(tmp_path):
     )
 
 
-def test_climb_over_the_last_two_evaluations_and_up_to_the_first_step():
-    curve = [(250, 10.0), (500, 20.0), (750, 24.0), (1000, 25.5)]
-    assert compare_methods.final_climb(curve) == pytest.approx(5.5)
-    assert compare_methods.final_climb(curve[:2]) is None
-    assert compare_methods.final_climb(curve, until=750) == pytest.approx(14.0)
-    assert compare_methods.final_climb(curve, until=500) is None
+def test_climb_fitted_over_the_last_evaluations_and_up_to_the_first_step():
+    # Full rate up to the step at 1750, then the decayed rate.
+    values = [10.0, 20.0, 24.0, 25.0, 26.0, 25.0, 27.0, 30.0, 31.0]
+    curve = [(250 * (k + 1), v) for k, v in enumerate(values)]
+    # Three points: the line's rise is the difference of the ends, 31 - 27.
+    assert compare_methods.fitted_climb(curve) == pytest.approx(4.0)
+    assert compare_methods.fitted_climb(curve[:2]) is None
+    # 250..1000, by hand: sum((x - 625) * y) / sum((x - 625)^2) = 6125 / 312500, times 750.
+    assert compare_methods.fitted_climb(curve[:4], evaluations=3) == pytest.approx(14.7)
+    # 250..1750 (the first step): 15750 / 1750000 per iteration, times 1500.
+    assert compare_methods.fitted_climb(curve, until=1750, evaluations=6) == pytest.approx(13.5)
+    assert compare_methods.fitted_climb(curve, until=1500, evaluations=6) is None
     runs = [
-        {"config": "c.yaml", "method": "M", "seed": seed, "iterations": 1000,
+        {"config": "c.yaml", "method": "M", "seed": seed, "iterations": 2250,
          "results": {"PQ": 1.0}, "clock": {"wall_s": 3600.0, "cpu_s": 7200.0},
          "measurements": {"parameters": 1, "network_gflop": 1.0, "postprocess_gflop": 0.1,
                           "network_ms": 1.0, "postprocess_ms": 1.0, "total_ms": 2.0},
-         "learning_curve": [(i, pq + seed) for i, pq in curve[: 3 + seed]],
-         "lr_steps": [750, 900]}
+         "learning_curve": [(i, pq + seed) for i, pq in curve[: 8 + seed]],
+         "lr_steps": [1750, 2100]}
         for seed in (0, 1)
     ]  # fmt: skip
     (method,) = compare_methods.summarize(runs)
-    # Seed 0 stops at 750 (climb 24 - 10), seed 1 at 1000 (climb 5.5); the table's span is the
+    # Seed 0 stops at 2000 (climb 30 - 25), seed 1 at 2250 (31 - 27); the table's span is the
     # first run's.
-    assert method["final_climb"]["mean"] == pytest.approx((14.0 + 5.5) / 2)
+    assert method["final_climb"]["mean"] == pytest.approx((5.0 + 4.0) / 2)
     assert (method["final_climb"]["from_iterations"], method["final_climb"]["to_iterations"]) == (
-        250, 750
+        1500, 2000
     )  # fmt: skip
-    # Up to the first step (750) both climb 24 - 10.
-    assert method["full_rate_climb"]["mean"] == pytest.approx(14.0)
+    # Up to the first step both rise 13.5 over the seven evaluations 250..1750.
+    assert method["full_rate_climb"]["mean"] == pytest.approx(13.5)
     assert method["full_rate_climb"]["std"] == pytest.approx(0.0)
     method["input_size"] = [10, 10]
     lines = compare_methods.tables({"methods": [method], "seeds": [0, 1],
                                     "test_dataset": "d", "benchmark": {"repeats": 1, "threads": 1}})
-    assert lines[-1].endswith("| 9.8 ± 6.0 (250 to 750) | 14.0 ± 0.0 (250 to 750) |")
+    assert lines[-1].endswith("| 4.5 ± 0.7 (1500 to 2000) | 13.5 ± 0.0 (250 to 1750) |")
 
 
 def test_update_docs_needs_the_markers_before_any_work(tmp_path, capsys, monkeypatch):
