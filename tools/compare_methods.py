@@ -8,19 +8,21 @@ seeds (docs/COMPARISON.md).
         [--output-dir output/comparison] [--threads N] [--report-only] [KEY VALUE ...]
     python tools/compare_methods.py --time-iterations 20 --threads 1   # size the protocol
 
-Run by run: a finished run (``model_final.pth`` of the last iteration) is skipped, an
-interrupted one resumes from its last checkpoint (the project's Trainer resumes exactly), so an
-interrupted protocol continues where it stopped when the same command is run again. The same
-command started N times side by side (e.g. one per core, ``--threads 1``) shares the runs: each
-run is locked by the process training it (the lock goes with the process), and the last process
-to finish writes the report.
+Run by run: a finished run (its record, ``run.json``) is skipped, an interrupted one resumes
+from its last checkpoint (the project's Trainer resumes exactly), so an interrupted protocol
+continues where it stopped when the same command is run again. Runs trained on other machines
+join by copying their ``run.json`` to the same place under ``runs/`` (``--report-only`` records
+the finished runs it finds, without training). The same command started N times side by side
+(e.g. one per core, ``--threads 1``) shares the runs: each run is locked by the process training
+it (the lock goes with the process), and the last process to finish writes the report.
 
 Per run, in ``runs/<config>/seed_<seed>/``: the training, its evaluation (``eval_results.json``:
 PQ/SQ/RQ all/things/stuff, PQ by segment area, panoptic AP, mIoU), the periodic evaluations of
-``TEST.EVAL_PERIOD`` (the learning curve, in ``metrics.json``), ``training_clock.json`` (wall and
-CPU seconds of the training steps kept) and ``measurements.json`` (parameters, multiply-adds and
-CPU inference time, measured by panoptic_zoo.benchmark's code on the final weights). The report,
-when every run is finished: ``comparison.json``, ``comparison.md``, ``speed_vs_pq.png`` and
+``TEST.EVAL_PERIOD`` (the learning curve, in ``metrics.json``), ``training_clock.json`` (wall
+and CPU seconds of the training steps kept) and ``measurements.json`` (parameters, multiply-adds
+and CPU inference time, measured by panoptic_zoo.benchmark's code on the final weights), and the
+run's record, ``run.json``, made of them with the machine it ran on. The report, when every run
+is finished: ``comparison.json``, ``comparison.md``, ``speed_vs_pq.png`` and
 ``learning_curve.png``. Trailing KEY VALUE pairs override every config (after the set's).
 """
 
@@ -62,6 +64,9 @@ from panoptic_zoo.utils.io import atomic_write, atomic_write_json
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SET = REPO / "configs" / "shapes" / "comparison.yaml"
 CLOCK_FILE, MEASUREMENTS_FILE = "training_clock.json", "measurements.json"
+# A finished run's record: all the report needs of it (its evaluation, clock, measurements and
+# learning curve), so that runs trained on other machines join the report by copying it.
+RUN_RECORD = "run.json"
 FINAL_CHECKPOINT = "model_final.pth"
 # Report columns: evaluator keys (percent) as mean +- std over seeds.
 ACCURACY_KEYS = (
@@ -194,6 +199,27 @@ def finished_iterations(run: Run) -> int:
     return checkpoint.get("iteration", -1) + 1
 
 
+def lr_steps(cfg: CfgNode) -> list[int]:
+    return sorted(step for step in cfg.SOLVER.STEPS if step < cfg.SOLVER.MAX_ITER)
+
+
+def run_record(run: Run, cfg: CfgNode) -> dict | None:
+    """The run's record (None before it is finished and evaluated); a record of another schedule
+    is an error, not a finished run."""
+    path = run.directory / RUN_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    recorded = (record.get("iterations"), record.get("lr_steps"))
+    if recorded != (cfg.SOLVER.MAX_ITER, lr_steps(cfg)):
+        raise ValueError(
+            f"{path}: a run of {recorded[0]} iterations with learning-rate steps {recorded[1]}, "
+            f"where the set and command line ask for {cfg.SOLVER.MAX_ITER} with steps "
+            f"{lr_steps(cfg)}: move {run.directory} away to train the run again"
+        )
+    return record
+
+
 def saved_clock(path: Path) -> dict[int, dict]:
     """A :class:`TrainingClock` file as ``{iterations: {wall_s, cpu_s}}`` (empty before the
     run's first checkpoint)."""
@@ -290,20 +316,39 @@ def measure(cfg: CfgNode, comparison: ComparisonSet, weights: Path) -> dict:
     }
 
 
+def final_weights(run: Run) -> Path:
+    final = run.directory / FINAL_CHECKPOINT
+    if not final.is_file():
+        raise ValueError(
+            f"{run.directory / RUN_RECORD}: measuring again needs the run's weights, {final}, "
+            "which are not there (the run was trained elsewhere): copy them next to the record, "
+            "or leave out --remeasure"
+        )
+    return final
+
+
 def evaluated_run(
     run: Run, cfg: CfgNode, comparison: ComparisonSet, remeasure: bool = False
 ) -> dict:  # fmt: skip
-    """The finished run's evaluation, clock and measurements (evaluating or measuring where the
-    files are missing, e.g. after an interruption during the final evaluation; measuring again
-    with ``remeasure``, e.g. after a change to the inference code)."""
-    final = run.directory / FINAL_CHECKPOINT
+    """
+    The trained run's record (:data:`RUN_RECORD`), made and saved the first time: its final
+    evaluation, clock and measurements (evaluating or measuring where the files are missing,
+    e.g. after an interruption during the final evaluation). ``remeasure`` measures again, e.g.
+    after a change to the inference code; that needs the run's weights, which a record copied
+    from another machine does not bring.
+    """
+    record = run_record(run, cfg)
+    if record is not None and not remeasure:
+        return record
+    final = final_weights(run)
     results_file = run.directory / EVAL_RESULTS_FILE
     if not results_file.is_file() or results_file.stat().st_mtime < final.stat().st_mtime:
         Trainer.test(cfg, build_inference_model(cfg, str(final)))
     measurements_file = run.directory / MEASUREMENTS_FILE
     if remeasure or not measurements_file.is_file():
         atomic_write_json(measurements_file, measure(cfg, comparison, final))
-    return {
+    machine = device_name("cpu")
+    record = {
         "config": repo_relative(run.config),
         "seed": run.seed,
         "method": method_of(cfg.MODEL.META_ARCHITECTURE).name,
@@ -312,8 +357,13 @@ def evaluated_run(
         "clock": saved_clock(run.directory / CLOCK_FILE)[cfg.SOLVER.MAX_ITER],
         "measurements": json.loads(measurements_file.read_text()),
         "learning_curve": learning_curve(run.directory / "metrics.json", cfg.SOLVER.MAX_ITER),
-        "lr_steps": sorted(step for step in cfg.SOLVER.STEPS if step < cfg.SOLVER.MAX_ITER),
+        "lr_steps": lr_steps(cfg),
+        # Training and measurement happen where the run's folder is, unless it was remeasured.
+        "trained_on": (record or {}).get("trained_on", machine),
+        "measured_on": machine,
     }
+    atomic_write_json(run.directory / RUN_RECORD, record)
+    return record
 
 
 def learning_curve(metrics_file: Path, max_iter: int) -> list[tuple[int, float]]:
@@ -409,18 +459,21 @@ def training_left(runs: list[Run], configs: dict[Run, CfgNode]) -> tuple[int, in
 
 
 def run_protocol(
-    comparison: ComparisonSet, runs: list[Run], opts: list[str], tiny: bool
+    comparison: ComparisonSet, runs: list[Run], opts: list[str], tiny: bool, train_runs: bool
 ) -> list[Run]:  # fmt: skip
     """
-    Train every run that is not finished and not locked by another process, with progress and
-    an estimate of the time left (:func:`training_left`); returns the runs that are not finished
-    at the end (being trained elsewhere).
+    Train every run that is not finished and not locked by another process (with
+    ``train_runs``), with progress and an estimate of the time left (:func:`training_left`),
+    and record every trained run (:func:`evaluated_run`); returns the runs without a record at
+    the end (not trained yet, or being trained elsewhere).
     """
     configs = {run: run_config(run, comparison, opts, tiny) for run in runs}
+    for run in runs:
+        run_record(run, configs[run])  # a record of another schedule stops before any work
     for k, run in enumerate(runs, 1):
         cfg = configs[run]
         progress = f"[{k}/{len(runs)}] {run.name}"
-        if finished_iterations(run) >= cfg.SOLVER.MAX_ITER:
+        if run_record(run, cfg) is not None:
             print(f"{progress}: finished before, skipped", flush=True)
             continue
         with locked(run.directory / "training.lock") as mine:
@@ -428,14 +481,18 @@ def run_protocol(
                 print(f"{progress}: being trained by another process, skipped", flush=True)
                 continue
             start = finished_iterations(run)  # another process may have finished it
-            if start >= cfg.SOLVER.MAX_ITER:
-                continue
-            done, total, estimate = training_left(runs, configs)
-            state = f"resuming at iteration {start}" if start else "training"
-            counts = f"{done} of {total} iterations done"
-            print(f"{progress}: {state} ({counts}; {estimate})", flush=True)
-            train(cfg)
-    return [run for run in runs if finished_iterations(run) < configs[run].SOLVER.MAX_ITER]
+            if start < cfg.SOLVER.MAX_ITER:
+                if not train_runs:
+                    continue
+                done, total, estimate = training_left(runs, configs)
+                state = f"resuming at iteration {start}" if start else "training"
+                counts = f"{done} of {total} iterations done"
+                print(f"{progress}: {state} ({counts}; {estimate})", flush=True)
+                train(cfg)
+            if run_record(run, cfg) is None:  # another process may have recorded it
+                print(f"{progress}: evaluation and measurements", flush=True)
+                evaluated_run(run, cfg, comparison)
+    return [run for run in runs if run_record(run, configs[run]) is None]
 
 
 def mean_and_std(values: list[float]) -> dict:
@@ -695,7 +752,8 @@ def write_report(
 ) -> tuple[dict, dict[str, Path]]:  # fmt: skip
     evaluated = []
     for k, run in enumerate(runs, 1):
-        print(f"[{k}/{len(runs)}] {run.name}: evaluation and measurements", flush=True)
+        if remeasure:
+            print(f"[{k}/{len(runs)}] {run.name}: measurements", flush=True)
         cfg = run_config(run, comparison, opts, tiny)
         evaluated.append(evaluated_run(run, cfg, comparison, remeasure))
     methods = summarize(evaluated)
@@ -707,7 +765,9 @@ def write_report(
         "seeds": list(comparison.seeds),
         "test_dataset": run_config(runs[0], comparison, opts, tiny).DATASETS.TEST[0],
         "benchmark": {"threads": comparison.threads, "repeats": comparison.repeats},
-        "machine": device_name("cpu"),
+        "machine": "; ".join(
+            sorted({r[k] for r in evaluated for k in ("trained_on", "measured_on")})
+        ),
         "methods": methods,
         "runs": evaluated,
     }
@@ -819,15 +879,13 @@ def main(argv=None) -> int:
             time_iterations(comparison, args.opts, args.tiny, args.time_iterations, args.output_dir)
             return 0
         runs = protocol_runs(comparison, args.output_dir)
+        if args.remeasure:
+            for run in runs:
+                if (run.directory / RUN_RECORD).is_file():
+                    final_weights(run)  # before any work
         unfinished = run_protocol(
-            comparison, [] if args.report_only else runs, args.opts, args.tiny
+            comparison, runs, args.opts, args.tiny, train_runs=not args.report_only
         )
-        if args.report_only:
-            unfinished = [
-                r for r in runs
-                if finished_iterations(r)
-                < run_config(r, comparison, args.opts, args.tiny).SOLVER.MAX_ITER
-            ]  # fmt: skip
         if unfinished:
             names = ", ".join(r.name for r in unfinished)
             print(f"not finished yet: {names}; the process that finishes them writes the report")
@@ -840,6 +898,9 @@ def main(argv=None) -> int:
             report, paths = write_report(
                 comparison, runs, args.opts, args.tiny, args.output_dir, command, args.remeasure
             )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         torch.set_num_threads(threads)
     for kind, path in paths.items():

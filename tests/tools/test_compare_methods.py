@@ -75,7 +75,8 @@ def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys
         assert compare_methods.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"[3/4] {METHODS[1]} seed 1: being trained by another process, skipped" in printed
-    (line,) = [line for line in printed.splitlines() if line.startswith("[4/4]")]
+    (line, recorded) = [line for line in printed.splitlines() if line.startswith("[4/4]")]
+    assert recorded == f"[4/4] {METHODS[1]} seed 2: evaluation and measurements"
     assert line.startswith(f"[4/4] {METHODS[1]} seed 2: training (10 of 16 iterations done; ")
     # Both configs have timed iterations (the interrupted run's first two): a full estimate.
     assert "of training left on one free core)" in line
@@ -120,6 +121,33 @@ def test_protocol_resumes_and_reports(tiny_shapes, tmp_path, monkeypatch, capsys
     assert header in table and "| n/a | n/a |" in table
 
     check_update_docs(report, tmp_path / "out", tmp_path / "repo")
+    check_records_from_another_machine(report, argv, tmp_path, capsys)
+
+
+def check_records_from_another_machine(report, argv, tmp_path, capsys):
+    """Runs trained elsewhere join by their records alone: the same report from them; measuring
+    again needs the weights, and a record of another schedule is refused, before any work."""
+    machine = report["runs"][0]["trained_on"]
+    assert report["machine"] == machine == report["runs"][0]["measured_on"]
+    other = tmp_path / "other"
+    for record in (tmp_path / "out" / "runs").rglob(compare_methods.RUN_RECORD):
+        copy = other / record.relative_to(tmp_path / "out")
+        copy.parent.mkdir(parents=True)
+        copy.write_bytes(record.read_bytes())
+    assert [p.name for p in other.rglob("*") if p.is_file()] == [compare_methods.RUN_RECORD] * 4
+    other_argv = ["--set", argv[1], "--output-dir", str(other), "--tiny", "--report-only"]
+    capsys.readouterr()
+    assert compare_methods.main(other_argv) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 4
+    assert json.loads((other / "comparison.json").read_text())["methods"] == report["methods"]
+
+    assert compare_methods.main([*other_argv, "--remeasure"]) == 2
+    error = capsys.readouterr().err
+    assert f"{METHODS[0]}/seed_1/run.json: measuring again needs the run's weights" in error
+    assert compare_methods.main([*other_argv, "SOLVER.MAX_ITER", "6"]) == 2
+    error = capsys.readouterr().err
+    assert f"{METHODS[0]}/seed_1/run.json: a run of 4 iterations" in error
+    assert "ask for 6 with steps" in error and "move " in error
 
 
 def check_update_docs(report, output_dir, repo):
