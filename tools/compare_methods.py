@@ -614,6 +614,11 @@ def markdown(report: dict) -> str:
         "# Comparison",
         "",
         f"Command: `{report['command']}`; comparison set: `{report['set']}`.",
+        *(
+            ["", f"Partial: the {len(report['runs'])} finished runs; missing: "
+             f"{', '.join(report['missing'])}."]
+            if report.get("missing") else []
+        ),
         *tables(report),
         "",
         f"Machine: {report['machine']}.",
@@ -748,7 +753,7 @@ def plot(report: dict, output_dir: Path) -> list[Path]:
 
 def write_report(
     comparison: ComparisonSet, runs: list[Run], opts, tiny, output_dir: Path, command: str,
-    remeasure: bool = False,
+    remeasure: bool = False, missing: list[str] = (),
 ) -> tuple[dict, dict[str, Path]]:  # fmt: skip
     evaluated = []
     for k, run in enumerate(runs, 1):
@@ -770,6 +775,7 @@ def write_report(
         ),
         "methods": methods,
         "runs": evaluated,
+        **({"missing": list(missing)} if missing else {}),
     }
     paths = {
         "json": atomic_write_json(output_dir / "comparison.json", report),
@@ -842,6 +848,11 @@ def parse_args(argv=None):
         "--report-only", action="store_true", help="no training: the report of finished runs"
     )
     parser.add_argument(
+        "--partial", action="store_true",
+        help="with --report-only: the report of the finished runs while others are missing "
+        "(marked partial; not with --update-docs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--remeasure", action="store_true",
         help="measure every run's inference again (e.g. after a change to the inference code)",
     )  # fmt: skip
@@ -865,6 +876,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         comparison = ComparisonSet.load(args.set)
+        if args.partial and (not args.report_only or args.update_docs):
+            raise ValueError("--partial goes with --report-only, and not with --update-docs")
         if args.update_docs:
             generated_docs(None, REPO)  # the documents' markers, before any work
     except ValueError as e:
@@ -886,18 +899,21 @@ def main(argv=None) -> int:
         unfinished = run_protocol(
             comparison, runs, args.opts, args.tiny, train_runs=not args.report_only
         )
-        if unfinished:
-            names = ", ".join(r.name for r in unfinished)
+        names = ", ".join(r.name for r in unfinished)
+        if unfinished and not (args.partial and len(unfinished) < len(runs)):
             print(f"not finished yet: {names}; the process that finishes them writes the report")
             return 0 if not args.report_only else 1
+        if unfinished:
+            print(f"partial report, without: {names}")
         with locked(args.output_dir / "report.lock") as mine:
             if not mine:
                 print("another process is writing the report")
                 return 0
             command = shlex.join(["python", "tools/compare_methods.py", *(argv or sys.argv[1:])])
             report, paths = write_report(
-                comparison, runs, args.opts, args.tiny, args.output_dir, command, args.remeasure
-            )
+                comparison, [r for r in runs if r not in unfinished], args.opts, args.tiny,
+                args.output_dir, command, args.remeasure, missing=[r.name for r in unfinished],
+            )  # fmt: skip
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -149,6 +149,22 @@ def check_records_from_another_machine(report, argv, tmp_path, capsys):
     assert f"{METHODS[0]}/seed_1/run.json: a run of 4 iterations" in error
     assert "ask for 6 with steps" in error and "move " in error
 
+    # A missing run: no report, unless a partial one is asked for (never into the docs).
+    (other / "runs" / METHODS[1] / "seed_2" / compare_methods.RUN_RECORD).unlink()
+    assert compare_methods.main(other_argv) == 1
+    assert f"not finished yet: {METHODS[1]} seed 2;" in capsys.readouterr().out
+    assert compare_methods.main([*other_argv, "--partial"]) == 0
+    partial = json.loads((other / "comparison.json").read_text())
+    assert partial["missing"] == [f"{METHODS[1]} seed 2"] and len(partial["runs"]) == 3
+    assert partial["methods"][0] == report["methods"][0]
+    one_seed = partial["methods"][1]
+    assert one_seed["seeds"] == [1] and one_seed["accuracy"]["PQ"]["n"] == 1
+    table = (other / "comparison.md").read_text()
+    assert f"Partial: the 3 finished runs; missing: {METHODS[1]} seed 2." in table
+    for wrong in (["--partial"], ["--report-only", "--partial", "--update-docs"]):
+        assert compare_methods.main(["--set", argv[1], *wrong]) == 2
+        assert "--partial goes with --report-only" in capsys.readouterr().err
+
 
 def check_update_docs(report, output_dir, repo):
     """--update-docs on a copy of the documents: the blocks between the markers regenerated from
