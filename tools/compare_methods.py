@@ -429,14 +429,18 @@ def format_duration(seconds: float) -> str:
 
 def training_left(runs: list[Run], configs: dict[Run, CfgNode]) -> tuple[int, int, str]:
     """
-    Iterations done and in all, from the runs' training clocks (every process's), and the
-    training time left on one free core: each unfinished run's iterations at its config's
-    measured CPU seconds per iteration (configs differ several-fold; wall time also holds
-    whatever else loaded the machine while it was measured), or a note of the runs whose config
-    has no timed iteration yet.
+    Iterations done and in all, from the runs' records or training clocks (every process's),
+    and the training time left on one free core: each unfinished run's iterations at its
+    config's measured CPU seconds per iteration (configs differ several-fold; wall time also
+    holds whatever else loaded the machine while it was measured), or a note of the runs whose
+    config has no timed iteration yet.
     """
     clocks = {}
     for run in runs:
+        record = run_record(run, configs[run])
+        if record is not None:  # its folder may hold nothing else (trained on another machine)
+            clocks[run] = (record["iterations"], record["clock"]["cpu_s"])
+            continue
         saved = saved_clock(run.directory / CLOCK_FILE)
         clocks[run] = max(((k, v["cpu_s"]) for k, v in saved.items()), default=(0, 0.0))
     timed = {}  # config -> (iterations, CPU seconds) over its runs

@@ -212,9 +212,10 @@ def test_mean_and_std_of_defined_values():
 
 
 def test_training_left_uses_each_configs_own_speed(tmp_path):
-    cfg = SimpleNamespace(SOLVER=SimpleNamespace(MAX_ITER=100))
+    cfg = SimpleNamespace(SOLVER=SimpleNamespace(MAX_ITER=100, STEPS=(80,)))
     clocks = {  # (config, seed) -> the clock file's last entry: iterations, CPU seconds
         ("a", 1): (100, 100.0), ("a", 2): (50, 50.0),  # 1 s per iteration
+        ("a", 3): "record",  # finished on another machine: only its record, 100 x 1 s
         ("b", 1): None,  # not started
         ("c", 1): (20, 80.0),  # 4 s per iteration
     }  # fmt: skip
@@ -222,14 +223,17 @@ def test_training_left_uses_each_configs_own_speed(tmp_path):
     for (config, seed), clock in clocks.items():
         run = compare_methods.Run(tmp_path / f"{config}.yaml", seed, tmp_path / config / str(seed))
         run.directory.mkdir(parents=True)
-        if clock:
+        if clock == "record":
+            record = {"iterations": 100, "lr_steps": [80], "clock": {"wall_s": 1, "cpu_s": 100.0}}
+            (run.directory / compare_methods.RUN_RECORD).write_text(json.dumps(record))
+        elif clock:
             # Wall time (a loaded machine's) is not what the estimate uses.
             saved = {"10": {"wall_s": 1.0, "cpu_s": 1.0},
                      str(clock[0]): {"wall_s": 9 * clock[1], "cpu_s": clock[1]}}  # fmt: skip
             (run.directory / compare_methods.CLOCK_FILE).write_text(json.dumps(saved))
         runs.append(run)
     done, total, estimate = compare_methods.training_left(runs, dict.fromkeys(runs, cfg))
-    assert (done, total) == (170, 400)
+    assert (done, total) == (270, 500)
     # a's second run: 50 x 1 s; c's: 80 x 4 s; b's run has no speed yet.
     assert estimate == (
         "about 6 min 10 s of training left on one free core, "
