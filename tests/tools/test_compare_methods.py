@@ -35,18 +35,18 @@ class Interrupted(Exception):
     """Stands for the protocol's process being killed."""
 
 
-def write_set(tmp_path, tiny_shapes) -> str:
+def write_set(tmp_path, tiny_shapes, methods=METHODS, seeds=(1, 2), max_iter=4) -> str:
     comparison = {
-        "configs": [str(CONFIGS / "shapes" / f"{m}.yaml") for m in METHODS],
-        "seeds": [1, 2],
+        "configs": [str(CONFIGS / "shapes" / f"{m}.yaml") for m in methods],
+        "seeds": list(seeds),
         "opts": [
-            "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2,
+            "SOLVER.MAX_ITER", max_iter, "SOLVER.CHECKPOINT_PERIOD", 2, "TEST.EVAL_PERIOD", 2,
             "DATASETS.TRAIN", f"('{tiny_shapes['train']}',)",
             "DATASETS.TEST", f"('{tiny_shapes['val']}',)",
         ],
         "benchmark": {"size": [67, 91], "threads": 1, "warmup": 0, "repeats": 1},
     }  # fmt: skip
-    path = tmp_path / "comparison.yaml"
+    path = tmp_path / f"comparison_{max_iter}.yaml"
     path.write_text(json.dumps(comparison))  # JSON is YAML
     return str(path)
 
@@ -203,6 +203,80 @@ def check_update_docs(report, output_dir, repo):
     committed = repo / "docs" / "benchmarks"
     assert json.loads((committed / "comparison_shapes.json").read_text()) == report
     assert (committed / "comparison_learning_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_longer_protocol_continues_the_shorter_ones_runs(tiny_shapes, tmp_path, capsys):
+    """--continue-from: a longer schedule's run starts from the shorter protocol's checkpoint
+    where their schedules part (here the end: the test size has no learning-rate steps), with
+    its clock and learning curve so far, and ends exactly as the same run trained from the
+    start (in the same process: the seed, not the runs trained before, sets the model's
+    initialization); a run of another config is refused before any training."""
+
+    def protocol(max_iter, output, *extra):
+        path = write_set(tmp_path, tiny_shapes, METHODS[:1], seeds=[1], max_iter=max_iter)
+        argv = ["--set", path, "--output-dir", str(tmp_path / output), "--tiny", "--threads", "1"]
+        return compare_methods.main([*argv, *extra])
+
+    def record(output):
+        run = tmp_path / output / "runs" / METHODS[0] / "seed_1"
+        return json.loads((run / compare_methods.RUN_RECORD).read_text())
+
+    assert protocol(4, "short") == 0
+    capsys.readouterr()
+    assert protocol(8, "continued", "--continue-from", str(tmp_path / "short")) == 0
+    assert f"[1/1] {METHODS[0]} seed 1: continuing {tmp_path / 'short'}'s run, from its " \
+        "iteration 4" in capsys.readouterr().out  # fmt: skip
+    assert protocol(8, "scratch") == 0
+    short, continued, scratch = record("short"), record("continued"), record("scratch")
+    source = tmp_path / "short" / "runs" / METHODS[0] / "seed_1"
+    assert continued["continued_from"] == {"run": str(source), "iterations": 4}
+    assert "continued_from" not in scratch
+    assert continued["results"] == scratch["results"]
+    # The shorter run's curve, its final evaluation included, then the longer one's (whose
+    # metrics.json keeps only the last of evaluations closer than its writer's period).
+    assert [i for i, _ in continued["learning_curve"]] == [2, 4, 6, 8]
+    assert continued["learning_curve"][:2] == short["learning_curve"]
+    assert continued["learning_curve"][2:] == scratch["learning_curve"][-2:]
+    # The clock goes on from the shorter run's 4 iterations.
+    continued_run = tmp_path / "continued" / "runs" / METHODS[0] / "seed_1"
+    continued_clock = compare_methods.saved_clock(continued_run / compare_methods.CLOCK_FILE)
+    assert continued_clock[4] == compare_methods.saved_clock(source / compare_methods.CLOCK_FILE)[4]
+    assert continued["clock"]["cpu_s"] > continued_clock[4]["cpu_s"]
+    table = (tmp_path / "continued" / "comparison.md").read_text()
+    assert f"Continued: {METHODS[0]} seed 1 from the same runs of `{tmp_path / 'short'}` at " \
+        "iteration 4" in table  # fmt: skip
+
+    other = ("SOLVER.WEIGHT_DECAY", "0.001")
+    assert protocol(8, "other", "--continue-from", str(tmp_path / "short"), *other) == 2
+    error = capsys.readouterr().err
+    assert f"{source / 'config.yaml'}: a run of another config (it differs in " \
+        "SOLVER.WEIGHT_DECAY)" in error  # fmt: skip
+    assert not (tmp_path / "other" / "runs" / METHODS[0] / "seed_1" / "last_checkpoint").exists()
+
+
+def test_schedules_shared_up_to_the_first_step_or_not_at_all():
+    """The iterations two schedules train alike: a step schedule's up to the earlier first step
+    (the warm-up, a fraction of MAX_ITER, agrees to rounding); a cosine or poly one's only the
+    first."""
+    from panoptic_zoo.config import get_cfg
+
+    def schedule(max_iter, steps, name="WarmupMultiStepLR"):
+        cfg = get_cfg()
+        cfg.merge_from_list(["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", steps,
+                             "SOLVER.LR_SCHEDULER_NAME", name, "SOLVER.WARMUP_ITERS", 100,
+                             "OUTPUT_DIR", f"out/{max_iter}"])
+        return cfg  # fmt: skip
+
+    short, long = schedule(6000, (4500, 5550)), schedule(9000, (6750, 8325))
+    assert compare_methods.shared_iterations(short, long, "x") == 4500
+    assert compare_methods.shared_iterations(long, short, "x") == 4500
+    rates = compare_methods.learning_rates(long, 6751)
+    assert rates[0] == pytest.approx(0.001) and rates[100] == rates[6749] == 1.0
+    assert rates[6750] == pytest.approx(0.1)
+    # A longer cosine or poly schedule decays more slowly from its first step on.
+    for name in ("WarmupCosineLR", "WarmupPolyLR"):
+        pair = (schedule(6000, (), name), schedule(9000, (), name))
+        assert compare_methods.shared_iterations(*pair, "x") == 1
 
 
 def test_mean_and_std_of_defined_values():
