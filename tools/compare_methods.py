@@ -54,7 +54,7 @@ from panoptic_zoo.benchmark.flops import count_multiply_adds
 from panoptic_zoo.benchmark.run import device_name
 from panoptic_zoo.benchmark.settings import BenchmarkSettings, benchmark_inputs
 from panoptic_zoo.benchmark.timing import time_inference
-from panoptic_zoo.config import check_class_counts, get_cfg
+from panoptic_zoo.config import _flat_keys, _get, check_class_counts, get_cfg
 from panoptic_zoo.data.datasets.custom import register_from_config
 from panoptic_zoo.engine import Trainer, build_inference_model, without_acceleration
 from panoptic_zoo.engine.trainer import EVAL_RESULTS_FILE
@@ -229,17 +229,6 @@ def run_record(run: Run, cfg: CfgNode) -> dict | None:
     return record
 
 
-def flat_config(cfg: CfgNode) -> dict:
-    """``{"A.B": value}`` of every key of ``cfg``."""
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-    return dict(walk(yaml.safe_load(cfg.dump()), ""))
-
-
 def learning_rates(cfg: CfgNode, iterations: int) -> list[float]:
     """The learning-rate factor of each of the first ``iterations`` steps of ``cfg``'s schedule,
     from the trainer's own scheduler."""
@@ -258,9 +247,12 @@ def shared_iterations(source: CfgNode, cfg: CfgNode, where: Path) -> int:
     """The iterations ``cfg`` trains as ``source`` did: the configs differ only in
     :data:`CONTINUABLE_KEYS`, and their learning rates agree up to there (e.g. up to the first
     step of the shorter step schedule; none for a cosine or poly schedule of another length)."""
-    a, b = flat_config(source), flat_config(cfg)
-    keys = (a.keys() | b.keys()) - CONTINUABLE_KEYS
-    differing = sorted(k for k in keys if a.get(k) != b.get(k))
+    # Compared as config.yaml holds them (a loaded file has lists where a built config has
+    # tuples, e.g. inside tuples of tuples).
+    a, b = (yaml.safe_load(c.dump()) for c in (source, cfg))
+    keys_a, keys_b = _flat_keys(a), _flat_keys(b)
+    same = {k for k in keys_a & keys_b if _get(a, k) == _get(b, k)}
+    differing = sorted((keys_a | keys_b) - same - CONTINUABLE_KEYS)
     if differing:
         raise ValueError(
             f"{where}: a run of another config (it differs in {', '.join(differing)}), so "
